@@ -1,0 +1,1 @@
+"""Pure domain layer: models, datasets, attacks, CAMs, architecture audit, reports."""

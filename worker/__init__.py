@@ -1,0 +1,1 @@
+"""Celery worker: thin tasks that call services and write results through db."""
