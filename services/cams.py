@@ -1,0 +1,158 @@
+"""CAM and Grad-CAM: hooks owned by context managers, batched, normalised maps in [0, 1]."""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from services.errors import ConfigError
+
+
+def resolve_layer(network: nn.Module, path: str) -> nn.Module:
+    """`network.get_submodule(path)` with a helpful error for unknown layer paths."""
+    try:
+        return network.get_submodule(path)
+    except AttributeError:
+        names = [name for name, _ in network.named_modules() if name]
+        close = difflib.get_close_matches(path, names, n=5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else f" Layers include: {', '.join(names[:12])}…"
+        raise ConfigError(f"the model has no layer {path!r}.{hint}") from None
+
+
+class _ActivationHook:
+    """Captures one layer's output while active; the hook is always removed on exit."""
+
+    def __init__(self, network: nn.Module, layer: str, *, track_grad: bool) -> None:
+        self.module = resolve_layer(network, layer)
+        self.layer = layer
+        self.track_grad = track_grad
+        self.activation: torch.Tensor | None = None
+        self._handle = None
+
+    def _hook(self, module, inputs, output):
+        if not isinstance(output, torch.Tensor):
+            raise ConfigError(f"layer {self.layer!r} does not output a single tensor; pick a conv layer")
+        if not self.track_grad:
+            self.activation = output.detach()
+            return None
+        # A fresh leaf makes backward stop here; returning a clone keeps an in-place ReLU
+        # downstream from overwriting the activation we differentiate against.
+        self.activation = output.detach().requires_grad_(True)
+        return self.activation.clone()
+
+    def __enter__(self):
+        self._handle = self.module.register_forward_hook(self._hook)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._handle.remove()
+        self.activation = None
+
+
+def _finish(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """ReLU, bilinear upsample to the input size, per-image min–max to [0, 1] (flat maps → 0)."""
+    if raw.dim() != 3:
+        raise ConfigError("the CAM layer must output a spatial map (N, C, H, W)")
+    maps = F.interpolate(raw.relu()[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    flat = maps.flatten(1)
+    low = flat.min(dim=1).values[:, None, None]
+    span = (flat.max(dim=1).values[:, None, None] - low).clamp_min(1e-12)
+    return ((maps - low) / span).clamp(0, 1)
+
+
+class GradCAM:
+    """Grad-CAM on any conv layer: weights = spatial mean of ∂(raw logit)/∂A; map = ReLU(Σ w·A)."""
+
+    method = "gradcam"
+
+    def __init__(self, model: nn.Module, network: nn.Module, layer: str) -> None:
+        self.model = model
+        self._hook = _ActivationHook(network, layer, track_grad=True)
+        self.layer = layer
+
+    def __enter__(self) -> GradCAM:
+        self._hook.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hook.__exit__(*exc)
+
+    def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps (B, H, W) in [0, 1] for `classes`, and the logits of `x`."""
+        with torch.enable_grad():
+            logits = self.model(x)
+            activation = self._hook.activation
+            if activation is None or activation.dim() != 4:
+                raise ConfigError(f"layer {self.layer!r} did not produce a (N, C, H, W) activation")
+            score = logits.gather(1, classes[:, None]).sum()
+            (grads,) = torch.autograd.grad(score, activation)
+        weights = grads.mean(dim=(2, 3), keepdim=True)
+        raw = (weights * activation.detach()).sum(dim=1)
+        return _finish(raw, x.shape[-2:]), logits.detach()
+
+
+class CAM:
+    """Class activation mapping for GAP → Linear heads: forward only, weights = the Linear's rows."""
+
+    method = "cam"
+
+    def __init__(self, model: nn.Module, network: nn.Module, feature_layer: str, classifier: str) -> None:
+        self.model = model
+        linear = resolve_layer(network, classifier)
+        if not isinstance(linear, nn.Linear):
+            raise ConfigError(f"CAM needs a Linear classifier, {classifier!r} is {type(linear).__name__}")
+        self.weight = linear.weight
+        self._hook = _ActivationHook(network, feature_layer, track_grad=False)
+        self.layer = feature_layer
+
+    def __enter__(self) -> CAM:
+        self._hook.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._hook.__exit__(*exc)
+
+    def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maps (B, H, W) in [0, 1] for `classes`, and the logits of `x`."""
+        with torch.inference_mode():
+            logits = self.model(x)
+            activation = self._hook.activation
+            raw = torch.einsum("bk,bkhw->bhw", self.weight[classes].to(activation.dtype), activation)
+        return _finish(raw, x.shape[-2:]), logits
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image Pearson correlation of two map batches (0 where either map is constant)."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    denom = a.norm(dim=1) * b.norm(dim=1)
+    return torch.where(denom > 0, (a * b).sum(1) / denom.clamp_min(1e-300), torch.zeros_like(denom)).float()
+
+
+def top_region(maps: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
+    """Boolean masks of each map's top `fraction` pixels (exactly ⌈fraction·H·W⌉ of them)."""
+    flat = maps.flatten(1)
+    count = max(1, math.ceil(fraction * flat.shape[1]))
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask.scatter_(1, flat.topk(count, dim=1).indices, True)
+    return mask.view_as(maps)
+
+
+def top_region_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
+    """Per-image IoU of the two maps' top-`fraction` regions."""
+    ma, mb = top_region(a, fraction).flatten(1), top_region(b, fraction).flatten(1)
+    return ((ma & mb).sum(1).float() / (ma | mb).sum(1).clamp_min(1).float())
+
+
+def confidence_drop(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor,
+                    fraction: float = 0.2) -> torch.Tensor:
+    """Faithfulness: p(class | x) − p(class | x with only the map's top region kept, the rest zeroed)."""
+    keep = top_region(maps, fraction)[:, None].to(x.dtype)
+    with torch.inference_mode():
+        full = model(x).float().softmax(1).gather(1, classes[:, None]).squeeze(1)
+        kept = model(x * keep).float().softmax(1).gather(1, classes[:, None]).squeeze(1)
+    return full - kept

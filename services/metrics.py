@@ -1,0 +1,95 @@
+"""Robustness metrics derived from per-sample × ε outcomes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+
+def accuracy(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of predictions equal to the labels (NaN for no samples)."""
+    return float((pred == labels).float().mean()) if len(labels) else math.nan
+
+
+def accuracy_per_eps(pred: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Accuracy at each ε column of an (N, K) prediction matrix."""
+    return (pred == labels[:, None]).float().mean(dim=0).tolist()
+
+
+def attack_success_rate(pred: torch.Tensor, clean_pred: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Per ε: among clean-correct samples, the fraction misclassified (NaN when none is clean-correct)."""
+    clean_correct = clean_pred == labels
+    if not clean_correct.any():
+        return [math.nan] * pred.shape[1]
+    fooled = pred[clean_correct] != labels[clean_correct][:, None]
+    return fooled.float().mean(dim=0).tolist()
+
+
+def target_success_rate(targeted_pred: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> list[float]:
+    """Per ε: among samples whose label differs from their target, the fraction predicted as the target."""
+    eligible = labels != targets
+    if not eligible.any():
+        return [math.nan] * targeted_pred.shape[1]
+    hit = targeted_pred[eligible] == targets[eligible][:, None]
+    return hit.float().mean(dim=0).tolist()
+
+
+def minimal_eps(pred: torch.Tensor, labels: torch.Tensor, eps: Sequence[float]) -> np.ndarray:
+    """Per sample, the smallest swept ε at which it is misclassified; inf when no swept ε fools it.
+
+    A sample misclassified at ε but correct at a larger ε still counts as fooled at the first ε.
+    """
+    order = np.argsort(np.asarray(eps, dtype=np.float64), kind="stable")
+    sorted_eps = np.asarray(eps, dtype=np.float64)[order]
+    wrong = (pred != labels[:, None]).numpy()[:, order]
+    result = np.full(len(labels), np.inf)
+    any_wrong = wrong.any(axis=1)
+    result[any_wrong] = sorted_eps[wrong[any_wrong].argmax(axis=1)]
+    return result
+
+
+def robust_auc(eps: Sequence[float], accuracies: Sequence[float]) -> float:
+    """Area under the accuracy–ε curve (trapezoid over the ε range), divided by that range."""
+    pairs = sorted(zip(eps, accuracies, strict=True))
+    xs = np.array([p[0] for p in pairs], dtype=np.float64)
+    ys = np.array([p[1] for p in pairs], dtype=np.float64)
+    if len(xs) == 1 or xs[-1] == xs[0]:
+        return float(ys.mean())
+    area = float(np.sum((xs[1:] - xs[:-1]) * (ys[1:] + ys[:-1]) / 2))
+    return area / float(xs[-1] - xs[0])
+
+
+def per_class_accuracy(
+    pred: torch.Tensor, clean_pred: torch.Tensor, labels: torch.Tensor, num_classes: int
+) -> list[dict]:
+    """Per class present in the labels: sample count, clean accuracy and accuracy at each ε."""
+    rows = []
+    for c in range(num_classes):
+        mask = labels == c
+        count = int(mask.sum())
+        if count == 0:
+            continue
+        rows.append({
+            "class": c,
+            "count": count,
+            "clean_accuracy": accuracy(clean_pred[mask], labels[mask]),
+            "accuracy": accuracy_per_eps(pred[mask], labels[mask]),
+        })
+    return rows
+
+
+def minimal_eps_summary(values: np.ndarray, eps: Sequence[float], bins: int = 20) -> dict:
+    """Median, mean over fooled samples, never-fooled count and a histogram of the minimal ε."""
+    finite = values[np.isfinite(values)]
+    upper = max(eps) if len(eps) else 1.0
+    counts, edges = np.histogram(finite, bins=bins, range=(0.0, upper if upper > 0 else 1.0))
+    return {
+        "median": float(np.median(values)) if len(values) and np.isfinite(np.median(values)) else None,
+        "mean_fooled": float(finite.mean()) if len(finite) else None,
+        "fooled": int(len(finite)),
+        "never_fooled": int(len(values) - len(finite)),
+        "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+    }

@@ -1,0 +1,173 @@
+"""The ε-sweep: per batch one gradient pass, then K inference forwards; per-sample × ε outcomes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from services.attacks import autocast_for, fgsm_directions, frozen_eval, perturb
+from services.errors import ConfigError, EvaluationCancelled, ModelError
+from services.specs import TargetPolicy
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class SweepResult:
+    """Per-sample outcomes on the CPU. Rows follow the dataset order; columns follow the ε lists."""
+
+    labels: torch.Tensor  # (N,) int64
+    clean_pred: torch.Tensor  # (N,) int64
+    clean_conf: torch.Tensor  # (N,) float32, softmax probability of the predicted class
+    eps: tuple[float, ...]
+    pred: torch.Tensor  # (N, K) int64
+    conf: torch.Tensor  # (N, K) float32
+    targeted_eps: tuple[float, ...] = ()
+    policy: TargetPolicy | None = None
+    targets: torch.Tensor | None = None  # (N,) int64
+    targeted_pred: torch.Tensor | None = None  # (N, Kt) int64
+    target_prob: torch.Tensor | None = None  # (N, Kt) float32, softmax probability of the target
+    selected: dict | None = None  # index -> (x, untargeted direction), for CAM galleries and triptychs
+    directions: torch.Tensor | None = None  # (N, C, H, W) int8, with keep_directions
+    inputs: torch.Tensor | None = None  # (N, C, H, W) float32, with keep_directions
+    targeted_directions: torch.Tensor | None = None  # (N, C, H, W) int8, with keep_directions
+
+
+def target_function(policy: TargetPolicy, num_classes: int, offsets: torch.Tensor | None):
+    """Targets for one batch from (labels, clean logits, row slice) under `policy`."""
+    if policy.kind == "class":
+        if policy.target_class >= num_classes:
+            raise ConfigError(f"target class {policy.target_class} does not exist: the model has {num_classes} classes")
+        return lambda y, logits, rows: torch.full_like(y, policy.target_class)
+    if policy.kind == "next":
+        return lambda y, logits, rows: (y + 1) % num_classes
+    if policy.kind == "least-likely":
+        return lambda y, logits, rows: logits.argmin(dim=1)
+    if policy.kind == "random":
+        # Offsets in [1, C-1] drawn once per sample index: never the true class, independent of batching.
+        return lambda y, logits, rows: (y + offsets[rows].to(y.device)) % num_classes
+    raise ConfigError(f"unknown targeted policy {policy}")
+
+
+def random_offsets(num_samples: int, num_classes: int, seed: int) -> torch.Tensor:
+    """Seeded per-sample class offsets for the `random` policy."""
+    if num_classes < 2:
+        raise ConfigError("a targeted attack needs a model with at least two classes")
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(1, num_classes, (num_samples,), generator=generator)
+
+
+def run_sweep(
+    model: nn.Module,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    num_samples: int,
+    num_classes: int,
+    eps: Sequence[float],
+    targeted_eps: Sequence[float] = (),
+    policy: TargetPolicy | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
+    channels_last: bool = False,
+    seed: int = 0,
+    select: Sequence[int] = (),
+    keep_directions: bool = False,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> SweepResult:
+    """FGSM (and targeted FGSM) over `eps` for every sample, one gradient per batch and mode."""
+    device = torch.device(device)
+    eps, targeted_eps = tuple(eps), tuple(targeted_eps) if policy else ()
+    n, k, kt = num_samples, len(eps), len(targeted_eps)
+    offsets = random_offsets(n, num_classes, seed) if policy and policy.kind == "random" else None
+    targets_for = target_function(policy, num_classes, offsets) if policy else None
+    on = {"device": device}
+    labels = torch.empty(n, dtype=torch.long, **on)
+    clean_pred = torch.empty(n, dtype=torch.long, **on)
+    clean_conf = torch.empty(n, dtype=torch.float32, **on)
+    pred = torch.empty(n, k, dtype=torch.long, **on)
+    conf = torch.empty(n, k, dtype=torch.float32, **on)
+    targets = torch.empty(n, dtype=torch.long, **on) if policy else None
+    t_pred = torch.empty(n, kt, dtype=torch.long, **on) if policy else None
+    t_prob = torch.empty(n, kt, dtype=torch.float32, **on) if policy else None
+    nonfinite = torch.zeros(n, dtype=torch.bool, **on)
+    kept = {}
+    wanted = sorted(set(select))
+    directions = inputs = t_directions = None
+
+    def forward_all(x_adv: torch.Tensor) -> torch.Tensor:
+        with autocast_for(device, precision):
+            return model(x_adv).float()
+
+    start = 0
+    with frozen_eval(model):
+        for x, y in batches:
+            if should_stop is not None and should_stop():
+                raise EvaluationCancelled("evaluation cancelled")
+            stop = start + len(y)
+            if stop > n:
+                raise ModelError(f"the dataset yielded more than the {n} samples announced")
+            rows = slice(start, stop)
+            x = x.to(device, non_blocking=True)
+            y = y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+
+            def batch_targets(logits, y=y, rows=rows):
+                return targets_for(y, logits, rows)
+
+            logits, direction, t_direction, t = fgsm_directions(
+                model, x, y, batch_targets if policy else None, precision=precision
+            )
+            labels[rows] = y
+            probs = logits.softmax(dim=1)
+            clean_conf[rows], clean_pred[rows] = probs.max(dim=1)
+            nonfinite[rows] |= ~torch.isfinite(logits).all(dim=1)
+            with torch.inference_mode():
+                for j, e in enumerate(eps):
+                    # ε = 0 leaves x unchanged: reuse the clean logits instead of a second identical forward.
+                    out = logits if e == 0 else forward_all(perturb(x, direction, e))
+                    nonfinite[rows] |= ~torch.isfinite(out).all(dim=1)
+                    conf[rows, j], pred[rows, j] = out.softmax(dim=1).max(dim=1)
+                if policy:
+                    targets[rows] = t
+                    for j, e in enumerate(targeted_eps):
+                        out = logits if e == 0 else forward_all(perturb(x, t_direction, e))
+                        nonfinite[rows] |= ~torch.isfinite(out).all(dim=1)
+                        t_pred[rows, j] = out.argmax(dim=1)
+                        t_prob[rows, j] = out.softmax(dim=1).gather(1, t[:, None]).squeeze(1)
+            if keep_directions:
+                if directions is None:
+                    shape = (n, *x.shape[1:])
+                    directions = torch.empty(shape, dtype=torch.int8, **on)
+                    inputs = torch.empty(shape, dtype=torch.float32, **on)
+                    t_directions = torch.empty(shape, dtype=torch.int8, **on) if policy else None
+                directions[rows] = direction.to(torch.int8)
+                inputs[rows] = x
+                if policy:
+                    t_directions[rows] = t_direction.to(torch.int8)
+            for index in wanted:
+                if start <= index < stop:
+                    kept[index] = (x[index - start].detach().clone(), direction[index - start].clone())
+            start = stop
+            if progress is not None:
+                progress(start, n)
+    if start != n:
+        raise ModelError(f"the dataset yielded {start} samples, {n} were announced")
+    bad = int(nonfinite.sum())
+    if bad:
+        raise ModelError(f"the model produced NaN or infinite logits for {bad} sample(s); check its weights and inputs")
+
+    def cpu(t):
+        return None if t is None else t.cpu()
+
+    return SweepResult(
+        labels=cpu(labels), clean_pred=cpu(clean_pred), clean_conf=cpu(clean_conf), eps=eps,
+        pred=cpu(pred), conf=cpu(conf), targeted_eps=targeted_eps, policy=policy, targets=cpu(targets),
+        targeted_pred=cpu(t_pred), target_prob=cpu(t_prob),
+        selected={i: (cpu(a), cpu(b)) for i, (a, b) in kept.items()},
+        directions=cpu(directions), inputs=cpu(inputs), targeted_directions=cpu(t_directions),
+    )
