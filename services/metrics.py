@@ -81,15 +81,15 @@ def per_class_accuracy(
     return rows
 
 
-def minimal_eps_summary(values: np.ndarray, eps: Sequence[float], bins: int = 20) -> dict:
-    """Median, mean over fooled samples, never-fooled count and a histogram of the minimal ε."""
+def minimal_eps_summary(values: np.ndarray, eps: Sequence[float]) -> dict:
+    """Median minimal ε, mean over fooled samples, and how many samples each swept ε fools first."""
     finite = values[np.isfinite(values)]
-    upper = max(eps) if len(eps) else 1.0
-    counts, edges = np.histogram(finite, bins=bins, range=(0.0, upper if upper > 0 else 1.0))
+    swept = sorted(set(float(e) for e in eps))
+    median = float(np.median(values)) if len(values) else math.nan
     return {
-        "median": float(np.median(values)) if len(values) and np.isfinite(np.median(values)) else None,
+        "median": median if math.isfinite(median) else None,
         "mean_fooled": float(finite.mean()) if len(finite) else None,
         "fooled": int(len(finite)),
         "never_fooled": int(len(values) - len(finite)),
-        "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
+        "histogram": {"eps": swept, "counts": [int(np.sum(finite == e)) for e in swept]},
     }

@@ -36,7 +36,7 @@ def test_minimal_eps_uses_the_first_failing_eps_in_ascending_order():
     summary = metrics.minimal_eps_summary(result, eps)
     assert summary["fooled"] == 3 and summary["never_fooled"] == 1
     assert summary["median"] == pytest.approx(0.15)
-    assert sum(summary["histogram"]["counts"]) == 3
+    assert summary["histogram"] == {"eps": [0.0, 0.1, 0.2], "counts": [1, 1, 1]}
 
 
 def test_robust_auc_trapezoid_normalised_by_the_range():

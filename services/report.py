@@ -1,0 +1,248 @@
+"""The report: in-memory results, their report.json form (schema_version 1) and the artifact files."""
+
+from __future__ import annotations
+
+import json
+import math
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from services import metrics
+from services.architecture import ArchitectureAudit
+from services.checkpoints import ModelInfo
+from services.datasets import DatasetInfo
+from services.specs import EvaluationConfig
+from services.sweep import SweepResult
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class CamAudit:
+    """Clean vs adversarial class-activation maps for a sample of images, with drift metrics."""
+
+    method: str
+    layer: str
+    eps: float
+    indices: np.ndarray
+    labels: np.ndarray
+    clean: np.ndarray  # (M, H, W) float32 in [0, 1]
+    adversarial: np.ndarray
+    clean_class: np.ndarray
+    adversarial_class: np.ndarray
+    clean_confidence: np.ndarray
+    adversarial_confidence: np.ndarray
+    similarity: np.ndarray  # Pearson correlation per image
+    top20_iou: np.ndarray
+    confidence_drop: np.ndarray  # faithfulness of the clean map
+    images: np.ndarray  # (M, C, H, W) clean inputs
+    adversarial_images: np.ndarray
+
+    def summary(self) -> dict:
+        return {
+            "method": self.method,
+            "layer": self.layer,
+            "eps": self.eps,
+            "num_samples": len(self.indices),
+            "mean_similarity": float(np.mean(self.similarity)),
+            "mean_top20_iou": float(np.mean(self.top20_iou)),
+            "mean_confidence_drop": float(np.mean(self.confidence_drop)),
+            "drift": 1.0 - float(np.mean(self.similarity)),
+            "flipped": int(np.sum(self.clean_class != self.adversarial_class)),
+            "samples": [
+                {
+                    "index": int(self.indices[i]), "label": int(self.labels[i]),
+                    "clean_class": int(self.clean_class[i]), "clean_confidence": float(self.clean_confidence[i]),
+                    "adversarial_class": int(self.adversarial_class[i]),
+                    "adversarial_confidence": float(self.adversarial_confidence[i]),
+                    "similarity": float(self.similarity[i]), "top20_iou": float(self.top20_iou[i]),
+                    "confidence_drop": float(self.confidence_drop[i]),
+                }
+                for i in range(len(self.indices))
+            ],
+        }
+
+
+@dataclass
+class Triptych:
+    """Clean image + ε·sign(∇) = adversarial image, with classes and confidences."""
+
+    index: int
+    label: int
+    eps: float
+    clean: np.ndarray  # (C, H, W)
+    perturbation: np.ndarray  # sign of the gradient, (C, H, W) in {-1, 0, 1}
+    adversarial: np.ndarray
+    clean_class: int
+    clean_confidence: float
+    adversarial_class: int
+    adversarial_confidence: float
+
+
+@dataclass
+class Report:
+    """Everything one evaluation produced."""
+
+    model: ModelInfo
+    dataset: DatasetInfo
+    config: EvaluationConfig
+    num_samples: int
+    sweep: SweepResult
+    architecture: ArchitectureAudit
+    cam: CamAudit | None = None
+    triptychs: list[Triptych] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def class_name(self, index: int) -> str:
+        names = self.dataset.class_names
+        return names[index] if names and 0 <= index < len(names) else str(index)
+
+    def to_dict(self) -> dict:
+        """The report.json document."""
+        s = self.sweep
+        acc = metrics.accuracy_per_eps(s.pred, s.labels)
+        success = metrics.attack_success_rate(s.pred, s.clean_pred, s.labels)
+        min_eps = metrics.minimal_eps(s.pred, s.labels, s.eps)
+        clean_accuracy = metrics.accuracy(s.clean_pred, s.labels)
+        fgsm = [
+            {"eps": e, "eps_255": e * 255, "accuracy": a, "attack_success_rate": r,
+             "mean_confidence": float(s.conf[:, j].mean())}
+            for j, (e, a, r) in enumerate(zip(s.eps, acc, success, strict=True))
+        ]
+        targeted = None
+        summary = {
+            "clean_accuracy": clean_accuracy,
+            "robust_auc": metrics.robust_auc(s.eps, acc),
+            "min_accuracy": min(acc),
+            "minimal_eps": metrics.minimal_eps_summary(min_eps, s.eps),
+        }
+        if s.policy is not None:
+            t_acc = metrics.accuracy_per_eps(s.targeted_pred, s.labels)
+            t_success = metrics.target_success_rate(s.targeted_pred, s.targets, s.labels)
+            targeted = {
+                "policy": str(s.policy),
+                "points": [
+                    {"eps": e, "eps_255": e * 255, "accuracy": a, "target_success_rate": t,
+                     "mean_target_probability": float(s.target_prob[:, j].mean())}
+                    for j, (e, a, t) in enumerate(zip(s.targeted_eps, t_acc, t_success, strict=True))
+                ],
+            }
+            summary["targeted_auc"] = metrics.robust_auc(s.targeted_eps, t_acc)
+            summary["max_target_success_rate"] = max((t for t in t_success if not math.isnan(t)), default=None)
+        if self.cam is not None:
+            summary["cam_drift"] = 1.0 - float(np.mean(self.cam.similarity))
+        summary["macs"] = self.architecture.totals.get("macs")
+        summary["params"] = self.architecture.totals.get("params")
+        per_class = metrics.per_class_accuracy(s.pred, s.clean_pred, s.labels, self.model.num_classes)
+        for row in per_class:
+            row["name"] = self.class_name(row["class"])
+        document = {
+            "schema_version": SCHEMA_VERSION,
+            "model": self.model.to_dict(),
+            "dataset": {**self.dataset.to_dict(), "num_samples": self.num_samples,
+                        "available_samples": self.dataset.num_samples},
+            "config": self.config.to_dict(),
+            "clean": {"accuracy": clean_accuracy, "mean_confidence": float(s.clean_conf.mean())},
+            "fgsm": fgsm,
+            "targeted_fgsm": targeted,
+            "gradcam": self.cam.summary() if self.cam is not None else None,
+            "architecture": self.architecture.to_dict(),
+            "per_class": per_class,
+            "summary": summary,
+            "timing": self.timing,
+            "warnings": self.warnings,
+            "artifacts": self.artifact_names(),
+        }
+        return json_safe(document)
+
+    def artifact_names(self) -> list[str]:
+        names = ["report.json", "outcomes.npz", "accuracy_curve.png"]
+        if self.architecture.layers:
+            names.append("filters.png")
+        if self.cam is not None:
+            names += ["gradcam.npz", "cam_gallery.png"]
+        names += [f"triptych_{i}.png" for i in range(len(self.triptychs))]
+        if self.config.save_adversarial:
+            names.append("adversarial.npz")
+        return names
+
+    def write(self, out_dir: str | Path, network=None) -> Path:
+        """Write report.json and every artifact into `out_dir`; returns the report.json path."""
+        from services import plots  # matplotlib only when files are written
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        document = self.to_dict()
+        self._write_outcomes(out / "outcomes.npz")
+        plots.accuracy_curve(document, out / "accuracy_curve.png")
+        if self.cam is not None:
+            c = self.cam
+            np.savez_compressed(
+                out / "gradcam.npz", indices=c.indices, clean=c.clean.astype(np.float32),
+                adversarial=c.adversarial.astype(np.float32), clean_class=c.clean_class,
+                adversarial_class=c.adversarial_class, labels=c.labels, similarity=c.similarity,
+                top20_iou=c.top20_iou, confidence_drop=c.confidence_drop,
+            )
+            plots.cam_gallery(c, self.class_name, out / "cam_gallery.png")
+        for i, triptych in enumerate(self.triptychs):
+            plots.triptych(triptych, self.class_name, out / f"triptych_{i}.png")
+        if network is not None and self.architecture.layers:
+            from services.architecture import save_filter_grid
+
+            save_filter_grid(network, self.architecture.layers[0], out / "filters.png")
+        if self.config.save_adversarial:
+            self._write_adversarial(out / "adversarial.npz")
+        path = out / "report.json"
+        path.write_text(json.dumps(document, indent=2))
+        return path
+
+    def _write_outcomes(self, path: Path) -> None:
+        s = self.sweep
+        arrays = {
+            "labels": s.labels.numpy(), "clean_pred": s.clean_pred.numpy(), "clean_conf": s.clean_conf.numpy(),
+            "eps": np.asarray(s.eps), "pred": s.pred.numpy(), "conf": s.conf.numpy(),
+            "minimal_eps": metrics.minimal_eps(s.pred, s.labels, s.eps),
+        }
+        if s.policy is not None:
+            arrays |= {"targets": s.targets.numpy(), "targeted_eps": np.asarray(s.targeted_eps),
+                       "targeted_pred": s.targeted_pred.numpy(), "target_prob": s.target_prob.numpy()}
+        np.savez_compressed(path, **arrays)
+
+    def _write_adversarial(self, path: Path) -> None:
+        """float32 adversarial inputs per ε, written one array at a time to bound memory."""
+        s = self.sweep
+        x = s.inputs.numpy()
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+            def put(name: str, array: np.ndarray) -> None:
+                with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
+                    np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
+
+            put("eps", np.asarray(s.eps, dtype=np.float64))
+            put("labels", s.labels.numpy())
+            put("clean", x)
+            direction = s.directions.numpy().astype(np.float32)
+            for j, e in enumerate(s.eps):
+                put(f"fgsm_{j}", np.clip(x + np.float32(e) * direction, 0, 1).astype(np.float32))
+            if s.policy is not None:
+                put("targeted_eps", np.asarray(s.targeted_eps, dtype=np.float64))
+                put("targets", s.targets.numpy())
+                t_direction = s.targeted_directions.numpy().astype(np.float32)
+                for j, e in enumerate(s.targeted_eps):
+                    put(f"targeted_{j}", np.clip(x + np.float32(e) * t_direction, 0, 1).astype(np.float32))
+
+
+def json_safe(value):
+    """Replace NaN/inf with None and numpy scalars with Python numbers, recursively."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
