@@ -9,7 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console(stderr=False)
+console = Console()
+if not console.is_terminal:
+    # Piped output (CI logs, files) has no terminal width; tables need more than rich's default 80.
+    console = Console(width=160)
 
 
 @contextlib.contextmanager
@@ -58,13 +61,13 @@ def summary_table(document: dict) -> Table:
 def comparison_table(documents: list[dict]) -> Table:
     """Several evaluations side by side: clean accuracy, accuracy at each ε, AUC, target success, drift, MACs."""
     eps = [p["eps"] for p in documents[0]["fgsm"]]
-    table = Table(title="Robustness comparison (accuracy %, FGSM)")
-    table.add_column("model")
+    table = Table(title="Robustness comparison: accuracy % under FGSM at ε = k/255")
+    table.add_column("model", no_wrap=True)
     table.add_column("clean", justify="right")
     for e in eps:
-        table.add_column(f"{e * 255:g}/255", justify="right")
-    for name in ("AUC", "max target success %", "CAM drift", "MACs"):
-        table.add_column(name, justify="right")
+        table.add_column(f"{e * 255:g}", justify="right")
+    for name in ("AUC", "target success %", "CAM drift", "MACs"):
+        table.add_column(name, justify="right", no_wrap=True)
     for doc in documents:
         by_eps = {p["eps"]: p["accuracy"] for p in doc["fgsm"]}
         summary = doc["summary"]

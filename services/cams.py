@@ -102,10 +102,11 @@ class CAM:
 
     def __init__(self, model: nn.Module, network: nn.Module, feature_layer: str, classifier: str) -> None:
         self.model = model
-        linear = resolve_layer(network, classifier)
-        if not isinstance(linear, nn.Linear):
-            raise ConfigError(f"CAM needs a Linear classifier, {classifier!r} is {type(linear).__name__}")
-        self.weight = linear.weight
+        # An unflattened torch.export module is not an nn.Linear but still owns the 2-D weight.
+        weight = getattr(resolve_layer(network, classifier), "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+            raise ConfigError(f"CAM needs a Linear classifier; {classifier!r} has no 2-D weight")
+        self.weight = weight
         self._hook = _ActivationHook(network, feature_layer, track_grad=False)
         self.layer = feature_layer
 

@@ -1,0 +1,85 @@
+"""The advaudit command line, end to end, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from advaudit.cli import main
+
+
+def test_evaluate_writes_a_report_and_prints_a_summary(tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(["evaluate", "--model", "demo:gap-cnn", "--dataset", "digits", "--out", str(out), "--limit", "40",
+                 "--eps", "0,2/255,8/255", "--targeted", "least-likely", "--cam-samples", "4",
+                 "--save-adversarial"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "accuracy %" in printed and "robust AUC" in printed and str(out / "report.json") in printed
+    document = json.loads((out / "report.json").read_text())
+    assert document["config"]["eps"] == [0.0, 2 / 255, 8 / 255]
+    assert document["config"]["targeted"] == "least-likely"
+    assert (out / "adversarial.npz").is_file() and (out / "triptych_0.png").is_file()
+
+
+@pytest.mark.parametrize(("arguments", "message"), [
+    (["--eps", "0,2"], "outside [0, 1]"),
+    (["--eps", "abc"], "cannot read ε"),
+    (["--targeted", "sideways"], "unknown targeted policy"),
+    (["--cam", "nowhere"], "no layer 'nowhere'"),
+    (["--model", "demo:nope"], "nope"),
+    (["--dataset", "missing.npz"], "missing.npz"),
+])
+def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys, arguments, message):
+    base = {"--model": "demo:gap-cnn", "--dataset": "digits", "--out": str(tmp_path / "r"), "--limit": "8"}
+    for flag, value in zip(arguments[::2], arguments[1::2], strict=True):
+        base[flag] = value
+    argv = ["evaluate", *[part for pair in base.items() for part in pair]]
+    assert main(argv) == 2
+    printed = capsys.readouterr().out
+    assert "error:" in printed and message in printed
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+class CreatesAFile:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path, capsys):
+    marker = tmp_path / "pwned"
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(pickle.dumps({"weights": CreatesAFile(marker)}))
+    assert main(["evaluate", "--model", str(checkpoint), "--dataset", "digits", "--out", str(tmp_path / "r")]) == 2
+    assert "pickle" in capsys.readouterr().out.lower()
+    assert not marker.exists()
+
+
+def test_console_script_is_installed():
+    executable = shutil.which("advaudit") or str(Path(sys.executable).parent / "advaudit")
+    result = subprocess.run([executable, "evaluate", "--help"], capture_output=True, text=True, check=True)
+    assert "--targeted-eps" in result.stdout and "--save-adversarial" in result.stdout
+
+
+def test_demo_evaluates_every_demo_model(tmp_path):
+    executable = shutil.which("advaudit") or str(Path(sys.executable).parent / "advaudit")
+    result = subprocess.run([executable, "demo", "--out", str(tmp_path)], capture_output=True, text=True,
+                            env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Robustness comparison" in result.stdout
+    for name in ("gap-cnn", "separable-cnn", "dilated-cnn"):
+        document = json.loads((tmp_path / name / "report.json").read_text())
+        assert document["clean"]["accuracy"] >= 0.95
+        assert document["targeted_fgsm"]["policy"] == "next"
+        assert document["gradcam"] is not None
+        assert name in result.stdout
