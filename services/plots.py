@@ -51,6 +51,14 @@ def accuracy_curve(document: dict, path: Path) -> None:
     _save(fig, path)
 
 
+def overlay(chw: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """An RGB image (H, W, 3) in [0, 1]: the input in grey or colour, blended with a jet heat map."""
+    picture, _ = _image(chw)
+    base = np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
+    colours = matplotlib.colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
+    return (1 - alpha) * base + alpha * colours
+
+
 def cam_gallery(cam, class_name: ClassName, path: Path, columns: int = 4) -> None:
     """Clean and adversarial overlays side by side, per image, with their similarity."""
     count = len(cam.indices)
@@ -60,19 +68,18 @@ def cam_gallery(cam, class_name: ClassName, path: Path, columns: int = 4) -> Non
         ax.axis("off")
     for i in range(count):
         r, c = divmod(i, columns)
-        for offset, (images, maps, cls, conf, tag) in enumerate((
-            (cam.images, cam.clean, cam.clean_class, cam.clean_confidence, "clean"),
-            (cam.adversarial_images, cam.adversarial, cam.adversarial_class, cam.adversarial_confidence, "adv"),
-        )):
-            ax = axes[r, 2 * c + offset]
-            picture, cmap = _image(images[i])
-            ax.imshow(picture, cmap=cmap, vmin=0, vmax=1)
-            ax.imshow(maps[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            title = f"{tag}: {class_name(int(cls[i]))} {100 * conf[i]:.0f}%"
-            if offset:
-                title += f"\nr={cam.similarity[i]:.2f} IoU={cam.top20_iou[i]:.2f}"
-            ax.set_title(title, fontsize=7)
-    fig.suptitle(f"{cam.method} on {cam.layer}, ε = {cam.eps:.4f} ({cam.eps * 255:.1f}/255)", fontsize=10)
+        clean_ax, adv_ax = axes[r, 2 * c], axes[r, 2 * c + 1]
+        clean_ax.imshow(overlay(cam.images[i], cam.clean[i]), interpolation="nearest")
+        adv_ax.imshow(overlay(cam.adversarial_images[i], cam.adversarial[i]), interpolation="nearest")
+        clean_ax.set_title(f"#{cam.indices[i]} label {class_name(int(cam.labels[i]))}\n"
+                           f"clean: {class_name(int(cam.clean_class[i]))} {100 * cam.clean_confidence[i]:.0f}%",
+                           fontsize=7)
+        adv_ax.set_title(f"adv: {class_name(int(cam.adversarial_class[i]))} "
+                         f"{100 * cam.adversarial_confidence[i]:.0f}%\n"
+                         f"r={cam.similarity[i]:.2f} IoU={cam.top20_iou[i]:.2f}", fontsize=7)
+    method = {"cam": "CAM", "gradcam": "Grad-CAM"}.get(cam.method, cam.method)
+    fig.suptitle(f"{method} on {cam.layer}: clean vs adversarial at ε = {cam.eps:.4f} ({cam.eps * 255:.1f}/255)",
+                 fontsize=10)
     _save(fig, path)
 
 
@@ -95,5 +102,5 @@ def triptych(t, class_name: ClassName, path: Path) -> None:
         ax.axis("off")
     fig.text(0.355, 0.45, "+", fontsize=22, ha="center")
     fig.text(0.64, 0.45, "=", fontsize=22, ha="center")
-    fig.suptitle(f"sample {t.index} (label {class_name(t.label)})", fontsize=9, y=0.02)
+    fig.suptitle(f"sample {t.index}, true label {class_name(t.label)}", fontsize=9, y=0.08)
     _save(fig, path)
