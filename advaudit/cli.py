@@ -68,7 +68,7 @@ def run_evaluation(model: str, dataset_source: str, out: Path, config: Evaluatio
                         mean=mean, std=std)
     with progress_bar(label or model) as progress:
         report = evaluate(loaded, dataset, config, progress=progress)
-    report.write(out, network=loaded.network)
+    report.write(out)
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
     return report.to_dict()

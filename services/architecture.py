@@ -136,8 +136,8 @@ def audit_architecture(network: nn.Module, input_shape: tuple[int, int, int], *,
     return ArchitectureAudit(input_shape, layers, totals, cam_head, inventory.method)
 
 
-def save_filter_grid(network: nn.Module, layer: ConvLayer | str, path: str | Path) -> None:
-    """PNG grid of one conv layer's filters (normally the first layer's, whose filters see pixels)."""
+def filter_weights(network: nn.Module, layer: ConvLayer | str) -> tuple[torch.Tensor, str]:
+    """One conv layer's weight as (out, in/g, k…) on the CPU, with a title for its filter grid."""
     name = layer.name if isinstance(layer, ConvLayer) else layer
     module = dict(network.named_modules()).get(name)  # get_submodule is not available on TorchScript modules
     weight = getattr(module, "weight", None) if module is not None else None
@@ -149,7 +149,12 @@ def save_filter_grid(network: nn.Module, layer: ConvLayer | str, path: str | Pat
         groups = layer.groups if isinstance(layer, ConvLayer) else int(getattr(module, "groups", 1))
         per_group = weight.reshape(groups, weight.shape[0] // groups, *weight.shape[1:]).transpose(1, 2)
         weight = per_group.reshape(-1, weight.shape[0] // groups, *weight.shape[2:])
-    render_filter_grid(weight, f"{name or '(model)'}  weight {list(weight.shape)}", path)
+    return weight.detach().float().cpu().clone(), f"{name or '(model)'}  weight {list(weight.shape)}"
+
+
+def save_filter_grid(network: nn.Module, layer: ConvLayer | str, path: str | Path) -> None:
+    """PNG grid of one conv layer's filters (normally the first layer's, whose filters see pixels)."""
+    render_filter_grid(*filter_weights(network, layer), path)
 
 
 def _checked_shape(input_shape) -> tuple[int, int, int]:

@@ -7,6 +7,7 @@ import json
 import os
 import struct
 import threading
+import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,7 +162,10 @@ def _normalise_state_dict(path: Path, raw: object) -> dict[str, torch.Tensor]:
 def load_torchscript(path: Path, device: torch.device) -> torch.jit.ScriptModule:
     """A TorchScript module; its unpickler only rebuilds TorchScript types, never Python globals."""
     try:
-        return torch.jit.load(str(path), map_location=device)
+        with warnings.catch_warnings():
+            # torch marks TorchScript deprecated; loading it is still exactly what the user asked for.
+            warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=FutureWarning)
+            return torch.jit.load(str(path), map_location=device)
     except Exception as exc:
         raise unrecognised(path, f"the TorchScript archive cannot be loaded ({exc})") from None
 

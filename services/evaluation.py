@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from services.architecture import ArchitectureAudit, audit_architecture
+from services.architecture import ArchitectureAudit, audit_architecture, filter_weights
 from services.attacks import frozen_eval, perturb
 from services.cams import CAM, GradCAM, confidence_drop, pearson, resolve_layer, top_region_iou
 from services.checkpoints import LoadedModel
@@ -122,11 +122,9 @@ def evaluate(
     """FGSM sweep, targeted sweep, CAM audit and architecture audit of one model on one dataset."""
     started = time.perf_counter()
     device = resolve_device(config.device)
+    warnings: list[str] = []
     if config.channels_last and device.type != "cuda":
-        config_note = "channels_last is meant for CUDA; on this device it may be slower"
-    else:
-        config_note = None
-    warnings: list[str] = [config_note] if config_note else []
+        warnings.append("channels_last is meant for CUDA; on this device it may be slower")
     num_classes = loaded.info.num_classes
     if tuple(dataset.info.input_shape) != tuple(loaded.info.input_shape):
         raise DatasetError(
@@ -171,7 +169,9 @@ def evaluate(
         "audit_seconds": audit_seconds, "samples_per_second": n / sweep_seconds if sweep_seconds > 0 else None,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
+    first_filters = filter_weights(loaded.network, audit.layers[0]) if audit.layers else None
     return Report(
         model=loaded.info, dataset=dataset.info, config=config, num_samples=n, sweep=sweep,
         architecture=audit, cam=cam, triptychs=triptychs, timing=timing, warnings=warnings,
+        first_filters=first_filters,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +98,7 @@ class Report:
     triptychs: list[Triptych] = field(default_factory=list)
     timing: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    first_filters: tuple | None = None  # (weight (out, in, k, k), title) of the first conv layer
 
     def class_name(self, index: int) -> str:
         names = self.dataset.class_names
@@ -161,7 +164,7 @@ class Report:
 
     def artifact_names(self) -> list[str]:
         names = ["report.json", "outcomes.npz", "accuracy_curve.png"]
-        if self.architecture.layers:
+        if self.first_filters is not None:
             names.append("filters.png")
         if self.cam is not None:
             names += ["gradcam.npz", "cam_gallery.png"]
@@ -170,12 +173,29 @@ class Report:
             names.append("adversarial.npz")
         return names
 
-    def write(self, out_dir: str | Path, network=None) -> Path:
-        """Write report.json and every artifact into `out_dir`; returns the report.json path."""
+    def write(self, out_dir: str | Path) -> Path:
+        """Write report.json and every artifact into `out_dir`; returns the report.json path.
+
+        Files are written to a hidden sibling folder first and moved in at the end (report.json last),
+        so a failure leaves no half-written report behind.
+        """
+        out = Path(out_dir)
+        staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            self._write_files(staging)
+            out.mkdir(parents=True, exist_ok=True)
+            names = sorted(p.name for p in staging.iterdir())
+            for name in sorted(names, key=lambda n: n == "report.json"):
+                os.replace(staging / name, out / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return out / "report.json"
+
+    def _write_files(self, out: Path) -> None:
         from services import plots  # matplotlib only when files are written
 
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
         document = self.to_dict()
         self._write_outcomes(out / "outcomes.npz")
         plots.accuracy_curve(document, out / "accuracy_curve.png")
@@ -190,15 +210,13 @@ class Report:
             plots.cam_gallery(c, self.class_name, out / "cam_gallery.png")
         for i, triptych in enumerate(self.triptychs):
             plots.triptych(triptych, self.class_name, out / f"triptych_{i}.png")
-        if network is not None and self.architecture.layers:
-            from services.architecture import save_filter_grid
+        if self.first_filters is not None:
+            from services.filter_grid import render_filter_grid
 
-            save_filter_grid(network, self.architecture.layers[0], out / "filters.png")
+            render_filter_grid(*self.first_filters, out / "filters.png")
         if self.config.save_adversarial:
             self._write_adversarial(out / "adversarial.npz")
-        path = out / "report.json"
-        path.write_text(json.dumps(document, indent=2))
-        return path
+        (out / "report.json").write_text(json.dumps(document, indent=2))
 
     def _write_outcomes(self, path: Path) -> None:
         s = self.sweep

@@ -37,7 +37,7 @@ def test_report_document_and_files(digits, tmp_path):
     loaded = load_model("demo:gap-cnn", input_shape=(1, 32, 32))
     report = evaluate(loaded, digits, config, progress=lambda stage, done, total: stages.append((stage, done, total)))
     assert stages[:3] == [("sweep", 16, 48), ("sweep", 32, 48), ("sweep", 48, 48)] and stages[-1] == ("cam", 6, 6)
-    report.write(tmp_path, network=loaded.network)
+    report.write(tmp_path)
     document = json.loads((tmp_path / "report.json").read_text())
     for key in ("schema_version", "model", "dataset", "config", "clean", "fgsm", "targeted_fgsm", "gradcam",
                 "architecture", "summary", "timing"):
@@ -161,3 +161,28 @@ def test_normalisation_inside_the_model_keeps_eps_in_pixel_units(digits, tmp_pat
     with torch.no_grad():
         expected = wrapped(torch.clamp(x + (8 / 255) * grad.sign(), 0, 1)).argmax(1)
     assert torch.equal(report.sweep.pred[:, 2], expected)
+
+
+def test_bf16_and_channels_last_stay_close_to_fp32(digits):
+    loaded = load_model("demo:gap-cnn", input_shape=(1, 32, 32))
+    base = {"eps": EPS, "limit": 64, "cam": "none"}
+    fp32 = evaluate(loaded, digits, EvaluationConfig(**base)).to_dict()
+    for options in ({"precision": "bf16"}, {"channels_last": True}):
+        other = evaluate(loaded, digits, EvaluationConfig(**base, **options)).to_dict()
+        assert other["config"] == {**fp32["config"], **options}
+        for a, b in zip(fp32["fgsm"], other["fgsm"], strict=True):
+            assert abs(a["accuracy"] - b["accuracy"]) <= 0.05, options
+
+
+def test_a_failed_write_leaves_no_partial_report(digits, tmp_path, monkeypatch):
+    loaded = load_model("demo:gap-cnn", input_shape=(1, 32, 32))
+    report = evaluate(loaded, digits, EvaluationConfig(eps=EPS, limit=16, cam_samples=2))
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("services.plots.triptych", broken)
+    with pytest.raises(OSError, match="disk full"):
+        report.write(tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert list(tmp_path.iterdir()) == []
