@@ -633,9 +633,11 @@ def main(argv=None) -> int:
         for line in table(agree_headers, agree_rows):
             log(line)
         if spatial is not None and tuple(spatial) == (1, 1):
-            notes.append(f"layer {layer!r} outputs a 1×1 map at {args.size}px: every Grad-CAM map is constant "
-                         "(all zeros after min–max), so the correlation check is vacuous; timings still hold. "
-                         "Use --size 64+ or an earlier --layer for a meaningful map comparison.")
+            notes.append(f"layer {layer!r} outputs a 1×1 map at {args.size}px: every Grad-CAM map should be "
+                         "constant, so the map comparison is vacuous (timings still hold). pytorch-grad-cam returns "
+                         "zeros; ours (and Captum with the same normalisation) stretch the ~1-ulp rounding noise of "
+                         "bilinear upsampling to [0, 1] by per-image min–max. Use --size 64+ or an earlier --layer "
+                         "to compare maps.")
         lines_md += ["### Map agreement with ours", "", *table(agree_headers, agree_rows), ""]
         report["cam"] = {
             "layer": layer, "layer_spatial": list(spatial) if spatial is not None else None,

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from services.attacks import frozen_eval
 from services.errors import ConfigError
 
 
@@ -60,8 +61,12 @@ def _finish(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     maps = F.interpolate(raw.relu()[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
     flat = maps.flatten(1)
     low = flat.min(dim=1).values[:, None, None]
-    span = (flat.max(dim=1).values[:, None, None] - low).clamp_min(1e-12)
-    return ((maps - low) / span).clamp(0, 1)
+    high = flat.max(dim=1).values[:, None, None]
+    span = high - low
+    # Upsampling a constant map leaves rounding noise; stretching that to [0, 1] would invent structure.
+    flat_map = span <= 1e-5 * torch.maximum(high.abs(), low.abs()).clamp_min(1e-30)
+    normalised = ((maps - low) / span.clamp_min(1e-30)).clamp(0, 1)
+    return torch.where(flat_map, torch.zeros_like(maps), normalised)
 
 
 class GradCAM:
@@ -75,11 +80,15 @@ class GradCAM:
         self.layer = layer
 
     def __enter__(self) -> GradCAM:
+        # Frozen parameters: the forward builds no graph before the hooked layer, backward stops there.
+        self._frozen = frozen_eval(self.model)
+        self._frozen.__enter__()
         self._hook.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self._hook.__exit__(*exc)
+        self._frozen.__exit__(*exc)
 
     def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps (B, H, W) in [0, 1] for `classes`, and the logits of `x`."""
@@ -111,11 +120,14 @@ class CAM:
         self.layer = feature_layer
 
     def __enter__(self) -> CAM:
+        self._frozen = frozen_eval(self.model)
+        self._frozen.__enter__()
         self._hook.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self._hook.__exit__(*exc)
+        self._frozen.__exit__(*exc)
 
     def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps (B, H, W) in [0, 1] for `classes`, and the logits of `x`."""

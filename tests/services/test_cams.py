@@ -125,3 +125,22 @@ def test_confidence_drop_keeps_only_the_top_region(tiny_net, tiny_batch):
     keep = top_region(maps)[:, None].float()
     expected = (tiny_net(x).softmax(1) - tiny_net(x * keep).softmax(1)).gather(1, classes[:, None]).squeeze(1)
     assert torch.allclose(drop, expected, atol=1e-6)
+
+
+def test_a_constant_map_stays_zero_instead_of_stretched_noise():
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3)).eval()
+    torch.manual_seed(0)
+    x = torch.rand(5, 1, 4, 4)  # the conv outputs a 1×1 map: the CAM is constant by construction
+    with GradCAM(net, net, "0") as cam:
+        maps, _ = cam(x, torch.zeros(5, dtype=torch.long))
+    assert torch.equal(maps, torch.zeros(5, 4, 4))
+
+
+def test_extractors_freeze_parameters_and_restore_mode(tiny_net, tiny_batch):
+    x, _ = tiny_batch
+    tiny_net.train()
+    with GradCAM(tiny_net, tiny_net, "conv2") as cam:
+        assert not tiny_net.training and not any(p.requires_grad for p in tiny_net.parameters())
+        cam(x, torch.zeros(len(x), dtype=torch.long))
+    assert tiny_net.training and all(p.requires_grad for p in tiny_net.parameters())
