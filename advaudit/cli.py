@@ -9,12 +9,10 @@ from pathlib import Path
 from advaudit.console import comparison_table, console, progress_bar, summary_table
 from services.checkpoints import load_model
 from services.datasets import load_dataset
-from services.errors import AdvauditError
+from services.errors import AdvauditError, ConfigError
 from services.evaluation import evaluate, resolve_device
 from services.specs import DEFAULT_CAM_EPS, DEFAULT_EPS, EvaluationConfig, parse_eps_list, parse_eps_value
 from services.zoo import DEMO_MODELS
-
-DEMO_EPS = "0,1/255,2/255,4/255,8/255,16/255,32/255"
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -62,10 +60,12 @@ def _config(args) -> EvaluationConfig:
 def run_evaluation(model: str, dataset_source: str, out: Path, config: EvaluationConfig, *, arch=None,
                    num_classes=None, mean=None, std=None, image_size=None, label: str | None = None) -> dict:
     """Load, evaluate with a progress bar, write the report folder; returns the report document."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a folder for the report")
     dataset = load_dataset(dataset_source, image_size=image_size)
-    resolve_device(config.device)
+    device = resolve_device(config.device)
     loaded = load_model(model, input_shape=dataset.info.input_shape, arch=arch, num_classes=num_classes,
-                        mean=mean, std=std)
+                        mean=mean, std=std, device=device)
     with progress_bar(label or model) as progress:
         report = evaluate(loaded, dataset, config, progress=progress)
     report.write(out)
@@ -88,7 +88,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_demo(args) -> int:
     out = Path(args.out)
-    config = EvaluationConfig(eps=parse_eps_list(DEMO_EPS), targeted="next", cam="auto", device=args.device)
+    config = EvaluationConfig(eps=DEFAULT_EPS, targeted="next", cam="auto", device=args.device)
     documents = []
     for name in DEMO_MODELS:
         documents.append(run_evaluation(f"demo:{name}", "digits", out / name, config, label=name))
@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         return handler(args)
     except AdvauditError as error:
         console.print(f"[bold red]error:[/] {error}")
+        return 2
+    except OSError as error:  # unreadable input or unwritable --out: the user's to fix, not a crash
+        console.print(f"[bold red]error:[/] {error.strerror or error}: {error.filename or ''}".rstrip(": "))
         return 2
 
 

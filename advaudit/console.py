@@ -45,14 +45,16 @@ def summary_table(document: dict) -> Table:
     table.add_column("ε×255", justify="right")
     table.add_column("accuracy %", justify="right")
     table.add_column("attack success %", justify="right")
+    fgsm = {p["eps"]: p for p in document["fgsm"]}
     targeted = {p["eps"]: p for p in (document["targeted_fgsm"] or {}).get("points", [])}
     if targeted:
         table.add_column("targeted acc. %", justify="right")
         table.add_column("target success %", justify="right")
-    for point in document["fgsm"]:
-        row = [f"{point['eps']:.4f}", f"{point['eps_255']:.1f}", pct(point["accuracy"]), pct(point["attack_success_rate"])]
+    for eps in sorted(fgsm.keys() | targeted.keys()):
+        point, t = fgsm.get(eps), targeted.get(eps)
+        row = [f"{eps:.4f}", f"{eps * 255:.1f}"]
+        row += [pct(point["accuracy"]), pct(point["attack_success_rate"])] if point else ["", ""]
         if targeted:
-            t = targeted.get(point["eps"])
             row += [pct(t["accuracy"]), pct(t["target_success_rate"])] if t else ["", ""]
         table.add_row(*row)
     return table

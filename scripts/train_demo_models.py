@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -19,6 +20,10 @@ from services.datasets import digits_split  # noqa: E402
 from services.zoo import ARCHITECTURES, build_architecture  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "services" / "demo_models"
+# Bit-identical retraining holds only on the same torch build and CPU instruction set (the kernels, and so
+# the rounding, differ between e.g. AVX2 and AVX512); this file records where the shipped models were trained.
+TRAINED_ON = "TRAINED_ON.json"
+TRAINING_THREADS = 1
 MIN_TEST_ACCURACY = 0.95
 BATCH_SIZE = 32
 LEARNING_RATE = 1e-2
@@ -46,7 +51,7 @@ def train_demo_model(name: str, *, epochs: int | None = None) -> tuple[nn.Module
     """Train one architecture from seed 0; returns the model in eval mode and its digits test accuracy."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     # one thread fixes the order of every floating-point reduction, which is what makes reruns identical
-    torch.set_num_threads(1)
+    torch.set_num_threads(TRAINING_THREADS)
     torch.use_deterministic_algorithms(True)
     try:
         torch.manual_seed(0)
@@ -76,6 +81,24 @@ def train_demo_model(name: str, *, epochs: int | None = None) -> tuple[nn.Module
         torch.use_deterministic_algorithms(deterministic)
 
 
+def training_environment() -> dict:
+    """What bit-identical retraining depends on, as recorded next to the shipped models."""
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": TRAINING_THREADS,
+    }
+
+
+def write_trained_on(folder: Path) -> Path:
+    """Write TRAINED_ON.json into `folder` (aside, then renamed, like the models)."""
+    target = folder / TRAINED_ON
+    partial = target.with_suffix(".json.partial")
+    partial.write_text(json.dumps(training_environment(), indent=2) + "\n")
+    partial.replace(target)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     """Train every demo architecture, save it, and fail when one misses the accuracy bar."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -97,6 +120,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:15s} test accuracy {test_accuracy:.2%}  trained in {seconds:.1f} s  → {target}")
         if test_accuracy < MIN_TEST_ACCURACY:
             failed.append(name)
+    if args.out.resolve() == DEFAULT_OUT.resolve():  # the shipped models: record where they were trained
+        previous = args.out / TRAINED_ON
+        if args.only and set(args.only) != set(ARCHITECTURES) and previous.is_file():
+            recorded = json.loads(previous.read_text())
+            if recorded != training_environment():
+                print(f"warning: the other shipped models were trained on {recorded}, not here; retrain them all "
+                      f"so that {TRAINED_ON} describes every file", file=sys.stderr)
+        print(f"training environment → {write_trained_on(args.out)}")
     if failed:
         print(f"below {MIN_TEST_ACCURACY:.0%} test accuracy: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -54,6 +54,26 @@ class _ActivationHook:
         self.activation = None
 
 
+def _spatial(activation: torch.Tensor | None, layer: str) -> torch.Tensor:
+    """The hooked activation, refused unless it is a (N, C, H, W) map with more than one position."""
+    if activation is None or activation.dim() != 4:
+        raise ConfigError(f"layer {layer!r} did not produce a (N, C, H, W) activation; pick a conv layer")
+    if activation.shape[-1] * activation.shape[-2] < 2:
+        raise ConfigError(f"layer {layer!r} outputs a 1×1 map at this input size: a CAM there is constant; "
+                          "pick an earlier layer")
+    return activation
+
+
+def feature_map_size(model: nn.Module, network: nn.Module, layer: str, input_shape) -> tuple[int, ...]:
+    """Spatial size of `layer`'s output for one input of `input_shape`, from one forward pass."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    hook = _ActivationHook(network, layer, track_grad=False)
+    with hook, torch.inference_mode():
+        model(torch.zeros(1, *input_shape, device=device))
+        activation = hook.activation
+        return tuple(activation.shape[2:]) if activation is not None else ()
+
+
 def _finish(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """ReLU, bilinear upsample to the input size, per-image min–max to [0, 1] (flat maps → 0)."""
     if raw.dim() != 3:
@@ -94,9 +114,7 @@ class GradCAM:
         """Maps (B, H, W) in [0, 1] for `classes`, and the logits of `x`."""
         with torch.enable_grad():
             logits = self.model(x)
-            activation = self._hook.activation
-            if activation is None or activation.dim() != 4:
-                raise ConfigError(f"layer {self.layer!r} did not produce a (N, C, H, W) activation")
+            activation = _spatial(self._hook.activation, self.layer)
             score = logits.gather(1, classes[:, None]).sum()
             (grads,) = torch.autograd.grad(score, activation)
         weights = grads.mean(dim=(2, 3), keepdim=True)
@@ -133,32 +151,35 @@ class CAM:
         """Maps (B, H, W) in [0, 1] for `classes`, and the logits of `x`."""
         with torch.inference_mode():
             logits = self.model(x)
-            activation = self._hook.activation
+            activation = _spatial(self._hook.activation, self.layer)
             raw = torch.einsum("bk,bkhw->bhw", self.weight[classes].to(activation.dtype), activation)
         return _finish(raw, x.shape[-2:]), logits
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image Pearson correlation of two map batches (0 where either map is constant)."""
+    """Per-image Pearson correlation of two map batches; NaN where either map is constant."""
     a, b = a.flatten(1).double(), b.flatten(1).double()
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
     denom = a.norm(dim=1) * b.norm(dim=1)
-    return torch.where(denom > 0, (a * b).sum(1) / denom.clamp_min(1e-300), torch.zeros_like(denom)).float()
+    return torch.where(denom > 0, (a * b).sum(1) / denom.clamp_min(1e-300), torch.full_like(denom, math.nan)).float()
 
 
 def top_region(maps: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
-    """Boolean masks of each map's top `fraction` pixels (exactly ⌈fraction·H·W⌉ of them)."""
+    """Boolean masks of each map's top `fraction`: pixels ≥ the ⌈fraction·H·W⌉-th largest value and > 0.
+
+    Ties are all kept (no arbitrary tie-break), and zero pixels never count as attended.
+    """
     flat = maps.flatten(1)
     count = max(1, math.ceil(fraction * flat.shape[1]))
-    mask = torch.zeros_like(flat, dtype=torch.bool)
-    mask.scatter_(1, flat.topk(count, dim=1).indices, True)
-    return mask.view_as(maps)
+    threshold = flat.topk(count, dim=1).values[:, -1:]
+    return ((flat >= threshold) & (flat > 0)).view_as(maps)
 
 
 def top_region_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
-    """Per-image IoU of the two maps' top-`fraction` regions."""
+    """Per-image IoU of the two maps' top-`fraction` regions; NaN when both regions are empty."""
     ma, mb = top_region(a, fraction).flatten(1), top_region(b, fraction).flatten(1)
-    return ((ma & mb).sum(1).float() / (ma | mb).sum(1).clamp_min(1).float())
+    union = (ma | mb).sum(1).float()
+    return torch.where(union > 0, (ma & mb).sum(1).float() / union.clamp_min(1), torch.full_like(union, math.nan))
 
 
 def confidence_drop(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -27,6 +26,7 @@ from services.checkpoint_formats import (
 )
 from services.checkpoint_weights import first_names, list_architectures, network_from_weights
 from services.errors import CheckpointError
+from services.files import sha256_file
 
 __all__ = [
     "LoadedModel", "ModelInfo", "NormalizedModel", "demo_model_path", "list_architectures", "load_model", "sha256_file",
@@ -128,15 +128,6 @@ def load_model(
 def demo_model_path(name: str) -> Path:
     """Where the shipped TorchScript file of `demo:NAME` lives (package data)."""
     return Path(__file__).parent / "demo_models" / f"{name}.pt"
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex SHA-256 of a file's bytes, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
@@ -249,7 +240,7 @@ def _forward(module: nn.Module, batch: torch.Tensor, what: str) -> object:
         return module(batch)
     except Exception as exc:  # any failure of user code means the model does not fit these inputs
         raise CheckpointError(
-            f"the model does not accept {what}; check --input-shape C,H,W (and --mean/--std): {exc}"
+            f"the model does not accept {what}; its input size comes from the dataset: check the dataset (or --image-size) and --mean/--std: {exc}"
         ) from None
 
 

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-
-_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -48,10 +44,3 @@ class Reader:
         raise NotImplementedError
 
 
-def sha256_file(path: Path) -> str:
-    """A file's SHA-256, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

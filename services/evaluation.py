@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -9,12 +10,13 @@ import numpy as np
 import torch
 
 from services.architecture import ArchitectureAudit, audit_architecture, filter_weights
-from services.attacks import frozen_eval, perturb
-from services.cams import CAM, GradCAM, confidence_drop, pearson, resolve_layer, top_region_iou
+from services.attacks import frozen_eval
+from services.cam_audit import attacked_samples, cam_audit, triptychs
+from services.cams import CAM, GradCAM, feature_map_size
 from services.checkpoints import LoadedModel
 from services.datasets import Dataset
 from services.errors import ConfigError, DatasetError
-from services.report import CamAudit, Report, Triptych
+from services.report import Report
 from services.specs import EvaluationConfig
 from services.sweep import run_sweep
 
@@ -46,11 +48,17 @@ def _cam_extractor(loaded: LoadedModel, audit: ArchitectureAudit, config: Evalua
             raise ConfigError(message)
         warnings.append(f"CAM audit skipped: {message}")
         return None
+
+    def positions(layer: str) -> int:
+        return math.prod(feature_map_size(loaded.module, loaded.network, layer, audit.input_shape))
+
     if config.cam != "auto":
-        resolve_layer(loaded.network, config.cam)
+        if positions(config.cam) < 2:
+            raise ConfigError(f"layer {config.cam!r} outputs a 1×1 (or non-spatial) map at this input size: "
+                              "a CAM there is constant; pick an earlier conv layer")
         return GradCAM(loaded.module, loaded.network, config.cam)
-    if audit.cam_head is not None:
-        head = audit.cam_head
+    head = audit.cam_head
+    if head is not None and positions(head.feature_layer) >= 2:
         return CAM(loaded.module, loaded.network, head.feature_layer, head.classifier)
     layer = audit.last_spatial_conv()
     if layer is None:
@@ -71,44 +79,13 @@ def _check_labels(dataset: Dataset, num_classes: int, limit: int | None) -> None
         )
 
 
-def _cam_audit(extractor, model, sweep, config: EvaluationConfig, device) -> tuple[CamAudit, list[Triptych]]:
-    indices = sorted(sweep.selected)
-    x = torch.stack([sweep.selected[i][0] for i in indices]).to(device)
-    direction = torch.stack([sweep.selected[i][1] for i in indices]).to(device)
-    adv = perturb(x, direction, config.cam_eps)
-    clean_class = sweep.clean_pred[indices].to(device)
-    with extractor:
-        clean_maps, _ = extractor(x, clean_class)
-        with torch.inference_mode():
-            adv_probs = model(adv).float().softmax(1)
-        adv_conf, adv_class = adv_probs.max(1)
-        adv_maps, _ = extractor(adv, adv_class)
-    drop = confidence_drop(model, x, clean_maps, clean_class)
-    audit = CamAudit(
-        method=extractor.method, layer=extractor.layer, eps=config.cam_eps, indices=np.array(indices),
-        labels=sweep.labels[indices].numpy(), clean=clean_maps.cpu().numpy(), adversarial=adv_maps.cpu().numpy(),
-        clean_class=sweep.clean_pred[indices].numpy(), adversarial_class=adv_class.cpu().numpy(),
-        clean_confidence=sweep.clean_conf[indices].numpy(), adversarial_confidence=adv_conf.cpu().numpy(),
-        similarity=pearson(clean_maps, adv_maps).cpu().numpy(), top20_iou=top_region_iou(clean_maps, adv_maps).cpu().numpy(),
-        confidence_drop=drop.cpu().numpy(), images=x.cpu().numpy(), adversarial_images=adv.cpu().numpy(),
-    )
-    return audit, _triptychs(audit, direction.cpu().numpy(), config.triptychs)
-
-
-def _triptychs(audit: CamAudit, directions: np.ndarray, count: int) -> list[Triptych]:
-    """Prefer samples the attack flipped from a correct prediction: the picture the report is for."""
-    flipped = (audit.clean_class == audit.labels) & (audit.adversarial_class != audit.clean_class)
-    order = sorted(range(len(audit.indices)), key=lambda i: (not flipped[i], i))[:count]
-    return [
-        Triptych(
-            index=int(audit.indices[i]), label=int(audit.labels[i]), eps=audit.eps, clean=audit.images[i],
-            perturbation=directions[i], adversarial=audit.adversarial_images[i],
-            clean_class=int(audit.clean_class[i]), clean_confidence=float(audit.clean_confidence[i]),
-            adversarial_class=int(audit.adversarial_class[i]),
-            adversarial_confidence=float(audit.adversarial_confidence[i]),
-        )
-        for i in order
-    ]
+def _sample_choice(n: int, config: EvaluationConfig, with_cam: bool) -> tuple[list[int], np.ndarray]:
+    """Seeded random samples for the gallery and triptychs, and which of them get CAMs."""
+    pool = min(n, max(config.cam_samples if with_cam else 0, config.triptychs))
+    order = np.random.default_rng(config.seed).choice(n, size=pool, replace=False) if pool else np.array([], int)
+    selected = sorted(order.tolist())
+    cam_indices = set(order[: min(config.cam_samples, pool)].tolist()) if with_cam else set()
+    return selected, np.array([i in cam_indices for i in selected], dtype=bool)
 
 
 def evaluate(
@@ -125,6 +102,8 @@ def evaluate(
     warnings: list[str] = []
     if config.channels_last and device.type != "cuda":
         warnings.append("channels_last is meant for CUDA; on this device it may be slower")
+    if config.precision == "bf16" and device.type != "cuda":
+        warnings.append("bf16 autocast is meant for CUDA; on most CPUs it is slower than fp32")
     num_classes = loaded.info.num_classes
     if tuple(dataset.info.input_shape) != tuple(loaded.info.input_shape):
         raise DatasetError(
@@ -134,44 +113,49 @@ def evaluate(
     _check_labels(dataset, num_classes, config.limit)
     n = min(len(dataset), config.limit) if config.limit else len(dataset)
     audit = audit_architecture(loaded.network, dataset.info.input_shape, exported=loaded.exported)
-    extractor = _cam_extractor(loaded, audit, config, warnings)
     audit_seconds = time.perf_counter() - started
 
-    model = loaded.module.to(device)
+    model = loaded.module
+    home = next((p.device for p in model.parameters()), device)
+    model.to(device)
     if config.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    picks = min(n, config.cam_samples) if extractor is not None else 0
-    rng = np.random.default_rng(config.seed)
-    selected = sorted(rng.choice(n, size=picks, replace=False).tolist()) if picks else []
-
-    sweep_started = time.perf_counter()
-    sweep = run_sweep(
-        model, dataset.batches(config.batch_size, limit=n), num_samples=n, num_classes=num_classes,
-        eps=config.eps, targeted_eps=config.sweep_targeted_eps if config.targeted else (),
-        policy=config.targeted, device=device, precision=config.precision, channels_last=config.channels_last,
-        seed=config.seed, select=selected, keep_directions=config.save_adversarial,
-        progress=(lambda done, total: progress("sweep", done, total)) if progress else None,
-        should_stop=should_stop,
-    )
-    sweep_seconds = time.perf_counter() - sweep_started
-
-    cam_started = time.perf_counter()
-    cam, triptychs = (None, [])
-    if extractor is not None and selected:
-        with frozen_eval(model):
-            cam, triptychs = _cam_audit(extractor, model, sweep, config, device)
-        if progress:
-            progress("cam", len(selected), len(selected))
-    cam_seconds = time.perf_counter() - cam_started
-    total = time.perf_counter() - started
+        model.to(memory_format=torch.channels_last)
+    try:
+        extractor = _cam_extractor(loaded, audit, config, warnings)
+        selected, with_cam = _sample_choice(n, config, extractor is not None)
+        sweep_started = time.perf_counter()
+        sweep = run_sweep(
+            model, dataset.batches(config.batch_size, limit=n), num_samples=n, num_classes=num_classes,
+            eps=config.eps, targeted_eps=config.sweep_targeted_eps if config.targeted else (),
+            policy=config.targeted, device=device, precision=config.precision,
+            channels_last=config.channels_last, seed=config.seed, select=selected,
+            keep_directions=config.save_adversarial,
+            progress=(lambda done, total: progress("sweep", done, total)) if progress else None,
+            should_stop=should_stop,
+        )
+        sweep_seconds = time.perf_counter() - sweep_started
+        cam_started = time.perf_counter()
+        cam, pictures = None, []
+        if selected:
+            with frozen_eval(model):
+                samples = attacked_samples(model, sweep, config.cam_eps, device, config.batch_size)
+                pictures = triptychs(samples, config.triptychs)
+                if extractor is not None and with_cam.any():
+                    cam = cam_audit(extractor, model, samples, with_cam, device, config.batch_size)
+                    if progress:
+                        progress("cam", int(with_cam.sum()), int(with_cam.sum()))
+        cam_seconds = time.perf_counter() - cam_started
+    finally:
+        if config.channels_last:
+            model.to(memory_format=torch.contiguous_format)
+        model.to(home)
     timing = {
-        "seconds": total, "sweep_seconds": sweep_seconds, "cam_seconds": cam_seconds,
+        "seconds": time.perf_counter() - started, "sweep_seconds": sweep_seconds, "cam_seconds": cam_seconds,
         "audit_seconds": audit_seconds, "samples_per_second": n / sweep_seconds if sweep_seconds > 0 else None,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
-    first_filters = filter_weights(loaded.network, audit.layers[0]) if audit.layers else None
     return Report(
         model=loaded.info, dataset=dataset.info, config=config, num_samples=n, sweep=sweep,
-        architecture=audit, cam=cam, triptychs=triptychs, timing=timing, warnings=warnings,
-        first_filters=first_filters,
+        architecture=audit, cam=cam, triptychs=pictures, timing=timing, warnings=warnings,
+        first_filters=filter_weights(loaded.network, audit.layers[0]) if audit.layers else None,
     )

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from services.dataset_types import DatasetInfo, Reader, sha256_file
+from services.dataset_types import DatasetInfo, Reader
 from services.errors import DatasetError
+from services.files import sha256_file
 from services.safe_zip import ZipLimits, check_zip, open_zip, read_member
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"})

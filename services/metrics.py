@@ -37,10 +37,9 @@ def target_success_rate(targeted_pred: torch.Tensor, targets: torch.Tensor, labe
     return hit.float().mean(dim=0).tolist()
 
 
-def minimal_eps(pred: torch.Tensor, labels: torch.Tensor, eps: Sequence[float]) -> np.ndarray:
-    """Per sample, the smallest swept ε at which it is misclassified; inf when no swept ε fools it.
-
-    A sample misclassified at ε but correct at a larger ε still counts as fooled at the first ε.
+def minimal_eps(pred: torch.Tensor, labels: torch.Tensor, eps: Sequence[float], clean_pred: torch.Tensor) -> np.ndarray:
+    """Per sample, the smallest swept ε at which it is misclassified: 0 if the clean input already is,
+    inf when no swept ε fools it. A sample correct again at a larger ε still counts as fooled at the first.
     """
     order = np.argsort(np.asarray(eps, dtype=np.float64), kind="stable")
     sorted_eps = np.asarray(eps, dtype=np.float64)[order]
@@ -48,6 +47,7 @@ def minimal_eps(pred: torch.Tensor, labels: torch.Tensor, eps: Sequence[float]) 
     result = np.full(len(labels), np.inf)
     any_wrong = wrong.any(axis=1)
     result[any_wrong] = sorted_eps[wrong[any_wrong].argmax(axis=1)]
+    result[(clean_pred != labels).numpy()] = 0.0
     return result
 
 
@@ -81,15 +81,17 @@ def per_class_accuracy(
     return rows
 
 
-def minimal_eps_summary(values: np.ndarray, eps: Sequence[float]) -> dict:
-    """Median minimal ε, mean over fooled samples, and how many samples each swept ε fools first."""
-    finite = values[np.isfinite(values)]
-    swept = sorted(set(float(e) for e in eps))
-    median = float(np.median(values)) if len(values) else math.nan
+def minimal_eps_summary(values: np.ndarray, clean_correct: np.ndarray, eps: Sequence[float]) -> dict:
+    """Minimal-ε statistics over clean-correct samples, and how many of them each swept ε fools first."""
+    attacked = values[clean_correct]
+    fooled = attacked[np.isfinite(attacked)]
+    swept = sorted({float(e) for e in eps})
+    median = float(np.median(attacked)) if len(attacked) else math.nan
     return {
         "median": median if math.isfinite(median) else None,
-        "mean_fooled": float(finite.mean()) if len(finite) else None,
-        "fooled": int(len(finite)),
-        "never_fooled": int(len(values) - len(finite)),
-        "histogram": {"eps": swept, "counts": [int(np.sum(finite == e)) for e in swept]},
+        "mean_fooled": float(fooled.mean()) if len(fooled) else None,
+        "fooled": int(len(fooled)),
+        "never_fooled": int(len(attacked) - len(fooled)),
+        "clean_errors": int(len(values) - len(attacked)),
+        "histogram": {"eps": swept, "counts": [int(np.sum(fooled == e)) for e in swept]},
     }

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from services.dataset_types import DatasetInfo, Reader, sha256_file
+from services.dataset_types import DatasetInfo, Reader
 from services.errors import DatasetError
+from services.files import sha256_file
 from services.safe_zip import ZipLimits, check_zip, open_zip, read_exact
 
 MAX_LABEL_BYTES = 512 * 1024**2

@@ -29,16 +29,17 @@ def _save(fig, path: Path) -> None:
 def accuracy_curve(document: dict, path: Path) -> None:
     """Accuracy and success rates against ε (absolute, and ×255 on the top axis)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    eps = [p["eps"] for p in document["fgsm"]]
-    ax.plot(eps, [p["accuracy"] for p in document["fgsm"]], "o-", label="accuracy under FGSM")
-    ax.plot(eps, [p["attack_success_rate"] for p in document["fgsm"]], "s--", alpha=0.7, label="FGSM attack success")
+    points = sorted(document["fgsm"], key=lambda p: p["eps"])
+    eps = [p["eps"] for p in points]
+    ax.plot(eps, [p["accuracy"] for p in points], "o-", label="accuracy under FGSM")
+    ax.plot(eps, [p["attack_success_rate"] for p in points], "s--", alpha=0.7, label="FGSM attack success")
     targeted = document.get("targeted_fgsm")
     if targeted:
-        t_eps = [p["eps"] for p in targeted["points"]]
+        t_points = sorted(targeted["points"], key=lambda p: p["eps"])
+        t_eps = [p["eps"] for p in t_points]
         policy = targeted["policy"]
-        ax.plot(t_eps, [p["accuracy"] for p in targeted["points"]], "^-", label=f"accuracy under targeted FGSM ({policy})")
-        ax.plot(t_eps, [p["target_success_rate"] for p in targeted["points"]], "v--", alpha=0.7,
-                label="target success")
+        ax.plot(t_eps, [p["accuracy"] for p in t_points], "^-", label=f"accuracy under targeted FGSM ({policy})")
+        ax.plot(t_eps, [p["target_success_rate"] for p in t_points], "v--", alpha=0.7, label="target success")
     ax.set_xlabel("ε (input range [0, 1])")
     ax.set_ylabel("rate")
     ax.set_ylim(-0.02, 1.02)
@@ -56,7 +57,7 @@ def overlay(chw: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarra
     picture, _ = _image(chw)
     base = np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
     colours = matplotlib.colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
-    return (1 - alpha) * base + alpha * colours
+    return np.clip((1 - alpha) * base + alpha * colours, 0, 1)
 
 
 def cam_gallery(cam, class_name: ClassName, path: Path, columns: int = 4) -> None:

@@ -12,10 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from services import metrics
+from services import metrics, plots
 from services.architecture import ArchitectureAudit
 from services.checkpoints import ModelInfo
 from services.datasets import DatasetInfo
+from services.filter_grid import render_filter_grid
 from services.specs import EvaluationConfig
 from services.sweep import SweepResult
 
@@ -43,16 +44,22 @@ class CamAudit:
     images: np.ndarray  # (M, C, H, W) clean inputs
     adversarial_images: np.ndarray
 
+    def drift(self) -> float | None:
+        """1 − mean Pearson correlation of clean and adversarial maps (images with a constant map left out)."""
+        mean = _nanmean(self.similarity)
+        return None if mean is None else 1.0 - mean
+
     def summary(self) -> dict:
         return {
             "method": self.method,
             "layer": self.layer,
             "eps": self.eps,
             "num_samples": len(self.indices),
-            "mean_similarity": float(np.mean(self.similarity)),
-            "mean_top20_iou": float(np.mean(self.top20_iou)),
-            "mean_confidence_drop": float(np.mean(self.confidence_drop)),
-            "drift": 1.0 - float(np.mean(self.similarity)),
+            "mean_similarity": _nanmean(self.similarity),
+            "mean_top20_iou": _nanmean(self.top20_iou),
+            "mean_confidence_drop": _nanmean(self.confidence_drop),
+            "drift": self.drift(),
+            "constant_maps": int(np.isnan(self.similarity).sum()),
             "flipped": int(np.sum(self.clean_class != self.adversarial_class)),
             "samples": [
                 {
@@ -109,7 +116,7 @@ class Report:
         s = self.sweep
         acc = metrics.accuracy_per_eps(s.pred, s.labels)
         success = metrics.attack_success_rate(s.pred, s.clean_pred, s.labels)
-        min_eps = metrics.minimal_eps(s.pred, s.labels, s.eps)
+        min_eps = metrics.minimal_eps(s.pred, s.labels, s.eps, s.clean_pred)
         clean_accuracy = metrics.accuracy(s.clean_pred, s.labels)
         fgsm = [
             {"eps": e, "eps_255": e * 255, "accuracy": a, "attack_success_rate": r,
@@ -121,7 +128,7 @@ class Report:
             "clean_accuracy": clean_accuracy,
             "robust_auc": metrics.robust_auc(s.eps, acc),
             "min_accuracy": min(acc),
-            "minimal_eps": metrics.minimal_eps_summary(min_eps, s.eps),
+            "minimal_eps": metrics.minimal_eps_summary(min_eps, (s.clean_pred == s.labels).numpy(), s.eps),
         }
         if s.policy is not None:
             t_acc = metrics.accuracy_per_eps(s.targeted_pred, s.labels)
@@ -137,7 +144,7 @@ class Report:
             summary["targeted_auc"] = metrics.robust_auc(s.targeted_eps, t_acc)
             summary["max_target_success_rate"] = max((t for t in t_success if not math.isnan(t)), default=None)
         if self.cam is not None:
-            summary["cam_drift"] = 1.0 - float(np.mean(self.cam.similarity))
+            summary["cam_drift"] = self.cam.drift()
         summary["macs"] = self.architecture.totals.get("macs")
         summary["params"] = self.architecture.totals.get("params")
         per_class = metrics.per_class_accuracy(s.pred, s.clean_pred, s.labels, self.model.num_classes)
@@ -186,6 +193,9 @@ class Report:
         try:
             self._write_files(staging)
             out.mkdir(parents=True, exist_ok=True)
+            for stale in out.iterdir():  # files of an earlier report in the same folder would mislead
+                if stale.is_file() and _is_report_file(stale.name):
+                    stale.unlink()
             names = sorted(p.name for p in staging.iterdir())
             for name in sorted(names, key=lambda n: n == "report.json"):
                 os.replace(staging / name, out / name)
@@ -194,8 +204,6 @@ class Report:
         return out / "report.json"
 
     def _write_files(self, out: Path) -> None:
-        from services import plots  # matplotlib only when files are written
-
         document = self.to_dict()
         self._write_outcomes(out / "outcomes.npz")
         plots.accuracy_curve(document, out / "accuracy_curve.png")
@@ -211,8 +219,6 @@ class Report:
         for i, triptych in enumerate(self.triptychs):
             plots.triptych(triptych, self.class_name, out / f"triptych_{i}.png")
         if self.first_filters is not None:
-            from services.filter_grid import render_filter_grid
-
             render_filter_grid(*self.first_filters, out / "filters.png")
         if self.config.save_adversarial:
             self._write_adversarial(out / "adversarial.npz")
@@ -223,7 +229,7 @@ class Report:
         arrays = {
             "labels": s.labels.numpy(), "clean_pred": s.clean_pred.numpy(), "clean_conf": s.clean_conf.numpy(),
             "eps": np.asarray(s.eps), "pred": s.pred.numpy(), "conf": s.conf.numpy(),
-            "minimal_eps": metrics.minimal_eps(s.pred, s.labels, s.eps),
+            "minimal_eps": metrics.minimal_eps(s.pred, s.labels, s.eps, s.clean_pred),
         }
         if s.policy is not None:
             arrays |= {"targets": s.targets.numpy(), "targeted_eps": np.asarray(s.targeted_eps),
@@ -251,6 +257,19 @@ class Report:
                 t_direction = s.targeted_directions.numpy().astype(np.float32)
                 for j, e in enumerate(s.targeted_eps):
                     put(f"targeted_{j}", np.clip(x + np.float32(e) * t_direction, 0, 1).astype(np.float32))
+
+
+REPORT_FILES = ("report.json", "outcomes.npz", "gradcam.npz", "adversarial.npz", "accuracy_curve.png",
+                "cam_gallery.png", "filters.png")
+
+
+def _is_report_file(name: str) -> bool:
+    return name in REPORT_FILES or (name.startswith("triptych_") and name.endswith(".png"))
+
+
+def _nanmean(values: np.ndarray) -> float | None:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if len(finite) else None
 
 
 def json_safe(value):

@@ -89,10 +89,12 @@ class EvaluationConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eps", parse_eps_list(self.eps))
-        if self.targeted_eps is not None:
-            object.__setattr__(self, "targeted_eps", parse_eps_list(self.targeted_eps))
         if isinstance(self.targeted, str):
             object.__setattr__(self, "targeted", TargetPolicy.parse(self.targeted))
+        if self.targeted_eps is not None:
+            if self.targeted is None:
+                raise ConfigError("targeted-eps was given without a targeted policy: add --targeted POLICY")
+            object.__setattr__(self, "targeted_eps", parse_eps_list(self.targeted_eps))
         object.__setattr__(self, "cam_eps", parse_eps_value(self.cam_eps))
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose fp32 or bf16")

@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from services.attacks import autocast_for, fgsm_directions, frozen_eval, perturb
-from services.errors import ConfigError, EvaluationCancelled, ModelError
+from services.errors import ConfigError, DatasetError, EvaluationCancelled, ModelError
 from services.specs import TargetPolicy
 
-Progress = Callable[[int, int], None]
+BatchProgress = Callable[[int, int], None]
+"""progress(samples done, samples in total), called after every batch."""
 
 
 @dataclass
@@ -75,7 +76,7 @@ def run_sweep(
     seed: int = 0,
     select: Sequence[int] = (),
     keep_directions: bool = False,
-    progress: Progress | None = None,
+    progress: BatchProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> SweepResult:
     """FGSM (and targeted FGSM) over `eps` for every sample, one gradient per batch and mode."""
@@ -109,7 +110,7 @@ def run_sweep(
                 raise EvaluationCancelled("evaluation cancelled")
             stop = start + len(y)
             if stop > n:
-                raise ModelError(f"the dataset yielded more than the {n} samples announced")
+                raise DatasetError(f"the dataset yielded more than the {n} samples announced")
             rows = slice(start, stop)
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
@@ -141,22 +142,26 @@ def run_sweep(
                         t_prob[rows, j] = out.softmax(dim=1).gather(1, t[:, None]).squeeze(1)
             if keep_directions:
                 if directions is None:
+                    # Host memory, not the device's: N·C·H·W·(4 + 1 + 1) bytes for a whole dataset.
+                    host = {"device": "cpu", "pin_memory": device.type == "cuda"}
                     shape = (n, *x.shape[1:])
-                    directions = torch.empty(shape, dtype=torch.int8, **on)
-                    inputs = torch.empty(shape, dtype=torch.float32, **on)
-                    t_directions = torch.empty(shape, dtype=torch.int8, **on) if policy else None
-                directions[rows] = direction.to(torch.int8)
-                inputs[rows] = x
+                    directions = torch.empty(shape, dtype=torch.int8, **host)
+                    inputs = torch.empty(shape, dtype=torch.float32, **host)
+                    t_directions = torch.empty(shape, dtype=torch.int8, **host) if policy else None
+                directions[rows].copy_(direction.to(torch.int8), non_blocking=True)
+                inputs[rows].copy_(x, non_blocking=True)
                 if policy:
-                    t_directions[rows] = t_direction.to(torch.int8)
+                    t_directions[rows].copy_(t_direction.to(torch.int8), non_blocking=True)
             for index in wanted:
                 if start <= index < stop:
                     kept[index] = (x[index - start].detach().clone(), direction[index - start].clone())
             start = stop
             if progress is not None:
                 progress(start, n)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)  # the non-blocking host copies above must land before use
     if start != n:
-        raise ModelError(f"the dataset yielded {start} samples, {n} were announced")
+        raise DatasetError(f"the dataset yielded {start} samples, {n} were announced")
     bad = int(nonfinite.sum())
     if bad:
         raise ModelError(f"the model produced NaN or infinite logits for {bad} sample(s); check its weights and inputs")

@@ -2,9 +2,34 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+from types import ModuleType
+
 import pytest
 import torch
 from torch import nn
+
+
+def in_ci() -> bool:
+    """True when the `CI` environment variable is set (to anything but an empty/false-like value)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require(module_name: str) -> ModuleType:
+    """Import and return `module_name` for a cross-check test.
+
+    Missing locally, the test is skipped; in CI (the `CI` environment variable is set, as `.ci/run` runs
+    with CI=true) it fails instead, so a cross-check can never silently drop out of the pipeline.
+    """
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as error:
+        message = f"cross-check dependency {module_name!r} cannot be imported: {error}"
+        if in_ci():
+            pytest.fail(f"{message} (CI is set, so this is a failure, not a skip; run `make install`)",
+                        pytrace=False)
+        pytest.skip(message)
 
 
 class TinyConvNet(nn.Module):

@@ -83,3 +83,17 @@ def test_demo_evaluates_every_demo_model(tmp_path):
         assert document["targeted_fgsm"]["policy"] == "next"
         assert document["gradcam"] is not None
         assert name in result.stdout
+
+
+def test_a_failed_report_write_is_one_error_line_and_exit_code_2(tmp_path, capsys):
+    out = tmp_path / "taken"
+    out.write_text("a regular file, not a folder\n")
+    code = main(["evaluate", "--model", "demo:gap-cnn", "--dataset", "digits", "--out", str(out), "--limit", "8",
+                 "--eps", "0,8/255", "--cam", "none"])
+    captured = capsys.readouterr()
+    assert code == 2
+    error_lines = [line for line in captured.out.splitlines() if "error:" in line]
+    assert len(error_lines) == 1, captured.out
+    assert "Traceback" not in captured.out + captured.err
+    assert out.read_text() == "a regular file, not a folder\n"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no staging folder left behind

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 
+import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from torch import nn
 
 from services.attacks import fgsm_directions, frozen_eval, perturb
 from services.errors import ConfigError, EvaluationCancelled, ModelError
 from services.specs import TargetPolicy
 from services.sweep import run_sweep
-from tests.conftest import batches_of
+from tests.conftest import batches_of, require
 
 
 def linear_model() -> nn.Module:
@@ -56,14 +61,124 @@ def test_golden_targeted_direction_and_clamp():
 def test_eps_zero_changes_nothing_and_linf_bound(tiny_net, tiny_batch):
     x, y = tiny_batch
     eps = (0.0, 1 / 255, 0.03, 0.2)
-    result = run_sweep(tiny_net, batches_of(x, y, 10), num_samples=len(y), num_classes=4, eps=eps,
-                       keep_directions=True)
-    assert torch.equal(result.pred[:, 0], result.clean_pred)
+    batches = batches_of(x, y, 10)
+    result = run_sweep(tiny_net, batches, num_samples=len(y), num_classes=4, eps=eps, keep_directions=True)
     assert torch.equal(result.inputs, x)
+    # The sweep reuses its clean logits at ε = 0, so comparing result.pred[:, 0] with result.clean_pred would
+    # compare a tensor with itself. Recompute independently: a fresh gradient sign per batch, the ε = 0 step,
+    # and a real forward of the model on it.
+    directions, expected_pred, expected_conf = [], [], []
+    for xb, yb in batches:
+        xr = xb.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(nn.functional.cross_entropy(tiny_net(xr), yb), xr)
+        unchanged = perturb(xb, grad.sign(), 0.0)
+        assert torch.equal(unchanged, xb)  # exactly x, not merely close
+        with torch.no_grad():
+            conf, pred = tiny_net(unchanged).softmax(dim=1).max(dim=1)
+        directions.append(grad.sign())
+        expected_pred.append(pred)
+        expected_conf.append(conf)
+    assert torch.equal(result.directions.float(), torch.cat(directions))
+    assert torch.equal(result.pred[:, 0], torch.cat(expected_pred))
+    assert torch.allclose(result.conf[:, 0], torch.cat(expected_conf), rtol=1e-6, atol=1e-7)
     for e in eps:
         adv = perturb(result.inputs, result.directions.float(), e)
         assert (adv - x).abs().max().item() <= e + 1e-7
         assert adv.min() >= 0 and adv.max() <= 1
+
+
+class WorkCounter:
+    """Counts, on the top module, gradient forwards, inference forwards and backward passes to the input.
+
+    A forward under inference mode is an ε-step forward; a forward whose input requires grad is the gradient
+    forward, and a hook on that input counts every backward pass that reaches it (autograd.grad or backward()).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.counts = Counter()
+        self.per_batch = []
+        self.handle = model.register_forward_pre_hook(self._pre_forward)
+
+    def _pre_forward(self, module, args):
+        (x,) = args
+        if torch.is_inference_mode_enabled():
+            self.counts["inference_forward"] += 1
+        elif x.requires_grad:
+            self.counts["gradient_forward"] += 1
+            x.register_hook(self._backward)
+        else:
+            self.counts["other_forward"] += 1
+
+    def _backward(self, grad):
+        self.counts["backward"] += 1
+
+    def end_of_batch(self, done, total):
+        self.per_batch.append(dict(self.counts))
+        self.counts.clear()
+
+
+@pytest.mark.parametrize("policy", [None, "next", "least-likely"])
+@pytest.mark.parametrize(("eps", "targeted_eps"), [
+    ((0.0, 2 / 255, 8 / 255), (0.0, 4 / 255)),
+    ((1 / 255, 0.03, 0.1, 0.2), (0.01,)),
+    ((0.0,), (0.0,)),
+])
+def test_work_per_batch_is_one_gradient_pass_and_one_forward_per_nonzero_eps(
+    tiny_net, tiny_batch, monkeypatch, policy, eps, targeted_eps
+):
+    x, y = tiny_batch
+    counter = WorkCounter(tiny_net)
+    grad_calls = []
+    real_grad = torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        grad_calls.append(len(counter.per_batch))  # the batch this gradient belongs to
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr("services.attacks.torch.autograd.grad", counting_grad)
+    try:
+        run_sweep(tiny_net, batches_of(x, y, 10), num_samples=len(y), num_classes=4, eps=eps,
+                  targeted_eps=targeted_eps, policy=TargetPolicy.parse(policy) if policy else None,
+                  progress=counter.end_of_batch)
+    finally:
+        counter.handle.remove()
+    modes = 2 if policy else 1
+    # ε = 0 reuses the clean logits: only ε > 0 costs an inference forward
+    steps = sum(e > 0 for e in eps) + (sum(e > 0 for e in targeted_eps) if policy else 0)
+    expected = {"gradient_forward": 1, "backward": modes}
+    if steps:
+        expected["inference_forward"] = steps
+    assert len(counter.per_batch) == 3  # batches of 10, 10 and 4
+    for batch, counts in enumerate(counter.per_batch):
+        assert counts == expected, f"batch {batch}"
+        assert grad_calls.count(batch) == modes, f"batch {batch}"
+
+
+inputs_near_the_bounds = hnp.arrays(
+    np.float32, (2, 1, 3, 4),
+    elements=st.one_of(
+        st.sampled_from([0.0, 1.0]),
+        st.floats(0.0, 2.0**-10, width=32),
+        st.floats(1.0 - 2.0**-10, 1.0, width=32),
+        st.floats(0.0, 1.0, width=32),
+    ),
+)
+sign_directions = hnp.arrays(np.float32, (2, 1, 3, 4), elements=st.sampled_from([-1.0, 0.0, 1.0]))
+
+
+@settings(max_examples=50, deadline=None)
+@given(x=inputs_near_the_bounds, direction=sign_directions, eps=st.floats(0.0, 1.0))
+def test_perturb_stays_in_the_box_and_the_eps_ball(x, direction, eps):
+    xt, dt = torch.from_numpy(x), torch.from_numpy(direction)
+    adv = perturb(xt, dt, eps)
+    assert adv.dtype == torch.float32 and adv.shape == xt.shape
+    assert adv.min().item() >= 0.0 and adv.max().item() <= 1.0
+    assert (adv.double() - xt.double()).abs().max().item() <= eps + 1e-7
+    # the reference, computed elementwise in float32 by numpy
+    expected = np.clip(x + np.float32(eps) * direction, 0.0, 1.0)
+    assert np.array_equal(adv.numpy(), expected)
+    if eps == 0:
+        assert torch.equal(adv, xt)
 
 
 def per_eps_recomputation(model, x, y, eps):
@@ -146,7 +261,7 @@ def test_cancellation_stops_at_a_batch_boundary(tiny_net, tiny_batch):
 
 
 def test_adversarial_inputs_equal_torchattacks(tiny_net, tiny_batch):
-    torchattacks = pytest.importorskip("torchattacks")
+    torchattacks = require("torchattacks")
     x, y = tiny_batch
     eps = (1 / 255, 8 / 255, 0.1)
     result = run_sweep(tiny_net, [(x, y)], num_samples=len(y), num_classes=4, eps=eps,

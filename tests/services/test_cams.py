@@ -12,6 +12,7 @@ from torch import nn
 from services.cams import CAM, GradCAM, confidence_drop, pearson, top_region, top_region_iou
 from services.errors import ConfigError
 from services.zoo import GapCNN
+from tests.conftest import require
 
 
 def test_gradcam_matches_the_definition(tiny_net, tiny_batch):
@@ -86,7 +87,7 @@ def test_unknown_layer_is_a_clear_error(tiny_net):
 
 
 def test_agrees_with_pytorch_grad_cam():
-    pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+    pytorch_grad_cam = require("pytorch_grad_cam")
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     torch.manual_seed(5)
@@ -114,7 +115,11 @@ def test_drift_metrics():
     assert top_region_iou(a, b).item() == pytest.approx(10 / 30)
     assert pearson(a, a).item() == pytest.approx(1.0)
     assert pearson(a, 1 - a).item() == pytest.approx(-1.0)
-    assert pearson(a, torch.zeros_like(a)).item() == 0.0
+    assert pearson(a, torch.zeros_like(a)).isnan().all()
+    assert top_region_iou(torch.zeros_like(a), torch.zeros_like(a)).isnan().all()
+    sparse = torch.zeros(1, 10, 10)
+    sparse[0, 0, :5] = 1.0  # only 5 % of the map is non-zero: zeros never join the top region
+    assert top_region(sparse).sum() == 5
 
 
 def test_confidence_drop_keeps_only_the_top_region(tiny_net, tiny_batch):
@@ -128,13 +133,17 @@ def test_confidence_drop_keeps_only_the_top_region(tiny_net, tiny_batch):
 
 
 def test_a_constant_map_stays_zero_instead_of_stretched_noise():
+    from services.cams import _finish
+
+    raw = torch.full((2, 3, 3), 0.7) + torch.tensor([0.0, 1e-9])[:, None, None]
+    assert torch.equal(_finish(raw, (12, 12)), torch.zeros(2, 12, 12))
+
+
+def test_a_one_by_one_layer_is_refused():
     net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                         nn.Linear(4, 3)).eval()
-    torch.manual_seed(0)
-    x = torch.rand(5, 1, 4, 4)  # the conv outputs a 1×1 map: the CAM is constant by construction
-    with GradCAM(net, net, "0") as cam:
-        maps, _ = cam(x, torch.zeros(5, dtype=torch.long))
-    assert torch.equal(maps, torch.zeros(5, 4, 4))
+    with pytest.raises(ConfigError, match="1×1 map"), GradCAM(net, net, "0") as cam:
+        cam(torch.rand(5, 1, 4, 4), torch.zeros(5, dtype=torch.long))
 
 
 def test_extractors_freeze_parameters_and_restore_mode(tiny_net, tiny_batch):

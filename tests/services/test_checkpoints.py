@@ -309,7 +309,7 @@ def test_unreadable_inputs(tmp_path):
 def test_wrong_input_shape(tmp_path):
     path = _script(_gap(in_channels=3), tmp_path / "rgb.pt")
     message = _load_error(path, input_shape=(1, 16, 16))
-    assert "does not accept inputs of shape (2, 1, 16, 16)" in message and "--input-shape" in message
+    assert "does not accept inputs of shape (2, 1, 16, 16)" in message and "--image-size" in message
 
 
 def test_num_classes_mismatch(tmp_path):

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from services.datasets import digits_split
-from services.zoo import ARCHITECTURES
+from services.zoo import ARCHITECTURES, build_architecture
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS = REPO_ROOT / "services" / "demo_models"
 FASTEST = "separable-cnn"
+MIN_AGREEMENT = 0.97  # share of test predictions a retrained model must share with the shipped one
 
 
 def _training_script():
@@ -37,14 +39,56 @@ def test_shipped_model_reaches_95_percent_on_digits_test(name):
     assert not model.training
 
 
-def test_retraining_reproduces_the_shipped_weights_exactly():
+def test_trained_on_records_the_training_environment():
+    recorded = json.loads((MODELS / "TRAINED_ON.json").read_text())
+    assert set(recorded) == {"torch", "cpu_capability", "threads"}
+    assert recorded["threads"] == 1 and recorded["torch"] and recorded["cpu_capability"]
+    assert _training_script().training_environment().keys() == recorded.keys()
+
+
+def test_script_records_the_environment_only_for_the_shipped_folder(tmp_path, monkeypatch):
     script = _training_script()
+    monkeypatch.setattr(script, "train_demo_model", lambda name: (build_architecture(name, 10).eval(), 0.99))
+    monkeypatch.setattr(script, "DEFAULT_OUT", tmp_path / "shipped")
+    elsewhere = tmp_path / "elsewhere"
+    assert script.main(["--out", str(elsewhere), "--only", FASTEST]) == 0
+    assert (elsewhere / f"{FASTEST}.pt").is_file() and not (elsewhere / "TRAINED_ON.json").exists()
+    assert script.main(["--only", FASTEST]) == 0
+    recorded = json.loads((tmp_path / "shipped" / "TRAINED_ON.json").read_text())
+    assert recorded == {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                        "threads": 1}
+    assert sorted(q.name for q in (tmp_path / "shipped").iterdir()) == ["TRAINED_ON.json", f"{FASTEST}.pt"]
+
+
+def test_retraining_reproduces_the_shipped_model():
+    script = _training_script()
+    recorded = json.loads((MODELS / "TRAINED_ON.json").read_text())
+    here = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    same_build = here == {key: recorded[key] for key in here}
     settings = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     model, accuracy = script.train_demo_model(FASTEST)
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == settings  # restored
-    assert not model.training and accuracy >= 0.95
-    shipped = torch.jit.load(str(MODELS / f"{FASTEST}.pt")).state_dict()
-    trained = model.state_dict()
+    assert not model.training
+    shipped_model = torch.jit.load(str(MODELS / f"{FASTEST}.pt"))
+    shipped, trained = shipped_model.state_dict(), model.state_dict()
     assert list(shipped) == list(trained)
-    differing = [key for key in trained if not torch.equal(trained[key], shipped[key])]
-    assert not differing, f"retrained weights differ from the shipped file in {differing}"
+    if same_build:
+        # Same torch build and CPU instruction set as the shipped models: single-threaded deterministic
+        # training must reproduce them bit for bit.
+        assert accuracy >= 0.95
+        differing = [key for key in trained if not torch.equal(trained[key], shipped[key])]
+        assert not differing, f"retrained weights differ from the shipped file in {differing} ({here})"
+    else:
+        # Another torch build or CPU instruction set picks other kernels, whose floating-point rounding
+        # differs, so the weights drift apart over training; require an equally good, equivalent model instead.
+        why = (f"exact weights are not expected here: the shipped models were trained with torch "
+               f"{recorded['torch']} on {recorded['cpu_capability']}, this is torch {here['torch']} on "
+               f"{here['cpu_capability']}")
+        x, _ = (torch.from_numpy(a) for a in digits_split("test"))
+        with torch.no_grad():
+            agreement = (model(x).argmax(1) == shipped_model(x).argmax(1)).float().mean().item()
+        assert accuracy >= 0.95, f"retrained {FASTEST}: test accuracy {accuracy:.2%} < 95 % ({why})"
+        assert agreement >= MIN_AGREEMENT, (
+            f"retrained {FASTEST} agrees with the shipped model on only {agreement:.2%} of the test set, "
+            f"below {MIN_AGREEMENT:.0%} ({why})"
+        )

@@ -8,13 +8,16 @@ import numpy as np
 import pytest
 import safetensors.torch
 import torch
+from PIL import Image
 
+from services.attacks import perturb
 from services.checkpoints import load_model
 from services.datasets import load_dataset
 from services.errors import ConfigError, DatasetError, EvaluationCancelled
 from services.evaluation import evaluate
 from services.specs import EvaluationConfig
 from services.zoo import build_architecture
+from tests.conftest import require
 
 EPS = (0.0, 2 / 255, 8 / 255, 16 / 255)
 
@@ -24,11 +27,25 @@ def digits():
     return load_dataset("digits")
 
 
-def run(model_source, dataset, **options):
-    config = EvaluationConfig(**{"eps": EPS, "limit": 48, "batch_size": 16, "cam_samples": 6, **options})
-    loaded = load_model(model_source, input_shape=dataset.info.input_shape,
-                        arch=options.pop("arch", None) if "arch" in options else None)
+def run(model_source, dataset, *, load_options=None, **config_options):
+    """Evaluate `model_source` on `dataset`: `load_options` go to load_model, the rest to EvaluationConfig."""
+    config = EvaluationConfig(**{"eps": EPS, "limit": 48, "batch_size": 16, "cam_samples": 6, **config_options})
+    loaded = load_model(model_source, input_shape=dataset.info.input_shape, **(load_options or {}))
     return evaluate(loaded, dataset, config), loaded
+
+
+def eps_zero_reference(model, dataset, limit, batch_size):
+    """Predictions of a real forward on perturb(x, sign ∇x CE, 0), computed here independently of the sweep."""
+    preds, labels = [], []
+    for x, y in dataset.batches(batch_size, limit=limit):
+        x_req = x.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model(x_req), y), x_req)
+        unchanged = perturb(x, grad.sign(), 0.0)
+        assert torch.equal(unchanged, x)
+        with torch.no_grad():
+            preds.append(model(unchanged).argmax(1))
+        labels.append(y)
+    return torch.cat(preds), torch.cat(labels)
 
 
 def test_report_document_and_files(digits, tmp_path):
@@ -46,7 +63,10 @@ def test_report_document_and_files(digits, tmp_path):
     assert document["model"]["format"] == "demo" and len(document["model"]["sha256"]) == 64
     assert document["dataset"]["num_samples"] == 48
     assert [p["eps"] for p in document["fgsm"]] == list(EPS)
-    assert document["fgsm"][0]["accuracy"] == document["clean"]["accuracy"]
+    # ε = 0 reuses the sweep's clean logits, so check it against an independent forward instead of itself.
+    reference_pred, reference_labels = eps_zero_reference(loaded.module, digits, 48, 16)
+    assert torch.equal(report.sweep.pred[:, 0], reference_pred)
+    assert document["fgsm"][0]["accuracy"] == pytest.approx((reference_pred == reference_labels).float().mean().item())
     accuracies = [p["accuracy"] for p in document["fgsm"]]
     assert accuracies[-1] < accuracies[0]
     assert document["targeted_fgsm"]["policy"] == "next" and len(document["targeted_fgsm"]["points"]) == len(EPS)
@@ -72,8 +92,54 @@ def test_report_document_and_files(digits, tmp_path):
     assert outcomes["pred"].shape == (48, len(EPS))
 
 
+def test_rgb_weights_with_normalisation_end_to_end(tmp_path):
+    rng = np.random.default_rng(7)
+    n = 36
+    x = rng.random((n, 3, 32, 32), dtype=np.float32)
+    y = np.arange(n, dtype=np.int64) % 10
+    np.savez(tmp_path / "rgb.npz", x=x, y=y)
+    torch.manual_seed(0)
+    net = build_architecture("gap-cnn", 10, in_channels=3).eval()
+    torch.save(net.state_dict(), tmp_path / "rgb-gap-cnn.pt")
+
+    dataset = load_dataset(tmp_path / "rgb.npz")
+    assert dataset.info.input_shape == (3, 32, 32)
+    loaded = load_model(tmp_path / "rgb-gap-cnn.pt", input_shape=(3, 32, 32), arch="gap-cnn", num_classes=10,
+                        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    config = EvaluationConfig(eps=EPS, batch_size=16, cam_samples=5, targeted="random", cam="auto")
+    report = evaluate(loaded, dataset, config)
+    out = tmp_path / "report"
+    report.write(out)
+
+    document = json.loads((out / "report.json").read_text())
+    assert document["dataset"]["num_samples"] == n
+    assert document["targeted_fgsm"]["policy"] == "random"
+    assert len(document["targeted_fgsm"]["points"]) == len(EPS)
+    targets = report.sweep.targets
+    assert (targets != torch.from_numpy(y)).all() and ((targets >= 0) & (targets < 10)).all()
+    artifacts = document["artifacts"]
+    assert {"report.json", "outcomes.npz", "accuracy_curve.png", "gradcam.npz", "cam_gallery.png"} <= set(artifacts)
+    assert sorted(p.name for p in out.iterdir()) == sorted(artifacts)
+    for name in artifacts:
+        assert (out / name).is_file(), name
+        if name.endswith(".png"):
+            with Image.open(out / name) as image:
+                image.load()
+                assert image.format == "PNG" and min(image.size) > 0, name
+
+    m = document["gradcam"]["num_samples"]
+    assert m == 5
+    cams = np.load(out / "gradcam.npz")
+    for key in ("clean", "adversarial"):
+        assert cams[key].shape == (m, 32, 32), key
+        assert cams[key].dtype == np.float32 and cams[key].min() >= 0 and cams[key].max() <= 1, key
+    assert cams["indices"].shape == (m,)
+    outcomes = np.load(out / "outcomes.npz")
+    assert outcomes["pred"].shape == (n, len(EPS)) and outcomes["targeted_pred"].shape == (n, len(EPS))
+
+
 def test_saved_adversarial_inputs_equal_torchattacks(digits, tmp_path):
-    torchattacks = pytest.importorskip("torchattacks")
+    torchattacks = require("torchattacks")
     config = EvaluationConfig(eps=(8 / 255,), limit=40, batch_size=40, cam="none", save_adversarial=True)
     loaded = load_model("demo:separable-cnn", input_shape=(1, 32, 32))
     evaluate(loaded, digits, config).write(tmp_path)

@@ -29,14 +29,16 @@ def test_target_success_excludes_samples_whose_label_is_the_target():
 
 
 def test_minimal_eps_uses_the_first_failing_eps_in_ascending_order():
-    eps = (0.2, 0.0, 0.1)  # unsorted on purpose
-    pred = PRED[:, [2, 0, 1]]
-    result = metrics.minimal_eps(pred, LABELS, eps)
+    eps = (0.2, 0.05, 0.1)  # unsorted on purpose, and without 0
+    pred = torch.tensor([[1, 0, 0], [2, 1, 2], [2, 2, 2], [0, 0, 0]])  # sample 0 fooled only at 0.2
+    result = metrics.minimal_eps(pred, LABELS, eps, CLEAN)
+    # sample 3 is wrong on the clean input: 0, not the smallest swept ε.
     assert result.tolist() == [0.2, 0.1, math.inf, 0.0]
-    summary = metrics.minimal_eps_summary(result, eps)
-    assert summary["fooled"] == 3 and summary["never_fooled"] == 1
-    assert summary["median"] == pytest.approx(0.15)
-    assert summary["histogram"] == {"eps": [0.0, 0.1, 0.2], "counts": [1, 1, 1]}
+    summary = metrics.minimal_eps_summary(result, (CLEAN == LABELS).numpy(), eps)
+    assert summary["fooled"] == 2 and summary["never_fooled"] == 1 and summary["clean_errors"] == 1
+    assert summary["median"] == pytest.approx(0.2)  # median of [0.2, 0.1, inf]
+    assert summary["mean_fooled"] == pytest.approx(0.15)
+    assert summary["histogram"] == {"eps": [0.05, 0.1, 0.2], "counts": [0, 1, 1]}
 
 
 def test_robust_auc_trapezoid_normalised_by_the_range():
