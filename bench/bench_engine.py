@@ -42,6 +42,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/bench_engine.py` works without an installed package
 
+from services.architecture import audit_architecture  # noqa: E402
 from services.attacks import frozen_eval  # noqa: E402
 from services.cams import GradCAM, pearson  # noqa: E402
 from services.sweep import run_sweep  # noqa: E402
@@ -272,14 +273,12 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def default_layer(model: nn.Module) -> str:
-    names = dict(model.named_modules())
-    if "layer4" in names:
-        return "layer4"
-    convs = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
-    if not convs:
-        raise SystemExit("no Conv2d layer found; pass --layer")
-    return convs[-1]
+def default_layer(model: nn.Module, size: int) -> str:
+    """The layer `--cam auto` would use for Grad-CAM: the last conv layer whose output map is spatial."""
+    layer = audit_architecture(model, (3, size, size)).last_spatial_conv()
+    if layer is None:
+        raise SystemExit("no conv layer with a spatial output map at this size; pass --layer")
+    return layer
 
 
 def eps_grid(k: int, eps_max: float, zero: bool) -> tuple[float, ...]:
@@ -333,7 +332,7 @@ def parse_args(argv=None):
     p.add_argument("--art-repeats", type=int, default=None, help="timed runs for ART (default: --repeats)")
     p.add_argument("--precision", choices=["fp32", "bf16", "both"], default="fp32")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--layer", default=None, help="Grad-CAM layer (default: layer4, else the last Conv2d)")
+    p.add_argument("--layer", default=None, help="Grad-CAM layer (default: the last conv layer with a spatial map, as --cam auto picks)")
     p.add_argument("--skip-art", action="store_true")
     p.add_argument("--skip-torchattacks", action="store_true")
     p.add_argument("--skip-cam", action="store_true")
@@ -429,7 +428,7 @@ def main(argv=None) -> int:
     model = torchvision.models.get_model(args.model, weights=None, num_classes=num_classes).eval().to(device)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    layer = args.layer or default_layer(model)
+    layer = args.layer or default_layer(model, args.size)
     module = model.get_submodule(layer)
 
     generator = torch.Generator().manual_seed(args.seed + 1)
