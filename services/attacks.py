@@ -13,7 +13,7 @@ from torch import nn
 @contextlib.contextmanager
 def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode with parameters excluded from autograd; both restored afterwards."""
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]  # per module: a mixed train/eval model comes back as it was
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:
@@ -23,7 +23,8 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.train(was_training)
+        for m, training in modes:
+            m.training = training
 
 
 def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:

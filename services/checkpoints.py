@@ -108,6 +108,11 @@ def load_model(
     else:
         path = _check_file(text)
         fmt = detect_format(path)
+        if arch is not None and fmt in (TORCH_EXPORT, TORCHSCRIPT):
+            raise CheckpointError(
+                f"{path.name} is a {fmt} archive that carries its own architecture: --arch is only for "
+                "weights-only checkpoints (.safetensors, state_dict); drop --arch"
+            )
         if fmt == TORCH_EXPORT:
             exported = load_exported(path, target)
             # An exported graph keeps the train/eval behaviour it was captured with; .eval() only sets flags,

@@ -368,3 +368,10 @@ def test_export_captured_in_training_mode(tmp_path):
     torch.export.save(torch.export.export(net, (_inputs(n=2),), dynamic_shapes=BATCH_DIM), dropout)
     assert "updates its buffers" in _load_error(batchnorm)
     assert "different outputs for the same input" in _load_error(dropout)
+
+
+def test_arch_is_refused_for_archives_that_carry_their_architecture(tmp_path):
+    net = build_architecture("gap-cnn", 10).eval()
+    torch.jit.save(torch.jit.script(net), tmp_path / "scripted.pt")
+    with pytest.raises(CheckpointError, match="carries its own architecture: --arch is only for weights-only"):
+        load_model(tmp_path / "scripted.pt", input_shape=(1, 32, 32), arch="gap-cnn")
