@@ -89,18 +89,20 @@ def _finish(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.where(flat_map, torch.zeros_like(maps), normalised)
 
 
-class GradCAM:
-    """Grad-CAM on any conv layer: weights = spatial mean of ∂(raw logit)/∂A; map = ReLU(Σ w·A)."""
+class _MapExtractor:
+    """Base of CAM and Grad-CAM: owns the layer hook and the frozen-eval state while entered."""
 
-    method = "gradcam"
+    method = ""
+    track_grad = False
 
     def __init__(self, model: nn.Module, network: nn.Module, layer: str) -> None:
         self.model = model
-        self._hook = _ActivationHook(network, layer, track_grad=True)
         self.layer = layer
+        self._hook = _ActivationHook(network, layer, track_grad=self.track_grad)
+        self._frozen = None
 
-    def __enter__(self) -> GradCAM:
-        # Frozen parameters: the forward builds no graph before the hooked layer, backward stops there.
+    def __enter__(self):
+        # Frozen parameters: the forward builds no graph before the hooked layer, so backward stops there.
         self._frozen = frozen_eval(self.model)
         self._frozen.__enter__()
         self._hook.__enter__()
@@ -112,48 +114,47 @@ class GradCAM:
 
     def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps (B, H, W) in [0, 1] for `classes`, and the logits of `x`."""
+        raw, logits = self._raw_maps(x, classes)
+        return _finish(raw, x.shape[-2:]), logits
+
+    def _raw_maps(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+
+class GradCAM(_MapExtractor):
+    """Grad-CAM on any conv layer: weights = spatial mean of ∂(raw logit)/∂A; map = ReLU(Σ w·A)."""
+
+    method = "gradcam"
+    track_grad = True
+
+    def _raw_maps(self, x, classes):
         with torch.enable_grad():
             logits = self.model(x)
             activation = _spatial(self._hook.activation, self.layer)
             score = logits.gather(1, classes[:, None]).sum()
             (grads,) = torch.autograd.grad(score, activation)
         weights = grads.mean(dim=(2, 3), keepdim=True)
-        raw = (weights * activation.detach()).sum(dim=1)
-        return _finish(raw, x.shape[-2:]), logits.detach()
+        return (weights * activation.detach()).sum(dim=1), logits.detach()
 
 
-class CAM:
+class CAM(_MapExtractor):
     """Class activation mapping for GAP → Linear heads: forward only, weights = the Linear's rows."""
 
     method = "cam"
 
     def __init__(self, model: nn.Module, network: nn.Module, feature_layer: str, classifier: str) -> None:
-        self.model = model
+        super().__init__(model, network, feature_layer)
         # An unflattened torch.export module is not an nn.Linear but still owns the 2-D weight.
         weight = getattr(resolve_layer(network, classifier), "weight", None)
         if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
             raise ConfigError(f"CAM needs a Linear classifier; {classifier!r} has no 2-D weight")
         self.weight = weight
-        self._hook = _ActivationHook(network, feature_layer, track_grad=False)
-        self.layer = feature_layer
 
-    def __enter__(self) -> CAM:
-        self._frozen = frozen_eval(self.model)
-        self._frozen.__enter__()
-        self._hook.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._hook.__exit__(*exc)
-        self._frozen.__exit__(*exc)
-
-    def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maps (B, H, W) in [0, 1] for `classes`, and the logits of `x`."""
+    def _raw_maps(self, x, classes):
         with torch.inference_mode():
             logits = self.model(x)
             activation = _spatial(self._hook.activation, self.layer)
-            raw = torch.einsum("bk,bkhw->bhw", self.weight[classes].to(activation.dtype), activation)
-        return _finish(raw, x.shape[-2:]), logits
+            return torch.einsum("bk,bkhw->bhw", self.weight[classes].to(activation.dtype), activation), logits
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
