@@ -24,6 +24,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 test: lint
+	bash scripts/ensure_services.sh
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)

@@ -1,0 +1,63 @@
+"""Programmatic Alembic (no alembic.ini): upgrade, downgrade and inspect a database's schema revision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import URL
+
+from db.session import make_engine
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config() -> Config:
+    """An Alembic config for this package's migrations (what alembic.ini would hold)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def _with_connection(url: str | URL | None, action) -> None:
+    from db.settings import get_settings
+
+    engine = make_engine(url if url is not None else get_settings().database_url)
+    try:
+        with engine.begin() as connection:
+            config = alembic_config()
+            # env.py runs on this connection, so URLs with passwords or '%' never pass through ini parsing.
+            config.attributes["connection"] = connection
+            action(config)
+    finally:
+        engine.dispose()
+
+
+def upgrade(url: str | URL | None = None, revision: str = "head") -> None:
+    """Bring the database at `url` (default: settings' database_url) up to `revision`."""
+    _with_connection(url, lambda config: command.upgrade(config, revision))
+
+
+def downgrade(url: str | URL | None, revision: str) -> None:
+    """Step the database back to `revision` ("base" removes every table)."""
+    _with_connection(url, lambda config: command.downgrade(config, revision))
+
+
+def current(url: str | URL | None = None) -> str | None:
+    """The revision the database is at, or None for an empty (never migrated) database."""
+    from db.settings import get_settings
+
+    engine = make_engine(url if url is not None else get_settings().database_url)
+    try:
+        with engine.connect() as connection:
+            return MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def head() -> str:
+    """The newest revision this code ships."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

@@ -1,0 +1,207 @@
+"""Tables of the service. Portable across PostgreSQL and SQLite: integer ids, JSON, bounded strings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from db.base import Base, UTCDateTime, utcnow
+from services.job_states import QUEUED, STATUSES
+
+SHA256_LEN = 64
+KEY_LEN = 255  # storage keys: a sha256 today, room for object-store keys later
+NAME_LEN = 200
+
+# none_as_null: a Python None is SQL NULL, not the JSON literal 'null', so `IS NULL` filters work.
+NullableJSON = JSON(none_as_null=True)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class ModelRecord(Base):
+    """A registered checkpoint: one (name, version) pair; the file lives in the artifact store."""
+
+    __tablename__ = "models"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    version: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN), index=True)
+    format: Mapped[str] = mapped_column(String(32))
+    arch: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    num_classes: Mapped[int] = mapped_column(Integer)
+    class_names: Mapped[list[str] | None] = mapped_column(NullableJSON)
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    mean: Mapped[list[float] | None] = mapped_column(NullableJSON)
+    std: Mapped[list[float] | None] = mapped_column(NullableJSON)
+    storage_key: Mapped[str] = mapped_column(String(KEY_LEN))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    jobs: Mapped[list[Job]] = relationship(back_populates="model", passive_deletes="all")
+
+
+class DatasetRecord(Base):
+    """A registered dataset; `storage_key` is None for built-ins such as `digits`."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN), index=True)
+    format: Mapped[str] = mapped_column(String(32))
+    num_samples: Mapped[int] = mapped_column(Integer)
+    input_shape: Mapped[list[int]] = mapped_column(JSON)
+    num_classes: Mapped[int] = mapped_column(Integer)
+    class_names: Mapped[list[str] | None] = mapped_column(NullableJSON)
+    storage_key: Mapped[str | None] = mapped_column(String(KEY_LEN))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    source: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    jobs: Mapped[list[Job]] = relationship(back_populates="dataset", passive_deletes="all")
+
+
+class Job(Base):
+    """One evaluation of a model on a dataset; `report` is the exact report.json document once succeeded."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        CheckConstraint(_in("status", STATUSES), name="status"),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # RESTRICT: a model or dataset cannot disappear from under the jobs (and reports) that used it.
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="RESTRICT"), index=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True, default=QUEUED, server_default=QUEUED)
+    progress: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    worker_host: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    queue: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last claim or progress report
+    report: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
+    result_key: Mapped[str | None] = mapped_column(String(KEY_LEN))
+
+    model: Mapped[ModelRecord] = relationship(back_populates="jobs")
+    dataset: Mapped[DatasetRecord] = relationship(back_populates="jobs")
+    sweep_points: Mapped[list[SweepPoint]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True,
+        order_by=lambda: [SweepPoint.attack, SweepPoint.eps])
+    cam_audit: Mapped[CamAuditRecord | None] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True)
+    artifacts: Mapped[list[Artifact]] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True, order_by="Artifact.name")
+
+
+class SweepPoint(Base):
+    """One ε of one attack for one job; the unique key makes a redelivered task unable to duplicate it."""
+
+    __tablename__ = "sweep_points"
+    __table_args__ = (
+        UniqueConstraint("job_id", "attack", "eps"),
+        CheckConstraint(_in("attack", ("fgsm", "targeted_fgsm")), name="attack"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    attack: Mapped[str] = mapped_column(String(16))
+    policy: Mapped[str | None] = mapped_column(String(64))
+    eps: Mapped[float] = mapped_column(Float)
+    accuracy: Mapped[float] = mapped_column(Float)
+    attack_success_rate: Mapped[float | None] = mapped_column(Float)
+    target_success_rate: Mapped[float | None] = mapped_column(Float)
+    mean_confidence: Mapped[float | None] = mapped_column(Float)
+    mean_target_probability: Mapped[float | None] = mapped_column(Float)
+
+    job: Mapped[Job] = relationship(back_populates="sweep_points")
+
+
+class CamAuditRecord(Base):
+    """Summary of a job's CAM audit (the per-sample detail stays in the report document)."""
+
+    __tablename__ = "cam_audits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), unique=True)
+    method: Mapped[str] = mapped_column(String(32))
+    layer: Mapped[str] = mapped_column(String(NAME_LEN))
+    eps: Mapped[float] = mapped_column(Float)
+    num_samples: Mapped[int] = mapped_column(Integer)
+    mean_similarity: Mapped[float | None] = mapped_column(Float)
+    mean_top20_iou: Mapped[float | None] = mapped_column(Float)
+    mean_confidence_drop: Mapped[float | None] = mapped_column(Float)
+    drift: Mapped[float | None] = mapped_column(Float)
+
+    job: Mapped[Job] = relationship(back_populates="cam_audit")
+
+
+class ArchitectureAuditRecord(Base):
+    """Architecture audit cached per model sha256 and input shape ("C,H,W")."""
+
+    __tablename__ = "architecture_audits"
+    __table_args__ = (UniqueConstraint("model_sha256", "input_shape"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    input_shape: Mapped[str] = mapped_column(String(64))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)
+    params: Mapped[int | None] = mapped_column(BigInteger)
+    macs: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Artifact(Base):
+    """A file a job produced (PNG, npz, …), stored content-addressed in the artifact store."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    kind: Mapped[str] = mapped_column(String(32))
+    storage_key: Mapped[str] = mapped_column(String(KEY_LEN), index=True)
+    sha256: Mapped[str] = mapped_column(String(SHA256_LEN))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    job: Mapped[Job] = relationship(back_populates="artifacts")
+
+
+class ApiToken(Base):
+    """A bearer token, kept only as its sha256 hex digest."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,67 @@
+"""Service settings from `ADVAUDIT_*` environment variables; every path derives from `data_dir` by default."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Database, broker and storage locations plus service limits.
+
+    `database_url`, `broker_url`, `result_backend` and `artifact_root` left unset follow `data_dir`, so
+    `ADVAUDIT_DATA_DIR=/srv/advaudit` alone moves everything (the embedded, SQLite-only set-up).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ADVAUDIT_", extra="ignore")
+
+    data_dir: Path = Path("~/.advaudit")
+    database_url: str | None = None
+    broker_url: str | None = None
+    result_backend: str | None = None
+    artifact_root: Path | None = None
+    device: str = "auto"
+    max_upload_bytes: int = Field(default=512 * MIB, gt=0)
+    auth: Literal["auto", "required", "off"] = "auto"
+    progress_interval_s: float = Field(default=0.5, ge=0)
+    job_time_limit_s: int = Field(default=6 * 3600, gt=0)
+    # A running job whose heartbeat is younger than this is left alone by a redelivered task.
+    job_lease_s: float = Field(default=120.0, gt=0)
+    # Redis redelivers an unacknowledged task after this long (e.g. when a whole worker host died).
+    visibility_timeout_s: int | None = Field(default=None, gt=0)
+
+    @field_validator("data_dir", "artifact_root")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return None if value is None else value.expanduser().absolute()
+
+    @model_validator(mode="after")
+    def _derive_from_data_dir(self) -> Settings:
+        # Field defaults cannot see each other, so the derived ones are filled in here.
+        root = self.data_dir
+        if not self.database_url:
+            self.database_url = f"sqlite:///{root}/advaudit.db"
+        if not self.broker_url:
+            self.broker_url = f"sqla+sqlite:///{root}/broker.db"
+        if not self.result_backend:
+            self.result_backend = f"db+sqlite:///{root}/results.db"
+        if self.artifact_root is None:
+            self.artifact_root = root / "artifacts"
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment once."""
+    return Settings()
+
+
+def clear_settings_cache() -> None:
+    """Forget the cached settings so the next get_settings() re-reads the environment (tests, CLI flags)."""
+    get_settings.cache_clear()
