@@ -1,0 +1,175 @@
+"""Run one evaluation job: claim it, evaluate through services, write every result in one transaction.
+
+Independent of Celery so it can be tested and embedded; worker/tasks.py is the thin Celery wrapper.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from db import repositories as repo
+from db.errors import StaleJob
+from db.models import DatasetRecord, Job, ModelRecord
+from db.session import session_scope
+from db.storage import ArtifactStore
+from services.checkpoints import LoadedModel, load_model
+from services.datasets import load_dataset
+from services.errors import AdvauditError, EvaluationCancelled
+from services.evaluation import evaluate
+from services.job_states import CANCELLED, FAILED, SUCCEEDED, InvalidTransition
+from services.specs import EvaluationConfig
+
+log = logging.getLogger(__name__)
+
+DATASET_SUFFIX = {"npz": ".npz", "imagefolder-zip": ".zip"}
+ARTIFACT_KINDS = {".json": "report", ".npz": "arrays", ".png": "figure"}
+
+
+@dataclass
+class WorkerContext:
+    """What a worker process needs: where rows and files live, which device, how often to report."""
+
+    sessions: sessionmaker[Session]
+    store: ArtifactStore
+    device: str = "auto"
+    progress_interval_s: float = 0.5
+    lease_s: float | None = 120.0
+    host: str = f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ModelCache:
+    """Loaded models per process, keyed by checkpoint sha256 and load options (a few, least recently used)."""
+
+    def __init__(self, capacity: int = 4) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[tuple, LoadedModel] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple, load) -> LoadedModel:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        loaded = load()
+        with self._lock:
+            self._items[key] = loaded
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return loaded
+
+
+MODELS = ModelCache()
+
+
+def _load_model(record: ModelRecord, context: WorkerContext, device: str) -> LoadedModel:
+    path = context.store.path(record.storage_key)
+    if path is None:
+        raise AdvauditError(f"the checkpoint of model {record.name} {record.version} is missing from the store")
+    key = (record.sha256, record.arch, record.num_classes, tuple(record.input_shape),
+           tuple(record.mean or ()), tuple(record.std or ()), device)
+    return MODELS.get(key, lambda: load_model(
+        path, input_shape=tuple(record.input_shape), arch=record.arch,
+        num_classes=record.num_classes if record.arch else None, mean=record.mean, std=record.std,
+        device=device))
+
+
+def _open_dataset(record: DatasetRecord, context: WorkerContext, workdir: Path):
+    if record.storage_key is None:
+        return load_dataset(record.source)
+    path = context.store.path(record.storage_key)
+    if path is None:
+        raise AdvauditError(f"the file of dataset {record.name} is missing from the store")
+    # Stored files are named by hash; the loaders read the format from the suffix.
+    link = workdir / f"dataset{DATASET_SUFFIX.get(record.format, '')}"
+    link.symlink_to(path)
+    image_size = record.input_shape[-1] if record.format.startswith("imagefolder") else None
+    return load_dataset(link, image_size=image_size)
+
+
+class _Progress:
+    """Throttled progress writes; remembers whether the job should stop (cancelled or taken over)."""
+
+    def __init__(self, context: WorkerContext, job_id: int, attempt: int) -> None:
+        self.context, self.job_id, self.attempt = context, job_id, attempt
+        self.stop = False
+        self._last = 0.0
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if stage != "sweep" or (now - self._last < self.context.progress_interval_s and done < total):
+            return
+        self._last = now
+        with session_scope(self.context.sessions) as session:
+            # The sweep is most of the work; the last 5 % cover the CAM audit and the result write.
+            self.stop = repo.jobs.report_progress(session=session, job_id=self.job_id,
+                                                  progress=0.95 * done / max(total, 1), attempt=self.attempt)
+
+
+def _finish(context: WorkerContext, job_id: int, attempt: int, status: str, **fields) -> None:
+    try:
+        with session_scope(context.sessions) as session:
+            job = repo.jobs.get(session=session, job_id=job_id)
+            repo.jobs.transition(session=session, job=job, new_status=status, attempt=attempt, **fields)
+    except (StaleJob, InvalidTransition) as error:  # taken over or cancelled meanwhile: that run decides
+        log.info("job %s: not marking %s: %s", job_id, status, error)
+
+
+def _store_results(context: WorkerContext, job_id: int, attempt: int, report, workdir: Path) -> None:
+    out = workdir / "report"
+    report.write(out)
+    document = report.to_dict()
+    stored = [(path.name, *context.store.put_file(path)) for path in sorted(out.iterdir())]
+    with session_scope(context.sessions) as session:
+        job = repo.jobs.get(session=session, job_id=job_id)
+        repo.results.replace_results(session=session, job=job, report_document=document)
+        for name, key, sha256, size in stored:
+            repo.results.put_artifact(session=session, job=job, name=name,
+                                      kind=ARTIFACT_KINDS.get(Path(name).suffix, "file"),
+                                      storage_key=key, sha256=sha256, size_bytes=size)
+        repo.jobs.transition(session=session, job=job, new_status=SUCCEEDED, attempt=attempt, report=document)
+
+
+def run_job(job_id: int, context: WorkerContext) -> str | None:
+    """Claim and run job `job_id`; returns its final status, or None when it was not ours to run."""
+    with session_scope(context.sessions) as session:
+        job: Job | None = repo.jobs.claim(session=session, job_id=job_id, worker_host=context.host,
+                                             lease_s=context.lease_s)
+        if job is None:
+            return None
+        attempt, model_record, dataset_record = job.attempts, job.model, job.dataset
+        config_data = dict(job.config)
+        session.expunge_all()
+    progress = _Progress(context, job_id, attempt)
+    try:
+        config = EvaluationConfig(**config_data)
+        device = context.device if config.device == "auto" else config.device
+        with tempfile.TemporaryDirectory(prefix=f"advaudit-job-{job_id}-") as tmp:
+            workdir = Path(tmp)
+            loaded = _load_model(model_record, context, device)
+            dataset = _open_dataset(dataset_record, context, workdir)
+            report = evaluate(loaded, dataset, config, progress=progress, should_stop=lambda: progress.stop)
+            _store_results(context, job_id, attempt, report, workdir)
+        return SUCCEEDED
+    except EvaluationCancelled:
+        _finish(context, job_id, attempt, CANCELLED)
+        return CANCELLED
+    except (StaleJob, InvalidTransition) as error:
+        log.info("job %s attempt %s lost: %s", job_id, attempt, error)
+        return None
+    except AdvauditError as error:
+        _finish(context, job_id, attempt, FAILED, error=str(error))
+        return FAILED
+    except Exception as error:  # a model's own code can raise anything: the job fails with its message
+        log.exception("job %s failed", job_id)
+        _finish(context, job_id, attempt, FAILED, error=f"{type(error).__name__}: {error}")
+        return FAILED

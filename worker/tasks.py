@@ -1,0 +1,29 @@
+"""Celery tasks: thin wrappers that pass ids to worker.runner."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from db.session import make_engine, make_session_factory
+from db.settings import get_settings
+from db.storage import LocalArtifactStore
+from worker.celery_app import EVALUATE_TASK, app
+from worker.runner import WorkerContext, run_job
+
+
+@lru_cache(maxsize=1)
+def worker_context() -> WorkerContext:
+    """One engine, session factory and artifact store per worker process."""
+    settings = get_settings()
+    sessions = make_session_factory(make_engine(settings.database_url))
+    return WorkerContext(sessions=sessions, store=LocalArtifactStore(settings.artifact_root),
+                         device=settings.device, progress_interval_s=settings.progress_interval_s,
+                         lease_s=settings.job_lease_s)
+
+
+@app.task(name=EVALUATE_TASK, ignore_result=True, throws=(SoftTimeLimitExceeded,))
+def evaluate(job_id: int) -> str | None:
+    """Run evaluation job `job_id` (idempotent: a redelivered or duplicate task finds nothing to do)."""
+    return run_job(int(job_id), worker_context())
