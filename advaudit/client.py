@@ -1,0 +1,188 @@
+"""Client commands against a running server: models, datasets, jobs, compare."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import httpx
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from advaudit.console import console, pct, summary_table
+from advaudit.options import add_evaluation_options, config_from_args
+from services.errors import AdvauditError
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+class ServerError(AdvauditError):
+    """The server refused a request or could not be reached; the message is its problem detail."""
+
+
+class Client:
+    """A thin JSON client for /api/v1 that turns problem+json answers into ServerError."""
+
+    def __init__(self, server: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base = server.rstrip("/")
+        self.http = httpx.Client(base_url=f"{self.base}/api/v1", headers=headers, timeout=120)
+
+    def request(self, method: str, path: str, **kwargs):
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as error:
+            raise ServerError(f"cannot reach the server at {self.base}: {error}") from None
+        if response.is_error:
+            try:
+                detail = response.json().get("detail") or response.json().get("title")
+            except ValueError:
+                detail = response.text[:300]
+            raise ServerError(f"{response.status_code}: {detail}")
+        return response.json() if response.content else None
+
+
+def add_commands(commands) -> None:
+    def client_parser(parent, name: str, help: str):
+        p = parent.add_parser(name, help=help)
+        p.add_argument("--server", default=os.environ.get("ADVAUDIT_SERVER", "http://127.0.0.1:8000"))
+        p.add_argument("--token", default=os.environ.get("ADVAUDIT_TOKEN"))
+        return p
+
+    models = commands.add_parser("models", help="models on a server").add_subparsers(dest="action", required=True)
+    p = client_parser(models, "add", "upload a checkpoint")
+    p.add_argument("file")
+    p.add_argument("--name", required=True)
+    p.add_argument("--arch")
+    p.add_argument("--num-classes", type=int)
+    p.add_argument("--mean", help="comma-separated per-channel mean")
+    p.add_argument("--std", help="comma-separated per-channel std")
+    p.add_argument("--input-shape", help="C,H,W the model takes (or --dataset-id)")
+    p.add_argument("--dataset-id", type=int, help="take the input shape and class names from this dataset")
+    p.set_defaults(handler=cmd_models_add)
+    client_parser(models, "list", "list models").set_defaults(handler=cmd_list, path="/models")
+
+    datasets = commands.add_parser("datasets", help="datasets on a server").add_subparsers(dest="action", required=True)
+    p = client_parser(datasets, "add", "upload an .npz or ImageFolder .zip")
+    p.add_argument("file")
+    p.add_argument("--name", required=True)
+    p.add_argument("--image-size", type=int)
+    p.set_defaults(handler=cmd_datasets_add)
+    client_parser(datasets, "list", "list datasets").set_defaults(handler=cmd_list, path="/datasets")
+
+    jobs = commands.add_parser("jobs", help="evaluation jobs on a server").add_subparsers(dest="action", required=True)
+    p = client_parser(jobs, "submit", "submit an evaluation job")
+    p.add_argument("--model-id", type=int, required=True)
+    p.add_argument("--dataset-id", type=int, required=True)
+    add_evaluation_options(p)
+    p.add_argument("--wait", action="store_true", help="show a progress bar until the job finishes")
+    p.set_defaults(handler=cmd_jobs_submit)
+    p = client_parser(jobs, "show", "a job's status, and its results once it succeeded")
+    p.add_argument("job_id", type=int)
+    p.set_defaults(handler=cmd_jobs_show)
+    p = client_parser(jobs, "cancel", "cancel a queued or running job")
+    p.add_argument("job_id", type=int)
+    p.set_defaults(handler=cmd_jobs_cancel)
+    client_parser(jobs, "list", "list jobs").set_defaults(handler=cmd_list, path="/jobs")
+
+    p = client_parser(commands, "compare", "compare finished jobs on one dataset")
+    p.add_argument("job_ids", type=int, nargs="+")
+    p.set_defaults(handler=cmd_compare)
+
+
+def _client(args) -> Client:
+    return Client(args.server, args.token)
+
+
+def _upload(client: Client, path: str, route: str, fields: dict) -> dict:
+    file = Path(path)
+    if not file.is_file():
+        raise ServerError(f"no such file: {file}")
+    with file.open("rb") as handle:
+        data = {k: str(v) for k, v in fields.items() if v is not None}
+        return client.request("POST", route, files={"file": (file.name, handle)}, data=data)
+
+
+def cmd_models_add(args) -> int:
+    record = _upload(_client(args), args.file, "/models", {
+        "name": args.name, "arch": args.arch, "num_classes": args.num_classes, "mean": args.mean, "std": args.std,
+        "input_shape": args.input_shape, "dataset_id": args.dataset_id})
+    console.print(f"model {record['id']}: {record['name']} {record.get('version', '')} "
+                  f"({record['format']}, {record['num_classes']} classes, sha256 {record['sha256'][:12]}…)")
+    return 0
+
+
+def cmd_datasets_add(args) -> int:
+    record = _upload(_client(args), args.file, "/datasets", {"name": args.name, "image_size": args.image_size})
+    console.print(f"dataset {record['id']}: {record['name']} ({record['num_samples']} samples, "
+                  f"{record['input_shape']}, sha256 {record['sha256'][:12]}…)")
+    return 0
+
+
+def cmd_list(args) -> int:
+    answer = _client(args).request("GET", args.path)
+    items = answer["items"] if isinstance(answer, dict) and "items" in answer else answer
+    console.print_json(json.dumps(items, default=str))
+    return 0
+
+
+def cmd_jobs_submit(args) -> int:
+    config = config_from_args(args).to_dict()  # validated here first: bad options fail before any upload
+    client = _client(args)
+    job = client.request("POST", "/jobs", json={"model_id": args.model_id, "dataset_id": args.dataset_id,
+                                                "config": config})
+    console.print(f"job {job['id']} {job['status']}")
+    if args.wait:
+        job = _wait(client, job["id"])
+        _show(client, job)
+    return 0 if job["status"] in ("queued", "running", "succeeded") else 1
+
+
+def _wait(client: Client, job_id: int) -> dict:
+    with Progress(TextColumn("[bold]job {task.fields[job]}: {task.fields[status]}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f} %"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("job", total=1.0, job=job_id, status="queued")
+        while True:
+            job = client.request("GET", f"/jobs/{job_id}")
+            bar.update(task, completed=job["progress"], status=job["status"])
+            if job["status"] in TERMINAL:
+                return job
+            time.sleep(0.5)
+
+
+def _show(client: Client, job: dict) -> None:
+    console.print(f"job {job['id']}: {job['status']} ({100 * job['progress']:.0f} %), attempts {job['attempts']}")
+    if job.get("error"):
+        console.print(f"[red]error:[/] {job['error']}")
+    if job["status"] == "succeeded":
+        console.print(summary_table(client.request("GET", f"/jobs/{job['id']}/report")))
+
+
+def cmd_jobs_show(args) -> int:
+    client = _client(args)
+    _show(client, client.request("GET", f"/jobs/{args.job_id}"))
+    return 0
+
+
+def cmd_jobs_cancel(args) -> int:
+    job = _client(args).request("POST", f"/jobs/{args.job_id}/cancel")
+    console.print(f"job {job['id']}: {job['status']}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    answer = _client(args).request("GET", "/compare", params={"job_ids": ",".join(map(str, args.job_ids))})
+    rows = answer["rows"]
+    eps = answer["eps"]
+    table = Table(title=f"Leaderboard on dataset {answer.get('dataset_id')} (accuracy %, FGSM at ε = k/255)")
+    for column in ("job", "model", "clean", *[f"{e * 255:g}" for e in eps], "AUC", "CAM drift", "MACs"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for row in rows:
+        table.add_row(str(row["job_id"]), f"{row['model_name']} {row.get('model_version') or ''}",
+                      pct(row["clean_accuracy"]), *[pct(a) for a in row["accuracy"]], f"{row['robust_auc']:.3f}",
+                      "—" if row.get("cam_drift") is None else f"{row['cam_drift']:.3f}",
+                      "—" if not row.get("macs") else f"{row['macs'] / 1e6:.2f} M")
+    console.print(table)
+    return 0

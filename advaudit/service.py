@@ -1,0 +1,148 @@
+"""Service commands: serve (API + embedded worker), worker, beat, db, token."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from advaudit.console import console
+
+CELERY = [sys.executable, "-m", "celery", "-A", "worker.tasks"]
+
+
+def _use_data_dir(path: str | None) -> None:
+    """Point every setting that follows data_dir there, before any settings are read."""
+    from db.settings import clear_settings_cache
+
+    if path:
+        os.environ["ADVAUDIT_DATA_DIR"] = str(Path(path).expanduser().absolute())
+    clear_settings_cache()
+
+
+def add_commands(commands) -> None:
+    serve = commands.add_parser("serve", help="API with an embedded worker; SQLite database and broker")
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (non-loopback requires tokens)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--data-dir", default=None, help="where the database, broker and artifacts live")
+    serve.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
+    serve.set_defaults(handler=cmd_serve)
+
+    worker = commands.add_parser("worker", help="a Celery worker for the distributed set-up")
+    worker.add_argument("--queues", default="evaluations", help="comma-separated queues (e.g. evaluations,gpu)")
+    worker.add_argument("--concurrency", type=int, default=1)
+    worker.add_argument("--data-dir", default=None)
+    worker.set_defaults(handler=cmd_worker)
+
+    beat = commands.add_parser("beat", help="the Celery beat scheduler")
+    beat.add_argument("--data-dir", default=None)
+    beat.set_defaults(handler=cmd_beat)
+
+    db = commands.add_parser("db", help="database schema")
+    db.add_argument("action", choices=("upgrade", "current"))
+    db.add_argument("--data-dir", default=None)
+    db.set_defaults(handler=cmd_db)
+
+    token = commands.add_parser("token", help="API tokens (only their hash is stored)")
+    token.add_argument("action", choices=("create", "list", "delete"))
+    token.add_argument("name", nargs="?")
+    token.add_argument("--data-dir", default=None)
+    token.set_defaults(handler=cmd_token)
+
+
+def _worker_command(queues: str, concurrency: int, pool: str = "prefork") -> list[str]:
+    return [*CELERY, "worker", "--loglevel=INFO", f"--queues={queues}", f"--concurrency={concurrency}",
+            f"--pool={pool}"]
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from api.main import create_app
+    from db.settings import get_settings
+
+    _use_data_dir(args.data_dir)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings, listen_host=args.host)
+    worker = None
+    if not args.no_worker:
+        # The embedded worker is a child process: a model that crashes it cannot take the API down.
+        log = open(settings.data_dir / "worker.log", "ab")  # noqa: SIM115 (closed after the worker exits)
+        worker = subprocess.Popen(_worker_command("evaluations,gpu", 1, pool="solo"), stdout=log,
+                                  stderr=subprocess.STDOUT, env=os.environ.copy())
+    console.print(f"advaudit serving on http://{args.host}:{args.port}  (API docs: /docs, data: {settings.data_dir})")
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    finally:
+        if worker is not None:
+            worker.terminate()
+            try:
+                worker.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    _use_data_dir(args.data_dir)
+    os.execv(sys.executable, _worker_command(args.queues, args.concurrency))
+    return 0  # not reached: the worker replaces this process so signals reach Celery directly
+
+
+def cmd_beat(args: argparse.Namespace) -> int:
+    from db.settings import get_settings
+
+    _use_data_dir(args.data_dir)
+    schedule = get_settings().data_dir / "beat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    os.execv(sys.executable, [*CELERY, "beat", "--loglevel=INFO", f"--schedule={schedule}"])
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from db import migrate
+    from db.settings import get_settings
+
+    _use_data_dir(args.data_dir)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if args.action == "upgrade":
+        migrate.upgrade(settings.database_url)
+    console.print(f"database {settings.database_url}: revision {migrate.current(settings.database_url)}")
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from db import migrate
+    from db.repositories import tokens
+    from db.session import make_engine, make_session_factory, session_scope
+    from db.settings import get_settings
+    from services.errors import ConfigError
+
+    _use_data_dir(args.data_dir)
+    settings = get_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(settings.database_url)
+    sessions = make_session_factory(make_engine(settings.database_url))
+    with session_scope(sessions) as session:
+        if args.action == "list":
+            for token in tokens.list(session=session):
+                console.print(f"{token.name}  created {token.created_at:%Y-%m-%d %H:%M}  last used {token.last_used_at}")
+            return 0
+        if not args.name:
+            raise ConfigError(f"token {args.action} needs a NAME")
+        if args.action == "create":
+            if tokens.get_by_name(session=session, name=args.name) is not None:
+                raise ConfigError(f"a token named {args.name!r} exists already; delete it or pick another name")
+            plaintext = tokens.create_token(session=session, name=args.name)
+            print(plaintext)  # the only time it is shown: plain stdout so scripts can capture it
+            return 0
+        token = tokens.get_by_name(session=session, name=args.name)
+        if token is None:
+            raise ConfigError(f"no token named {args.name!r}")
+        tokens.delete(session=session, token=token)
+        console.print(f"deleted token {args.name}")
+    return 0
