@@ -25,6 +25,7 @@ lint: $(STAMP)
 
 test: lint
 	bash scripts/ensure_services.sh
+	bash scripts/ensure_tools.sh
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
