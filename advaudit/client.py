@@ -123,7 +123,7 @@ def cmd_datasets_add(args) -> int:
 
 def cmd_list(args) -> int:
     answer = _client(args).request("GET", args.path)
-    items = answer["items"] if isinstance(answer, dict) and "items" in answer else answer
+    items = answer["data"] if isinstance(answer, dict) and "data" in answer else answer
     console.print_json(json.dumps(items, default=str))
     return 0
 

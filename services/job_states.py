@@ -16,7 +16,7 @@ ACTIVE = frozenset({QUEUED, RUNNING})
 
 # A finished job never goes back to the queue: a rerun is a new job, so each job's results stay as reported.
 TRANSITIONS: dict[str, frozenset[str]] = {
-    QUEUED: frozenset({RUNNING, CANCELLED}),
+    QUEUED: frozenset({RUNNING, CANCELLED, FAILED}),  # → failed: it could not be enqueued
     RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLED, QUEUED}),  # → queued: worker lost, task redelivered
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),

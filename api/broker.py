@@ -1,0 +1,72 @@
+"""The API's Celery *client*: sends tasks by name and probes the broker; it never imports the worker code.
+
+The names below duplicate worker.celery_app on purpose (the API must not import the worker);
+tests/api/test_broker.py asserts they stay equal and that the task name is registered by worker.tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from celery import Celery
+
+from db.models import Job
+
+EVALUATE_TASK_NAME = "advaudit.evaluate"
+DEFAULT_QUEUE = "evaluations"
+GPU_QUEUE = "gpu"
+
+CONNECT_TIMEOUT_S = 2.0
+PING_TIMEOUT_S = 1.0
+# A dead broker must not hold a submit request for long: a few quick retries, then the job is marked.
+SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
+
+
+def queue_for(device: str) -> str:
+    """GPU jobs go to the GPU workers' queue, everything else to the default queue."""
+    return GPU_QUEUE if device.strip().lower().startswith("cuda") else DEFAULT_QUEUE
+
+
+class Broker(Protocol):
+    """What the API needs from a task queue: send one job, and say whether the broker and workers answer."""
+
+    def send(self, job: Job) -> None: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class CeleryBroker:
+    """A Celery client on `broker_url`; nothing connects until the first send or status call."""
+
+    def __init__(self, broker_url: str) -> None:
+        self.app = Celery("advaudit-api", broker=broker_url, set_as_current=False)
+        self.app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT_S, task_default_queue=DEFAULT_QUEUE,
+                             broker_connection_retry_on_startup=False)
+
+    def send(self, job: Job) -> None:
+        """Enqueue job `job.id` (the id only: the worker re-reads the row)."""
+        self.app.send_task(EVALUATE_TASK_NAME, args=[job.id], queue=job.queue or DEFAULT_QUEUE,
+                           retry=True, retry_policy=SEND_RETRY_POLICY)
+
+    def status(self) -> dict[str, Any]:
+        """{"broker": {"ok", "error"}, "workers": {"count", "names", "error"}} within a few seconds."""
+        try:
+            with self.app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0,
+                                             timeout=CONNECT_TIMEOUT_S)
+        except Exception as error:  # any failure means the same to a health check: not reachable
+            return {"broker": {"ok": False, "error": _one_line(error)},
+                    "workers": {"count": None, "names": [], "error": "broker unreachable"}}
+        try:
+            replies = self.app.control.ping(timeout=PING_TIMEOUT_S) or []
+        except Exception as error:  # some transports cannot broadcast; the broker itself is still fine
+            return {"broker": {"ok": True, "error": None},
+                    "workers": {"count": None, "names": [], "error": _one_line(error)}}
+        names = sorted(name for reply in replies for name in reply)
+        return {"broker": {"ok": True, "error": None},
+                "workers": {"count": len(names), "names": names, "error": None}}
+
+
+def _one_line(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -1,0 +1,104 @@
+"""Dependencies: one session per request, settings, the artifact store, auth, and 404-raising loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from api.broker import Broker
+from api.errors import NotFound, Unauthorized
+from api.schemas import MAX_ID
+from db import repositories as repo
+from db.models import ApiToken, DatasetRecord, Job, ModelRecord
+from db.settings import Settings
+from db.storage import LocalArtifactStore
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A session for this request: committed when the handler returns, rolled back if it raises."""
+    session = request.app.state.sessions()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> LocalArtifactStore:
+    return request.app.state.store
+
+
+def get_broker(request: Request) -> Broker:
+    return request.app.state.broker
+
+
+def get_enqueue(request: Request) -> Callable[[Job], None]:
+    return request.app.state.enqueue
+
+
+# scope="function": the commit runs before the response is sent, so a client never sees an uncommitted write.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[LocalArtifactStore, Depends(get_store)]
+BrokerDep = Annotated[Broker, Depends(get_broker)]
+EnqueueDep = Annotated[Callable[[Job], None], Depends(get_enqueue)]
+
+_bearer = HTTPBearer(auto_error=False, description="a token from `advaudit token create NAME`")
+
+
+BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def require_token(request: Request, session: SessionDep, credentials: BearerDep) -> ApiToken | None:
+    """The caller's token when auth is on (401 without a valid one); None when auth is off."""
+    if not request.app.state.auth_required:
+        return None
+    if credentials is None or not credentials.credentials.strip():
+        raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' "
+                           "(create a token with `advaudit token create NAME`)",
+                           headers={"WWW-Authenticate": "Bearer"})
+    token = repo.tokens.verify(session=session, plaintext=credentials.credentials.strip())
+    if token is None:
+        raise Unauthorized("invalid or revoked bearer token",
+                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    return token
+
+
+AuthDep = Annotated[ApiToken | None, Depends(require_token)]
+
+
+def get_model(session: SessionDep, model_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> ModelRecord:
+    model = repo.models.get(session=session, model_id=model_id)
+    if model is None:
+        raise NotFound(f"model {model_id} does not exist")
+    return model
+
+
+def get_dataset(session: SessionDep, dataset_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> DatasetRecord:
+    dataset = repo.datasets.get(session=session, dataset_id=dataset_id)
+    if dataset is None:
+        raise NotFound(f"dataset {dataset_id} does not exist")
+    return dataset
+
+
+def get_job(session: SessionDep, job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> Job:
+    job = repo.jobs.get(session=session, job_id=job_id)
+    if job is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return job
+
+
+ModelDep = Annotated[ModelRecord, Depends(get_model)]
+DatasetDep = Annotated[DatasetRecord, Depends(get_dataset)]
+JobDep = Annotated[Job, Depends(get_job)]

@@ -1,0 +1,105 @@
+"""The FastAPI application factory: `create_app(settings, enqueue=…, listen_host=…)`.
+
+Run it with `uvicorn --factory api.main:create_app` (auth then defaults to required in "auto" mode,
+since the factory cannot see the host uvicorn binds) or through `advaudit serve`, which passes the host.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from api.broker import Broker, CeleryBroker
+from api.deps import require_token
+from api.errors import install_error_handlers
+from api.routers import compare, datasets, health, jobs, models
+from api.schemas import Problem
+from api.services.datasets import ensure_builtin_datasets
+from api.services.storage import discard_stale_uploads, upload_dir
+from api.services.validation import warm_up
+from db import migrate
+from db.models import Job
+from db.session import make_engine, make_session_factory
+from db.settings import Settings, get_settings
+from db.storage import LocalArtifactStore
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api/v1"
+ERROR_RESPONSES = {status: {"model": Problem, "content": {"application/problem+json": {}}}
+                   for status in (401, 404, 409, 422)}
+
+
+def auth_required(mode: str, listen_host: str | None) -> bool:
+    """"required"/"off" as set; "auto": required unless the server listens on a loopback address only."""
+    if mode in ("required", "off"):
+        return mode == "required"
+    return not is_loopback(listen_host)
+
+
+def is_loopback(host: str | None) -> bool:
+    """True for localhost / 127.x / ::1; False for wildcard or public addresses, and when unknown (None)."""
+    if host is None:
+        return False
+    name = host.strip().strip("[]").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _start_up(app: FastAPI) -> None:
+    settings: Settings = app.state.settings
+    migrate.upgrade(settings.database_url)
+    ensure_builtin_datasets(app.state.sessions)
+    upload_dir(settings).mkdir(parents=True, exist_ok=True)
+    discard_stale_uploads(settings)
+    app.state.store.discard_partial()
+    # The validation forkserver imports torch once; start it now rather than on the first upload.
+    threading.Thread(target=warm_up, name="advaudit-validation-warm-up", daemon=True).start()
+
+
+def create_app(settings: Settings | None = None, *, enqueue: Callable[[Job], None] | None = None,
+               broker: Broker | None = None, listen_host: str | None = None) -> FastAPI:
+    """The API with its engine, session factory, artifact store and task queue client on `app.state`.
+
+    `enqueue(job)` defaults to sending the evaluate task by name through a Celery client on
+    settings.broker_url; `broker` (health probes and the default enqueue) defaults to that client.
+    Migrations run and `digits` is registered at start-up (the lifespan), not here.
+    """
+    settings = settings or get_settings()
+    engine = make_engine(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_start_up, app)
+        yield
+        engine.dispose()
+
+    app = FastAPI(title="advaudit", version="1", lifespan=lifespan, docs_url="/docs",
+                  openapi_url=f"{API_PREFIX}/openapi.json",
+                  description="Adversarial robustness evaluation: register models and datasets, run FGSM / "
+                              "targeted FGSM sweeps with CAM and architecture audits, compare models.")
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessions = make_session_factory(engine)
+    app.state.store = LocalArtifactStore(settings.artifact_root)
+    app.state.broker = broker or CeleryBroker(settings.broker_url)
+    app.state.enqueue = enqueue or app.state.broker.send
+    app.state.auth_required = auth_required(settings.auth, listen_host)
+    install_error_handlers(app)
+
+    api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    for router in (models.router, datasets.router, jobs.router, compare.router):
+        api.include_router(router, dependencies=[Depends(require_token)])
+    api.include_router(health.router)
+    app.include_router(api)
+    return app

@@ -1,0 +1,45 @@
+"""/models: upload (multipart), list, read, delete."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from api.deps import ModelDep, SessionDep, SettingsDep, StoreDep
+from api.schemas import NO_NUL, ModelRead, ModelUploadForm, Page, multipart_body
+from api.services import models as service
+
+NameFilter = Annotated[str | None, Query(max_length=200, pattern=NO_NUL)]
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+
+@router.post("", response_model=ModelRead, status_code=201, openapi_extra=multipart_body(ModelUploadForm),
+             responses={200: {"model": ModelRead,
+                              "description": "the same file and options were already registered"}})
+async def create_model(request: Request, response: Response, session: SessionDep, store: StoreDep,
+                       settings: SettingsDep):
+    """Upload a checkpoint (field `file`); it is validated in an isolated process before it is stored."""
+    model, created = await service.upload_model(request, session=session, store=store, settings=settings)
+    if not created:
+        response.status_code = 200
+    return model
+
+
+@router.get("", response_model=Page[ModelRead])
+def list_models(session: SessionDep, name: NameFilter = None,
+                limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0)] = 0):
+    return service.list_models(session=session, name=name, limit=limit, offset=offset)
+
+
+@router.get("/{model_id}", response_model=ModelRead)
+def read_model(model: ModelDep):
+    return model
+
+
+@router.delete("/{model_id}", status_code=204)
+def delete_model(model: ModelDep, session: SessionDep, store: StoreDep) -> Response:
+    """Delete a model no job uses (409 otherwise); its file goes unless another record shares it."""
+    service.delete_model(session=session, store=store, model=model)
+    return Response(status_code=204)

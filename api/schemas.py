@@ -1,0 +1,226 @@
+"""Request and response bodies (XCreate / XRead), as documented in the OpenAPI schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+T = TypeVar("T")
+
+Eps = float | str  # a number or a fraction such as "8/255"
+EpsList = list[Eps] | str  # a list, or a comma-separated string as on the command line
+MAX_EPS_VALUES = 256
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL characters
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details: every error response has this shape."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list, newest first, with the total count of matching rows."""
+
+    data: list[T]
+    count: int
+    limit: int
+    offset: int
+
+
+class ModelRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    version: str
+    sha256: str
+    format: str
+    arch: str | None
+    num_classes: int
+    class_names: list[str] | None
+    input_shape: list[int]
+    mean: list[float] | None
+    std: list[float] | None
+    size_bytes: int
+    created_at: datetime
+
+
+class DatasetRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    sha256: str
+    format: str
+    source: str
+    num_samples: int
+    input_shape: list[int]
+    num_classes: int
+    class_names: list[str] | None
+    size_bytes: int | None
+    created_at: datetime
+
+
+class JobConfig(BaseModel):
+    """The `advaudit evaluate` options in snake_case; omitted keys take the CLI defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    eps: EpsList | None = Field(default=None, description="ε list in [0, 1]; numbers or fractions like 8/255")
+    targeted: str | None = Field(default=None, description="class:K, random, least-likely or next")
+    targeted_eps: EpsList | None = None
+    cam: str = Field(default="auto", max_length=200, description="auto, none, or a layer path (features.6)")
+    cam_eps: Eps | None = None
+    cam_samples: int = Field(default=16, ge=0, le=10_000)
+    triptychs: int = Field(default=4, ge=0, le=1_000)
+    limit: int | None = Field(default=None, ge=1)
+    batch_size: int = Field(default=128, ge=1, le=65_536)
+    device: str = Field(default="auto", max_length=32, description="auto, cpu, cuda or cuda:N")
+    precision: str = Field(default="fp32", description="fp32 or bf16")
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    channels_last: bool = False
+    save_adversarial: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - set(cls.model_fields))
+            if unknown:
+                raise ValueError(f"unknown option(s) {', '.join(map(str, unknown))}; "
+                                 f"known options: {', '.join(cls.model_fields)}")
+            for key in ("eps", "targeted_eps"):
+                if isinstance(data.get(key), list) and len(data[key]) > MAX_EPS_VALUES:
+                    raise ValueError(f"{key} has {len(data[key])} values; "
+                                     f"at most {MAX_EPS_VALUES} are allowed")
+        return data
+
+    def evaluation_options(self) -> dict[str, Any]:
+        """Keyword arguments for EvaluationConfig (unset and null options left to its defaults)."""
+        return {key: value for key, value in self.model_dump(exclude_unset=True).items() if value is not None}
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_id: int = Field(ge=1, le=MAX_ID)
+    dataset_id: int = Field(ge=1, le=MAX_ID)
+    config: JobConfig = Field(default_factory=JobConfig)
+
+
+class JobRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    model_id: int
+    dataset_id: int
+    status: str
+    progress: float
+    attempts: int
+    error: str | None
+    queue: str | None
+    config: dict[str, Any]
+    cancel_requested: bool
+    worker_host: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class ArtifactRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    name: str
+    kind: str
+    sha256: str
+    size_bytes: int
+    created_at: datetime
+
+
+class CompareRow(BaseModel):
+    """One job of a leaderboard; per-ε lists follow CompareRead.eps (null where the job lacks that ε)."""
+
+    job_id: int
+    model_id: int
+    model_name: str
+    model_version: str
+    clean_accuracy: float | None
+    accuracy: list[float | None]
+    attack_success_rate: list[float | None]
+    robust_auc: float | None
+    targeted_policy: str | None
+    targeted_auc: float | None
+    max_target_success_rate: float | None
+    cam_drift: float | None
+    macs: int | None
+    params: int | None
+
+
+class CompareRead(BaseModel):
+    dataset: DatasetRead
+    eps: list[float]
+    eps_255: list[float]
+    rows: list[CompareRow]
+    warnings: list[str]
+
+
+class ComponentHealth(BaseModel):
+    ok: bool
+    error: str | None = None
+
+
+class WorkerHealth(BaseModel):
+    count: int | None
+    names: list[str]
+    error: str | None = None
+
+
+class HealthRead(BaseModel):
+    status: str = Field(description="ok, degraded (broker or workers missing) or down (database unreachable)")
+    database: ComponentHealth
+    broker: ComponentHealth
+    workers: WorkerHealth
+    auth_required: bool
+
+
+class ModelUploadForm(BaseModel):
+    """Form fields of POST /models besides `file`; numbers lists are comma-separated."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/\\]+$")
+    arch: str | None = Field(default=None, max_length=200, pattern=NO_NUL,
+                             description="architecture of a weights-only file")
+    num_classes: int | None = Field(default=None, ge=2, le=1_000_000)
+    mean: str | None = Field(default=None, description="per-channel mean, e.g. 0.485,0.456,0.406")
+    std: str | None = Field(default=None, description="per-channel std, e.g. 0.229,0.224,0.225")
+    input_shape: str | None = Field(default=None, description="C,H,W; default: the shape of dataset_id")
+    dataset_id: int | None = Field(default=None, ge=1, le=MAX_ID,
+                                   description="a dataset giving the input shape and class names")
+
+
+class DatasetUploadForm(BaseModel):
+    """Form fields of POST /datasets besides `file`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/\\]+$")
+    image_size: int | None = Field(default=None, ge=1, le=4096,
+                                   description="resize ImageFolder images to N×N")
+
+
+def multipart_body(form: type[BaseModel]) -> dict[str, Any]:
+    """An OpenAPI requestBody for a streamed multipart upload: `file` plus the fields of `form`."""
+    schema = form.model_json_schema()
+    schema["properties"] = {"file": {"type": "string", "format": "binary"}, **schema["properties"]}
+    schema["required"] = ["file", *schema.get("required", [])]
+    schema.pop("additionalProperties", None)
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}

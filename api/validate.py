@@ -1,0 +1,94 @@
+"""Runs inside a throw-away child process: load an uploaded file with the engine's safe loaders.
+
+The parent (api.services.validation) forks it from a server process that already imported torch, gives
+it a time limit, and reads one dict back through a pipe. A hostile file can at worst crash or hang this
+child; the server only sees "could not be validated".
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from services.architecture import audit_architecture
+from services.cams import feature_map_size, resolve_layer
+from services.checkpoints import load_model
+from services.datasets import load_dataset
+from services.errors import AdvauditError, ConfigError
+
+MEMORY_BUDGET_BYTES = 8 * 1024**3  # address space a validation may add on top of the preloaded modules
+CPU_THREADS = 2
+
+
+def validate_model(*, path: str, input_shape: list[int], arch: str | None = None,
+                   num_classes: int | None = None, mean: list[float] | None = None,
+                   std: list[float] | None = None) -> dict[str, Any]:
+    """Load the checkpoint and run the dummy forward; its ModelInfo (without the temp path)."""
+    info = load_model(path, input_shape=tuple(input_shape), arch=arch, num_classes=num_classes,
+                      mean=mean, std=std, device="cpu").info.to_dict()
+    info.pop("source")
+    return info
+
+
+def validate_dataset(*, path: str, image_size: int | None = None) -> dict[str, Any]:
+    """Open the dataset and read its first batch; its DatasetInfo (without the temp path)."""
+    dataset = load_dataset(path, image_size=image_size)
+    next(iter(dataset.batches(min(len(dataset), 8))))
+    info = dataset.info.to_dict()
+    info.pop("source")
+    return info
+
+
+def check_cam_layer(*, path: str, input_shape: list[int], layer: str, arch: str | None = None,
+                    num_classes: int | None = None, mean: list[float] | None = None,
+                    std: list[float] | None = None) -> dict[str, Any]:
+    """Refuse a Grad-CAM layer the engine would refuse; return the architecture audit for the cache."""
+    loaded = load_model(path, input_shape=tuple(input_shape), arch=arch, num_classes=num_classes,
+                        mean=mean, std=std, device="cpu")
+    if not loaded.supports_hooks:
+        raise ConfigError("TorchScript archives do not support the hooks a CAM audit needs: register "
+                          "the weights with arch, or export the model with torch.export (.pt2); "
+                          "or use cam auto/none")
+    resolve_layer(loaded.network, layer)
+    positions = math.prod(feature_map_size(loaded.module, loaded.network, layer, tuple(input_shape)))
+    if positions < 2:
+        raise ConfigError(f"layer {layer!r} outputs a 1×1 (or non-spatial) map at this input size: "
+                          "a CAM there is constant; pick an earlier conv layer")
+    audit = audit_architecture(loaded.network, tuple(input_shape), exported=loaded.exported)
+    return {"audit": audit.to_dict()}
+
+
+ACTIONS = {"model": validate_model, "dataset": validate_dataset, "cam_layer": check_cam_layer}
+
+
+def _limit_resources() -> None:
+    """Cap memory and disable core dumps, so a hostile file cannot exhaust the host."""
+    try:
+        import resource
+
+        with open("/proc/self/statm") as handle:
+            current = int(handle.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        limit = current + MEMORY_BUDGET_BYTES
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, OSError, ValueError):  # not Linux: the time limit still applies
+        pass
+    import torch
+
+    torch.set_num_threads(CPU_THREADS)
+
+
+def run(request: dict[str, Any], connection) -> None:
+    """Child entry point: run ACTIONS[request["action"]](**request["args"]) and send back one result dict."""
+    _limit_resources()
+    try:
+        result = {"ok": True, "result": ACTIONS[request["action"]](**request["args"])}
+    except AdvauditError as error:
+        result = {"ok": False, "kind": type(error).__name__, "error": str(error)}
+    except MemoryError:
+        result = {"ok": False, "kind": "crash", "error": "it needed more memory than a validation may use"}
+    except Exception as error:  # a loader bug or a hostile file: either way the file is not accepted
+        result = {"ok": False, "kind": "crash", "error": f"{type(error).__name__}: {error}"}
+    connection.send(result)
+    connection.close()

@@ -1,0 +1,96 @@
+"""The app around the endpoints: health, the task name it sends, problem+json for failures, OpenAPI."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api import broker as api_broker
+from api.main import create_app
+from db.session import make_engine, make_session_factory
+from db.settings import clear_settings_cache
+from tests.api.helpers import API
+
+
+def test_health_reports_database_broker_and_workers(client):
+    response = client.get(f"{API}/health")
+    assert response.status_code == 200
+    health = response.json()
+    assert health["status"] == "ok" and health["database"]["ok"] and health["broker"]["ok"]
+    assert health["workers"]["count"] == 1
+
+
+def test_health_against_a_real_embedded_broker(settings, enqueue):
+    with TestClient(create_app(settings, enqueue=enqueue, listen_host="127.0.0.1")) as client:
+        health = client.get(f"{API}/health").json()
+    assert health["database"]["ok"] and health["broker"]["ok"]
+    assert health["workers"]["count"] == 0 and health["status"] == "degraded"
+
+
+def test_health_is_503_when_the_database_is_down(client, app):
+    app.state.sessions = make_session_factory(make_engine("postgresql+psycopg://nobody@127.0.0.1:1/none"))
+    response = client.get(f"{API}/health")
+    assert response.status_code == 503
+    assert response.json()["status"] == "down" and not response.json()["database"]["ok"]
+
+
+def test_an_unreachable_broker_is_reported_quickly():
+    status = api_broker.CeleryBroker("redis://127.0.0.1:1/0").status()
+    assert status["broker"]["ok"] is False and "Connection refused" in status["broker"]["error"]
+
+
+def test_the_task_name_sent_is_a_registered_worker_task(monkeypatch, tmp_path):
+    monkeypatch.setenv("ADVAUDIT_DATA_DIR", str(tmp_path))
+    clear_settings_cache()
+    try:
+        import worker.tasks  # noqa: F401 - registers the tasks on the worker's app
+        from worker import celery_app
+    finally:
+        clear_settings_cache()
+    assert api_broker.EVALUATE_TASK_NAME == celery_app.EVALUATE_TASK
+    assert api_broker.EVALUATE_TASK_NAME in celery_app.app.tasks
+    assert api_broker.DEFAULT_QUEUE == celery_app.DEFAULT_QUEUE
+    assert api_broker.GPU_QUEUE == celery_app.GPU_QUEUE
+
+
+def test_the_default_enqueue_sends_the_job_id_by_task_name(monkeypatch):
+    sent = []
+    client = api_broker.CeleryBroker("memory://")
+    monkeypatch.setattr(client.app, "send_task", lambda name, **kwargs: sent.append((name, kwargs)))
+
+    class Job:
+        id, queue = 7, "gpu"
+
+    client.send(Job())
+    assert sent[0][0] == api_broker.EVALUATE_TASK_NAME
+    assert sent[0][1]["args"] == [7] and sent[0][1]["queue"] == "gpu"
+
+
+def test_unexpected_errors_are_a_generic_500_problem(app):
+    def explode():
+        raise RuntimeError("secret internals at /srv/advaudit")
+
+    app.add_api_route(f"{API}/explode", explode)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get(f"{API}/explode")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "secret" not in response.text and "Traceback" not in response.text
+    assert response.json()["detail"].startswith("internal server error")
+
+
+@pytest.mark.parametrize("path", ["/models/abc", "/jobs/0", "/jobs?limit=5000"])
+def test_bad_parameters_are_422_problems(client, path):
+    response = client.get(f"{API}{path}")
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["errors"]
+
+
+def test_openapi_documents_the_endpoints_and_the_upload_forms(client):
+    schema = client.get(f"{API}/openapi.json").json()
+    body = schema["paths"][f"{API}/models"]["post"]["requestBody"]
+    upload = body["content"]["multipart/form-data"]["schema"]
+    assert upload["properties"]["file"]["format"] == "binary" and {"file", "name"} <= set(upload["required"])
+    assert "bearer" in str(schema["components"]["securitySchemes"]).lower()
+    assert client.get("/docs").status_code == 200
