@@ -12,12 +12,16 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from db import repositories as repo
+from db.base import utcnow
 from db.errors import StaleJob
 from db.models import DatasetRecord, Job, ModelRecord
 from db.session import session_scope
@@ -25,14 +29,27 @@ from db.storage import ArtifactStore
 from services.checkpoints import LoadedModel, load_model
 from services.datasets import load_dataset
 from services.errors import AdvauditError, EvaluationCancelled
-from services.evaluation import evaluate
-from services.job_states import CANCELLED, FAILED, SUCCEEDED, InvalidTransition
+from services.evaluation import evaluate, resolve_device
+from services.job_states import CANCELLED, FAILED, RUNNING, SUCCEEDED, InvalidTransition
 from services.specs import EvaluationConfig
 
 log = logging.getLogger(__name__)
 
 DATASET_SUFFIX = {"npz": ".npz", "imagefolder-zip": ".zip"}
 ARTIFACT_KINDS = {".json": "report", ".npz": "arrays", ".png": "figure"}
+MAX_HEARTBEAT_INTERVAL_S = 30.0
+
+
+class JobLeased(Exception):  # not an error: the task asks again later
+    """The job is running elsewhere under a live lease; ask again after `retry_after_s`.
+
+    A redelivered task must not just drop its message here: if that other worker dies later, the
+    redelivered message may be the only one left that can finish the job.
+    """
+
+    def __init__(self, job_id: int, retry_after_s: float) -> None:
+        super().__init__(f"job {job_id} is running under a live lease; retry in {retry_after_s:.1f} s")
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -44,7 +61,8 @@ class WorkerContext:
     device: str = "auto"
     progress_interval_s: float = 0.5
     lease_s: float | None = 120.0
-    host: str = f"{socket.gethostname()}:{os.getpid()}"
+    # A factory, not a default evaluated at import: prefork children would all carry the parent's pid.
+    host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
 class ModelCache:
@@ -97,31 +115,72 @@ def _open_dataset(record: DatasetRecord, context: WorkerContext, workdir: Path):
 
 
 class _Progress:
-    """Throttled progress writes; remembers whether the job should stop (cancelled or taken over)."""
+    """Throttled progress writes (each one a heartbeat); remembers whether the job should stop."""
 
     def __init__(self, context: WorkerContext, job_id: int, attempt: int) -> None:
         self.context, self.job_id, self.attempt = context, job_id, attempt
-        self.stop = False
+        self.stop = False  # cancelled, or taken over by a newer attempt
+        self.fraction = 0.0
         self._last = 0.0
+        self._lock = threading.Lock()  # the heartbeat thread writes too: keep progress monotonic
 
     def __call__(self, stage: str, done: int, total: int) -> None:
-        now = time.monotonic()
-        if stage != "sweep" or (now - self._last < self.context.progress_interval_s and done < total):
+        if stage != "sweep":
             return
-        self._last = now
-        with session_scope(self.context.sessions) as session:
-            # The sweep is most of the work; the last 5 % cover the CAM audit and the result write.
-            self.stop = repo.jobs.report_progress(session=session, job_id=self.job_id,
-                                                  progress=0.95 * done / max(total, 1), attempt=self.attempt)
+        # The sweep is most of the work; the last 5 % cover the CAM audit and the result write.
+        self.fraction = 0.95 * done / max(total, 1)
+        if time.monotonic() - self._last >= self.context.progress_interval_s or done >= total:
+            self.beat()
+
+    def beat(self) -> None:
+        """Write the current progress and a heartbeat; learn whether the job should stop."""
+        with self._lock:
+            self._last = time.monotonic()
+            with session_scope(self.context.sessions) as session:
+                lost = repo.jobs.report_progress(session=session, job_id=self.job_id, progress=self.fraction,
+                                                 attempt=self.attempt)
+            self.stop = self.stop or lost
 
 
-def _finish(context: WorkerContext, job_id: int, attempt: int, status: str, **fields) -> None:
+@contextmanager
+def _heartbeat(progress: _Progress, lease_s: float | None) -> Iterator[None]:
+    """Keep the claim's lease fresh from a thread while the job runs.
+
+    Progress callbacks come only between sweep batches; model loading, one long batch, the CAM audit or
+    the artifact rendering can each outlast the lease, and a redelivered task would then take over a job
+    whose worker is alive and busy.
+    """
+    if not lease_s:
+        yield
+        return
+    every_s, done = min(lease_s / 4, MAX_HEARTBEAT_INTERVAL_S), threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            try:
+                progress.beat()
+            except Exception:  # a database hiccup must not kill the job; the next beat tries again
+                log.warning("job %s: heartbeat failed", progress.job_id, exc_info=True)
+
+    thread = threading.Thread(target=beat, name=f"advaudit-heartbeat-{progress.job_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def _finish(context: WorkerContext, job_id: int, attempt: int, status: str, **fields) -> str | None:
+    """Mark the job `status` (the status, or None when this attempt no longer owns the job)."""
     try:
         with session_scope(context.sessions) as session:
             job = repo.jobs.get(session=session, job_id=job_id)
             repo.jobs.transition(session=session, job=job, new_status=status, attempt=attempt, **fields)
+        return status
     except (StaleJob, InvalidTransition) as error:  # taken over or cancelled meanwhile: that run decides
         log.info("job %s: not marking %s: %s", job_id, status, error)
+        return None
 
 
 def _store_results(context: WorkerContext, job_id: int, attempt: int, report, workdir: Path) -> None:
@@ -131,20 +190,35 @@ def _store_results(context: WorkerContext, job_id: int, attempt: int, report, wo
     stored = [(path.name, *context.store.put_file(path)) for path in sorted(out.iterdir())]
     with session_scope(context.sessions) as session:
         job = repo.jobs.get(session=session, job_id=job_id)
+        # The fenced status change comes first: it raises before a stale attempt touches any result row,
+        # and on PostgreSQL its row lock makes a concurrent attempt's write wait for this one's outcome.
+        repo.jobs.transition(session=session, job=job, new_status=SUCCEEDED, attempt=attempt, report=document)
         repo.results.replace_results(session=session, job=job, report_document=document)
         for name, key, sha256, size in stored:
             repo.results.put_artifact(session=session, job=job, name=name,
                                       kind=ARTIFACT_KINDS.get(Path(name).suffix, "file"),
                                       storage_key=key, sha256=sha256, size_bytes=size)
-        repo.jobs.transition(session=session, job=job, new_status=SUCCEEDED, attempt=attempt, report=document)
+
+
+def _leased(job: Job | None, lease_s: float | None) -> float | None:
+    """Seconds until the live lease on a running `job` expires, or None when no one holds the job."""
+    if job is None or job.status != RUNNING or not lease_s or job.heartbeat_at is None:
+        return None
+    return max(lease_s - (utcnow() - job.heartbeat_at) / timedelta(seconds=1), 0.0) + 1.0
 
 
 def run_job(job_id: int, context: WorkerContext) -> str | None:
-    """Claim and run job `job_id`; returns its final status, or None when it was not ours to run."""
+    """Claim and run job `job_id`; returns its final status, or None when it was not ours to run.
+
+    Raises JobLeased when another worker holds the job under a live lease (the caller retries later).
+    """
     with session_scope(context.sessions) as session:
         job: Job | None = repo.jobs.claim(session=session, job_id=job_id, worker_host=context.host,
                                              lease_s=context.lease_s)
         if job is None:
+            retry_after = _leased(repo.jobs.get(session=session, job_id=job_id), context.lease_s)
+            if retry_after is not None:
+                raise JobLeased(job_id, retry_after)
             return None
         attempt, model_record, dataset_record = job.attempts, job.model, job.dataset
         config_data = dict(job.config)
@@ -152,8 +226,11 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
     progress = _Progress(context, job_id, attempt)
     try:
         config = EvaluationConfig(**config_data)
-        device = context.device if config.device == "auto" else config.device
-        with tempfile.TemporaryDirectory(prefix=f"advaudit-job-{job_id}-") as tmp:
+        if config.device == "auto" and context.device != "auto":
+            config = replace(config, device=context.device)  # the worker's device, unless the job names one
+        device = str(resolve_device(config.device))  # the loaders take a concrete device, never "auto"
+        with _heartbeat(progress, context.lease_s), \
+                tempfile.TemporaryDirectory(prefix=f"advaudit-job-{job_id}-") as tmp:
             workdir = Path(tmp)
             loaded = _load_model(model_record, context, device)
             dataset = _open_dataset(dataset_record, context, workdir)
@@ -161,15 +238,12 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
             _store_results(context, job_id, attempt, report, workdir)
         return SUCCEEDED
     except EvaluationCancelled:
-        _finish(context, job_id, attempt, CANCELLED)
-        return CANCELLED
+        return _finish(context, job_id, attempt, CANCELLED)
     except (StaleJob, InvalidTransition) as error:
         log.info("job %s attempt %s lost: %s", job_id, attempt, error)
         return None
     except AdvauditError as error:
-        _finish(context, job_id, attempt, FAILED, error=str(error))
-        return FAILED
+        return _finish(context, job_id, attempt, FAILED, error=str(error))
     except Exception as error:  # a model's own code can raise anything: the job fails with its message
         log.exception("job %s failed", job_id)
-        _finish(context, job_id, attempt, FAILED, error=f"{type(error).__name__}: {error}")
-        return FAILED
+        return _finish(context, job_id, attempt, FAILED, error=f"{type(error).__name__}: {error}")

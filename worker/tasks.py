@@ -10,7 +10,7 @@ from db.session import make_engine, make_session_factory
 from db.settings import get_settings
 from db.storage import LocalArtifactStore
 from worker.celery_app import EVALUATE_TASK, app
-from worker.runner import WorkerContext, run_job
+from worker.runner import JobLeased, WorkerContext, run_job
 
 
 @lru_cache(maxsize=1)
@@ -23,7 +23,13 @@ def worker_context() -> WorkerContext:
                          lease_s=settings.job_lease_s)
 
 
-@app.task(name=EVALUATE_TASK, ignore_result=True, throws=(SoftTimeLimitExceeded,))
-def evaluate(job_id: int) -> str | None:
+# max_retries=None: a job held under a live lease is asked about again for as long as it runs.
+@app.task(name=EVALUATE_TASK, bind=True, ignore_result=True, max_retries=None, throws=(SoftTimeLimitExceeded,))
+def evaluate(self, job_id: int) -> str | None:
     """Run evaluation job `job_id` (idempotent: a redelivered or duplicate task finds nothing to do)."""
-    return run_job(int(job_id), worker_context())
+    try:
+        return run_job(int(job_id), worker_context())
+    except JobLeased as leased:
+        # Redelivered while another worker runs the job (worker lost and requeued, visibility timeout,
+        # cold shutdown): keep a message alive rather than drop it, in case that worker dies too.
+        raise self.retry(countdown=leased.retry_after_s) from None

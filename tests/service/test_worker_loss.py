@@ -1,0 +1,58 @@
+"""Reliability test 2: a worker killed in the middle of a job; the job is redelivered and completed once."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from tests.service.conftest import register_inputs
+
+pytestmark = pytest.mark.timeout(180)
+
+# digits:train, batch 8, seven ε untargeted and targeted: 180 batches, several seconds of work per run.
+LONG = {"batch_size": 8, "targeted": "next", "cam": "none"}
+SWEEP_POINTS = 14
+
+
+@pytest.fixture(scope="module")
+def inputs(service) -> dict[str, int]:
+    return register_inputs(service)
+
+
+def test_a_job_survives_its_worker_being_killed(service, inputs):
+    """SIGKILL the whole worker (main process and pool child): the message stays unacknowledged in Redis,
+    is redelivered after the visibility timeout, and the new worker takes over once the lease expired."""
+    first = service.start_worker("doomed").wait_ready()
+    job_id = service.submit(inputs["model"], inputs["digits_train"], LONG)
+    victim = service.wait_until(job_id, lambda job: job.status == "running" and job.progress >= 0.2,
+                                timeout_s=60, what="to be well under way")
+    assert victim.progress < 0.95, "the job finished too fast to be killed in the middle"
+
+    first.kill(signal.SIGKILL)
+    service.start_worker("rescuer").wait_ready()
+
+    job = service.wait_finished(job_id, timeout_s=90)
+    assert (job.status, job.attempts, job.error) == ("succeeded", 2, None)
+    assert job.worker_host != victim.worker_host
+    assert service.row_counts(job_id)["sweep_points"] == service.distinct_sweep_points(job_id) == SWEEP_POINTS
+    assert service.row_counts(job_id)["artifacts"] == len(job.report["artifacts"])
+
+
+def test_a_job_survives_its_pool_process_being_killed(service, inputs):
+    """SIGKILL only the pool child (as the OOM killer would): Celery requeues the task at once
+    (reject_on_worker_lost) while the lease is still fresh; the task retries until the lease expires."""
+    worker = next((w for w in service.workers if w.alive()), None) or service.start_worker("steady").wait_ready()
+    job_id = service.submit(inputs["model"], inputs["digits_train"], LONG)
+    victim = service.wait_until(job_id, lambda job: job.status == "running" and job.progress >= 0.2,
+                                timeout_s=60, what="to be well under way")
+    assert victim.progress < 0.95, "the job finished too fast to be killed in the middle"
+
+    os.kill(int(victim.worker_host.rsplit(":", 1)[1]), signal.SIGKILL)  # worker_host is "host:pid"
+
+    job = service.wait_finished(job_id, timeout_s=90)
+    assert (job.status, job.attempts, job.error) == ("succeeded", 2, None)
+    assert job.worker_host != victim.worker_host  # a new pool process of the same worker
+    assert worker.alive()
+    assert service.row_counts(job_id)["sweep_points"] == service.distinct_sweep_points(job_id) == SWEEP_POINTS

@@ -1,0 +1,72 @@
+"""Rows and files for worker tests: the shipped demo model, built-in digits, models that fail mid-evaluation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from sqlalchemy.orm import Session
+from torch import nn
+
+from db import repositories as repo
+from db.models import DatasetRecord, ModelRecord
+from db.storage import ArtifactStore
+from services.checkpoints import demo_model_path
+from services.datasets import load_dataset
+
+INPUT_SHAPE = (1, 32, 32)
+FORWARD_ERROR = "forward refuses batches larger than 2"
+NAN_ERROR = "NaN or infinite logits"
+
+
+def add_model_file(session: Session, store: ArtifactStore, path: Path, name: str, fmt: str = "torchscript",
+                   num_classes: int = 10) -> ModelRecord:
+    """Store a checkpoint file and register it, as the API does after validating an upload."""
+    key, sha256, size = store.put_file(path)
+    return repo.models.create(session=session, name=name, sha256=sha256, format=fmt, num_classes=num_classes,
+                              input_shape=INPUT_SHAPE, storage_key=key, size_bytes=size)
+
+
+def add_demo_model(session: Session, store: ArtifactStore, name: str = "gap-cnn") -> ModelRecord:
+    return add_model_file(session, store, demo_model_path(name), name)
+
+
+def add_digits(session: Session, source: str = "digits") -> DatasetRecord:
+    """The built-in digits dataset (nothing stored: the worker rebuilds it from `source`)."""
+    info = load_dataset(source).info
+    return repo.datasets.create(session=session, name=source, sha256=info.sha256, format="digits",
+                                num_samples=info.num_samples, input_shape=info.input_shape,
+                                num_classes=info.num_classes, class_names=info.class_names, source=source)
+
+
+class _RaisesOnBigBatches(nn.Module):
+    """Passes the loader's checks (batches of 2 and 1), then raises on the sweep's larger batches."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 2:
+            raise RuntimeError("forward refuses batches larger than 2")
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
+class _NanOnBigBatches(_RaisesOnBigBatches):
+    """Finite logits for the loader's dummy batches, NaN for every larger batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.fc(self.pool(self.conv(x)).flatten(1))
+        if x.shape[0] > 2:
+            return logits * float("nan")
+        return logits
+
+
+def write_faulty_model(path: Path, kind: str = "raises") -> Path:
+    """A TorchScript file whose forward raises (`raises`) or returns NaN (`nan`) on batches larger than 2."""
+    torch.manual_seed(0)
+    module = (_RaisesOnBigBatches if kind == "raises" else _NanOnBigBatches)().eval()
+    torch.jit.save(torch.jit.script(module), str(path))
+    return path
