@@ -65,3 +65,12 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
 def batches_of(x: torch.Tensor, y: torch.Tensor, size: int):
     """Split tensors into (x, y) batches, as a Dataset would yield them."""
     return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+
+
+def comparable_report(document: dict) -> dict:
+    """A report.json document without what legitimately differs between runs of the same evaluation:
+    timing, and the model/dataset `source` (a file path in-process, the registered name in the service)."""
+    kept = {key: value for key, value in document.items() if key != "timing"}
+    for part in ("model", "dataset"):
+        kept[part] = {key: value for key, value in kept[part].items() if key != "source"}
+    return kept

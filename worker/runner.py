@@ -235,6 +235,9 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
             loaded = _load_model(model_record, context, device)
             dataset = _open_dataset(dataset_record, context, workdir)
             report = evaluate(loaded, dataset, config, progress=progress, should_stop=lambda: progress.stop)
+            # The files were opened from the store by hash; the report names what the user registered.
+            report.model = replace(report.model, source=f"{model_record.name}:{model_record.version}")
+            report.dataset = replace(report.dataset, source=dataset_record.name)
             _store_results(context, job_id, attempt, report, workdir)
         return SUCCEEDED
     except EvaluationCancelled:

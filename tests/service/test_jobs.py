@@ -16,6 +16,7 @@ from services.checkpoints import load_model
 from services.datasets import load_dataset
 from services.evaluation import evaluate
 from services.specs import EvaluationConfig
+from tests.conftest import comparable_report
 from tests.service.conftest import register_inputs
 from tests.service.harness import TERMINAL, wait_for
 from tests.worker.builders import FORWARD_ERROR, INPUT_SHAPE, add_model_file, write_faulty_model
@@ -48,8 +49,8 @@ def test_a_job_succeeds_with_the_in_process_report(service, inputs, worker):
         path = service.store.path(repo.models.get(session=session, model_id=inputs["model"]).storage_key)
     expected = evaluate(load_model(path, input_shape=INPUT_SHAPE), load_dataset("digits"), EvaluationConfig(**CONFIG))
     expected = json.loads(json.dumps(expected.to_dict()))
-    assert {k: v for k, v in job.report.items() if k != "timing"} == \
-        {k: v for k, v in expected.items() if k != "timing"}
+    assert comparable_report(job.report) == comparable_report(expected)
+    assert job.report["dataset"]["source"] == "digits"
     assert service.row_counts(job_id)["sweep_points"] == 2 * len(CONFIG["eps"])
 
 
