@@ -31,6 +31,8 @@ def add_commands(commands) -> None:
     demo = commands.add_parser("demo", help="evaluate every demo model on the digits test split")
     demo.add_argument("--out", default="reports/demo", help="folder for the demo reports (default reports/demo)")
     demo.add_argument("--device", default="auto")
+    demo.add_argument("--no-record", action="store_true",
+                      help="do not record the runs in the local database (ADVAUDIT_DATA_DIR, ~/.advaudit)")
     demo.set_defaults(handler=cmd_demo)
 
 
@@ -71,4 +73,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         documents.append(run_evaluation(f"demo:{name}", "digits", out / name, config, label=name))
     console.print(comparison_table(documents))
     console.print(f"reports: {', '.join(str(out / name / 'report.json') for name in DEMO_MODELS)}")
+    if not args.no_record:
+        from advaudit.records import LocalRecorder  # the database layer only when recording
+
+        recorder = LocalRecorder()
+        jobs = [recorder.record_demo(name, doc, out / name) for name, doc in zip(DEMO_MODELS, documents, strict=True)]
+        console.print(f"recorded as jobs {', '.join(map(str, jobs))} in {recorder.data_dir}: "
+                      "`advaudit serve` shows them")
     return 0

@@ -71,29 +71,30 @@ def test_console_script_is_installed():
     assert "--targeted-eps" in result.stdout and "--save-adversarial" in result.stdout
 
 
-def test_demo_evaluates_every_demo_model(tmp_path):
+def test_demo_evaluates_every_demo_model_and_records_the_runs(tmp_path):
     executable = shutil.which("advaudit") or str(Path(sys.executable).parent / "advaudit")
-    result = subprocess.run([executable, "demo", "--out", str(tmp_path)], capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    data_dir = tmp_path / "data"
+    result = subprocess.run([executable, "demo", "--out", str(tmp_path / "reports")], capture_output=True,
+                            text=True, env={**os.environ, "COLUMNS": "200", "ADVAUDIT_DATA_DIR": str(data_dir)},
+                            timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Robustness comparison" in result.stdout
     for name in ("gap-cnn", "separable-cnn", "dilated-cnn"):
-        document = json.loads((tmp_path / name / "report.json").read_text())
+        document = json.loads((tmp_path / "reports" / name / "report.json").read_text())
         assert document["clean"]["accuracy"] >= 0.95
         assert document["targeted_fgsm"]["policy"] == "next"
         assert document["gradcam"] is not None
         assert name in result.stdout
 
+    # The service started on the same data directory lists the three runs as succeeded jobs.
+    from fastapi.testclient import TestClient
 
-def test_a_failed_report_write_is_one_error_line_and_exit_code_2(tmp_path, capsys):
-    out = tmp_path / "taken"
-    out.write_text("a regular file, not a folder\n")
-    code = main(["evaluate", "--model", "demo:gap-cnn", "--dataset", "digits", "--out", str(out), "--limit", "8",
-                 "--eps", "0,8/255", "--cam", "none"])
-    captured = capsys.readouterr()
-    assert code == 2
-    error_lines = [line for line in captured.out.splitlines() if "error:" in line]
-    assert len(error_lines) == 1, captured.out
-    assert "Traceback" not in captured.out + captured.err
-    assert out.read_text() == "a regular file, not a folder\n"  # untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no staging folder left behind
+    from api.main import create_app
+    from db.settings import Settings
+
+    with TestClient(create_app(Settings(data_dir=data_dir, auth="off"), listen_host="127.0.0.1")) as client:
+        jobs = client.get("/api/v1/jobs").json()["data"]
+        assert sorted(job["status"] for job in jobs) == ["succeeded"] * 3
+        report = client.get(f"/api/v1/jobs/{jobs[0]['id']}/report").json()
+        stored = json.loads((tmp_path / "reports" / "dilated-cnn" / "report.json").read_text())
+        assert report == stored

@@ -186,8 +186,12 @@ def _finish(context: WorkerContext, job_id: int, attempt: int, status: str, **fi
 def _store_results(context: WorkerContext, job_id: int, attempt: int, report, workdir: Path) -> None:
     out = workdir / "report"
     report.write(out)
-    document = report.to_dict()
-    stored = [(path.name, *context.store.put_file(path)) for path in sorted(out.iterdir())]
+    record_results(context, job_id, attempt, report.to_dict(), out)
+
+
+def record_results(context: WorkerContext, job_id: int, attempt: int, document: dict, report_dir: Path) -> None:
+    """Store a report folder's files and mark the job succeeded with its results, in one transaction."""
+    stored = [(path.name, *context.store.put_file(path)) for path in sorted(report_dir.iterdir()) if path.is_file()]
     with session_scope(context.sessions) as session:
         job = repo.jobs.get(session=session, job_id=job_id)
         # The fenced status change comes first: it raises before a stale attempt touches any result row,
