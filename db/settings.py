@@ -33,8 +33,9 @@ class Settings(BaseSettings):
     job_time_limit_s: int = Field(default=6 * 3600, gt=0)
     # A running job whose heartbeat is younger than this is left alone by a redelivered task.
     job_lease_s: float = Field(default=120.0, gt=0)
-    # Redis redelivers an unacknowledged task after this long (e.g. when a whole worker host died).
-    visibility_timeout_s: int | None = Field(default=None, gt=0)
+    # Redis redelivers an unacknowledged task after this long (e.g. when a whole worker host died). A job
+    # still running then keeps its worker: the redelivered task sees the fresh heartbeat and retries later.
+    visibility_timeout_s: int = Field(default=900, gt=0)
 
     @field_validator("data_dir", "artifact_root")
     @classmethod

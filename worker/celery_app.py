@@ -21,7 +21,7 @@ def broker_transport_options(settings: Settings) -> dict:
     # Redis redelivers an unacknowledged task after the visibility timeout; a worker that is still alive
     # keeps the job because its heartbeat is fresh (db.repositories.jobs.claim) and the redelivered task
     # retries later instead of being dropped (worker.tasks). It must exceed the job lease.
-    visibility = settings.visibility_timeout_s or settings.job_time_limit_s + 300
+    visibility = settings.visibility_timeout_s
     return {
         "visibility_timeout": visibility,
         # kombu looks for overdue messages every interval × throttle seconds (10 × 10 by default): with a

@@ -26,8 +26,9 @@ def settings_env(monkeypatch, tmp_path) -> Iterator[None]:
 def test_redis_redelivers_within_the_visibility_timeout():
     options = broker_transport_options(Settings(broker_url="redis://127.0.0.1:6379/3", visibility_timeout_s=10))
     assert options == {"visibility_timeout": 10, "unacked_restore_interval": 2, "unacked_restore_throttle": 1}
-    default = broker_transport_options(Settings(broker_url="redis://redis:6379/0", job_time_limit_s=3600))
-    assert default["visibility_timeout"] == 3900 and default["unacked_restore_interval"] == 10
+    default = broker_transport_options(Settings(broker_url="redis://redis:6379/0"))
+    assert default["visibility_timeout"] == 900 and default["unacked_restore_interval"] == 10
+    assert Settings().visibility_timeout_s > Settings().job_lease_s  # a live job keeps its worker
 
 
 def test_other_brokers_get_no_redis_options(tmp_path):
