@@ -39,6 +39,8 @@ class CeleryBroker:
     """A Celery client on `broker_url`; nothing connects until the first send or status call."""
 
     def __init__(self, broker_url: str) -> None:
+        # Celery's SQLAlchemy transport (the embedded SQLite broker) has no broadcast: workers cannot be pinged.
+        self.can_ping = not broker_url.startswith("sqla+")
         self.app = Celery("advaudit-api", broker=broker_url, set_as_current=False)
         self.app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT_S, task_default_queue=DEFAULT_QUEUE,
                              broker_connection_retry_on_startup=False)
@@ -57,6 +59,9 @@ class CeleryBroker:
         except Exception as error:  # any failure means the same to a health check: not reachable
             return {"broker": {"ok": False, "error": _one_line(error)},
                     "workers": {"count": None, "names": [], "error": "broker unreachable"}}
+        if not self.can_ping:
+            return {"broker": {"ok": True, "error": None},
+                    "workers": {"count": None, "names": [], "error": "this broker cannot ping workers"}}
         try:
             replies = self.app.control.ping(timeout=PING_TIMEOUT_S) or []
         except Exception as error:  # some transports cannot broadcast; the broker itself is still fine

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import DatasetDep, SessionDep, SettingsDep, StoreDep
-from api.schemas import NO_NUL, DatasetRead, DatasetUploadForm, Page, multipart_body
+from api.schemas import MAX_ID, NO_NUL, DatasetRead, DatasetUploadForm, Page, multipart_body
 from api.services import datasets as service
 
 NameFilter = Annotated[str | None, Query(max_length=200, pattern=NO_NUL)]
@@ -29,7 +29,7 @@ async def create_dataset(request: Request, response: Response, session: SessionD
 
 @router.get("", response_model=Page[DatasetRead])
 def list_datasets(session: SessionDep, name: NameFilter = None,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0)] = 0):
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
     return service.list_datasets(session=session, name=name, limit=limit, offset=offset)
 
 

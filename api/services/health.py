@@ -27,8 +27,8 @@ def check(*, sessions: sessionmaker[Session], broker: Broker,
     queue = broker.status()
     if not database["ok"]:
         status = "down"
-    elif not queue["broker"]["ok"] or not queue["workers"].get("count"):
-        status = "degraded"
+    elif not queue["broker"]["ok"] or queue["workers"].get("count") == 0:
+        status = "degraded"  # an unknown worker count (a broker without pings) is not evidence of none
     else:
         status = "ok"
     return {"status": status, "database": database, **queue, "auth_required": auth_required}, database["ok"]

@@ -1,0 +1,104 @@
+"""`advaudit serve` as a new user runs it: embedded worker and SQLite broker, driven by the CLI client."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from services.checkpoints import demo_model_path
+
+EXECUTABLE = shutil.which("advaudit") or str(Path(sys.executable).parent / "advaudit")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    data_dir = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ADVAUDIT_")}
+    process = subprocess.Popen([EXECUTABLE, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    try:
+        while time.monotonic() < deadline:
+            try:
+                # Celery's SQLite transport cannot broadcast, so the embedded worker does not answer pings:
+                # the database answering is the readiness signal; jobs wait in the queue for the worker.
+                if httpx.get(f"{url}/api/v1/health", timeout=5).json()["database"]["ok"]:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None:
+                pytest.fail(f"advaudit serve exited: {process.stdout.read()}")
+            time.sleep(0.5)
+        else:
+            pytest.fail("advaudit serve did not answer within 90 s")
+        yield url, data_dir
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ADVAUDIT_SERVER": url, "COLUMNS": "200"}
+    return subprocess.run([EXECUTABLE, *args], capture_output=True, text=True, env=env, timeout=180)
+
+
+def test_upload_submit_watch_report_compare(server, tmp_path):
+    url, data_dir = server
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "data.npz", x=rng.random((32, 1, 32, 32), dtype=np.float32), y=rng.integers(0, 10, 32))
+    added = cli(url, "datasets", "add", str(tmp_path / "data.npz"), "--name", "noise")
+    assert added.returncode == 0, added.stdout + added.stderr
+    dataset_id = added.stdout.split()[1].rstrip(":")
+    job_ids = []
+    for name in ("gap-cnn", "dilated-cnn"):
+        model = cli(url, "models", "add", str(demo_model_path(name)), "--name", name, "--dataset-id", dataset_id)
+        assert model.returncode == 0, model.stdout + model.stderr
+        model_id = model.stdout.split()[1].rstrip(":")
+        job = cli(url, "jobs", "submit", "--model-id", model_id, "--dataset-id", dataset_id,
+                  "--eps", "0,2/255,8/255", "--targeted", "next", "--cam-samples", "4", "--wait")
+        assert job.returncode == 0, job.stdout + job.stderr
+        assert "succeeded" in job.stdout and "accuracy %" in job.stdout
+        job_ids.append(job.stdout.split()[1])
+    shown = cli(url, "jobs", "show", job_ids[0])
+    assert shown.returncode == 0 and "succeeded (100 %)" in shown.stdout
+    report = httpx.get(f"{url}/api/v1/jobs/{job_ids[0]}/report").json()
+    assert report["schema_version"] == 1 and [p["eps"] for p in report["fgsm"]] == [0.0, 2 / 255, 8 / 255]
+    assert report["dataset"]["source"] == "noise"
+    compared = cli(url, "compare", *job_ids)
+    assert compared.returncode == 0, compared.stdout + compared.stderr
+    assert "gap-cnn" in compared.stdout and "dilated-cnn" in compared.stdout
+    assert (data_dir / "advaudit.db").is_file() and (data_dir / "artifacts").is_dir()
+    assert json.loads(json.dumps(report))  # the report is plain JSON
+
+
+def test_bad_input_from_the_client_is_one_line(server, tmp_path):
+    url, _ = server
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = cli(url, "models", "add", str(bad), "--name", "bad", "--input-shape", "1,32,32")
+    assert result.returncode == 2 and result.stdout.startswith("error: 422") and "Traceback" not in result.stdout
+    unreachable = cli("http://127.0.0.1:9", "jobs", "show", "1")
+    assert unreachable.returncode == 2 and "cannot reach the server" in unreachable.stdout
