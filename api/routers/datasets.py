@@ -29,7 +29,8 @@ async def create_dataset(request: Request, response: Response, session: SessionD
 
 @router.get("", response_model=Page[DatasetRead])
 def list_datasets(session: SessionDep, name: NameFilter = None,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                  offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
     return service.list_datasets(session=session, name=name, limit=limit, offset=offset)
 
 

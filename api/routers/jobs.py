@@ -27,7 +27,8 @@ def create_job(body: JobCreate, session: SessionDep, store: StoreDep, enqueue: E
 def list_jobs(session: SessionDep, status: Status | None = None,
               model_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
               dataset_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
+              limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+              offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
     return service.list_jobs(session=session, status=status, model_id=model_id, dataset_id=dataset_id,
                              limit=limit, offset=offset)
 

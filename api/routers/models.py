@@ -29,7 +29,8 @@ async def create_model(request: Request, response: Response, session: SessionDep
 
 @router.get("", response_model=Page[ModelRead])
 def list_models(session: SessionDep, name: NameFilter = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 50, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
+                limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+                offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
     return service.list_models(session=session, name=name, limit=limit, offset=offset)
 
 
