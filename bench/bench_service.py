@@ -34,8 +34,8 @@ from services.specs import EvaluationConfig  # noqa: E402
 
 PG_ADMIN = os.environ.get("ADVAUDIT_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS = os.environ.get("ADVAUDIT_BENCH_REDIS", "redis://127.0.0.1:6379/11")
-# A job with ≥ 10 s of compute on a 2-core CPU: every digit, 33 ε values, targeted, CAM audit.
-JOB_CONFIG = {"eps": [k / 255 for k in range(33)], "targeted": "next", "cam": "auto", "batch_size": 64}
+# A job with ≥ 10 s of compute on a 2-core CPU: every digit, 61 ε values up to 30/255, targeted, CAM audit.
+JOB_CONFIG = {"eps": [k / 510 for k in range(61)], "targeted": "next", "cam": "auto", "batch_size": 64}
 TINY_CONFIG = {"eps": [0, 8 / 255], "limit": 8, "cam": "none"}
 
 
@@ -93,7 +93,7 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--submits", type=int, default=10, help="POST /jobs per client")
     parser.add_argument("--period", type=float, default=0.5, help="seconds between one client's submits (paced)")
-    parser.add_argument("--rounds", type=int, default=2, help="alternated in-process / service runs")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated in-process / service runs")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
 
@@ -122,12 +122,12 @@ def main() -> int:
         digits = next(d for d in client.get("/datasets").json()["data"] if d["name"] == "digits")
 
         body = {"model_id": model["id"], "dataset_id": digits["id"], "config": JOB_CONFIG}
-        dataset = load_dataset("digits")
-        loaded = load_model(demo_model_path(args.model), input_shape=(1, 32, 32))
         in_process_runs, service_runs = [], []
         for round_ in range(args.rounds):  # alternated, so a burst of load elsewhere hits both sides
             started = time.perf_counter()
-            # What `advaudit evaluate` does: evaluate, then write the report folder.
+            # What `advaudit evaluate` does in its process: load, evaluate, write the report folder.
+            dataset = load_dataset("digits")
+            loaded = load_model(demo_model_path(args.model), input_shape=(1, 32, 32))
             evaluate(loaded, dataset, EvaluationConfig(**JOB_CONFIG, device="cpu")).write(tmp / f"local-{round_}")
             in_process_runs.append(time.perf_counter() - started)
             started = time.perf_counter()
