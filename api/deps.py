@@ -14,21 +14,15 @@ from api.errors import NotFound, Unauthorized
 from api.schemas import MAX_ID
 from db import repositories as repo
 from db.models import ApiToken, DatasetRecord, Job, ModelRecord
+from db.session import session_scope
 from db.settings import Settings
 from db.storage import LocalArtifactStore
 
 
 def get_session(request: Request) -> Iterator[Session]:
     """A session for this request: committed when the handler returns, rolled back if it raises."""
-    session = request.app.state.sessions()
-    try:
+    with session_scope(request.app.state.sessions) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 def get_settings(request: Request) -> Settings:
