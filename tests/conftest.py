@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 from types import ModuleType
 
 import pytest
@@ -74,3 +75,10 @@ def comparable_report(document: dict) -> dict:
     for part in ("model", "dataset"):
         kept[part] = {key: value for key, value in kept[part].items() if key != "source"}
     return kept
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

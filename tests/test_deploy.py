@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import in_ci
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_compose_file_is_valid_and_complete():
     if shutil.which("docker-compose") is None:
-        if os.environ.get("CI"):
+        if in_ci():
             pytest.fail("docker-compose is missing: scripts/ensure_tools.sh installs it")
         pytest.skip("docker-compose is not installed")
     result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],

@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,14 +16,9 @@ import numpy as np
 import pytest
 
 from services.checkpoints import demo_model_path
+from tests.conftest import free_port
 
 EXECUTABLE = shutil.which("advaudit") or str(Path(sys.executable).parent / "advaudit")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

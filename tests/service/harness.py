@@ -12,7 +12,6 @@ import contextlib
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from db import repositories as repo
 from db.models import Artifact, CamAuditRecord, Job, SweepPoint
 from db.session import make_engine, make_session_factory, session_scope
 from db.storage import LocalArtifactStore
-from tests.conftest import in_ci
+from tests.conftest import free_port, in_ci
 from tests.db.conftest import POSTGRES_URL
 from worker.celery_app import EVALUATE_TASK
 
@@ -107,12 +106,6 @@ def drop_database(name: str) -> None:
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(condition: Callable[[], T], timeout_s: float, what: str, diagnose: Callable[[], str] = str,
