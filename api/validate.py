@@ -11,24 +11,51 @@ import math
 import os
 from typing import Any
 
-from services.architecture import audit_architecture
+from services.architecture import audit_architecture, filter_weights
 from services.cams import feature_map_size, resolve_layer
-from services.checkpoints import load_model
+from services.checkpoints import LoadedModel, load_model
 from services.datasets import load_dataset
 from services.errors import AdvauditError, ConfigError
+from services.filter_grid import render_filter_grid
 
 MEMORY_BUDGET_BYTES = 8 * 1024**3  # address space a validation may add on top of the preloaded modules
 CPU_THREADS = 2
 
 
+def _architecture(loaded: LoadedModel, input_shape: list[int], filter_grid_path: str | None) -> dict[str, Any]:
+    """{"audit": the architecture audit document, "filter_grid": whether the first layer's grid was written}."""
+    audit = audit_architecture(loaded.network, tuple(input_shape), exported=loaded.exported)
+    drawn = bool(filter_grid_path and audit.layers)
+    if drawn:
+        render_filter_grid(*filter_weights(loaded.network, audit.layers[0]), filter_grid_path)
+    return {"audit": audit.to_dict(), "filter_grid": drawn}
+
+
 def validate_model(*, path: str, input_shape: list[int], arch: str | None = None,
                    num_classes: int | None = None, mean: list[float] | None = None,
-                   std: list[float] | None = None) -> dict[str, Any]:
-    """Load the checkpoint and run the dummy forward; its ModelInfo (without the temp path)."""
-    info = load_model(path, input_shape=tuple(input_shape), arch=arch, num_classes=num_classes,
-                      mean=mean, std=std, device="cpu").info.to_dict()
+                   std: list[float] | None = None, filter_grid_path: str | None = None) -> dict[str, Any]:
+    """Load the checkpoint and run the dummy forward: its ModelInfo (without the temp path) and architecture.
+
+    A model the architecture audit cannot take apart is still a valid model: "architecture_error" says why.
+    """
+    loaded = load_model(path, input_shape=tuple(input_shape), arch=arch, num_classes=num_classes,
+                        mean=mean, std=std, device="cpu")
+    info = loaded.info.to_dict()
     info.pop("source")
+    try:
+        info["architecture"] = _architecture(loaded, input_shape, filter_grid_path)
+    except AdvauditError as error:
+        info["architecture_error"] = str(error)
     return info
+
+
+def model_architecture(*, path: str, input_shape: list[int], arch: str | None = None,
+                       num_classes: int | None = None, mean: list[float] | None = None,
+                       std: list[float] | None = None, filter_grid_path: str | None = None) -> dict[str, Any]:
+    """The architecture audit (and filter grid) of a model registered before either was kept."""
+    loaded = load_model(path, input_shape=tuple(input_shape), arch=arch, num_classes=num_classes,
+                        mean=mean, std=std, device="cpu")
+    return _architecture(loaded, input_shape, filter_grid_path)
 
 
 def validate_dataset(*, path: str, image_size: int | None = None) -> dict[str, Any]:
@@ -59,7 +86,8 @@ def check_cam_layer(*, path: str, input_shape: list[int], layer: str, arch: str 
     return {"audit": audit.to_dict()}
 
 
-ACTIONS = {"model": validate_model, "dataset": validate_dataset, "cam_layer": check_cam_layer}
+ACTIONS = {"model": validate_model, "dataset": validate_dataset, "cam_layer": check_cam_layer,
+           "architecture": model_architecture}
 
 
 def _limit_resources() -> None:

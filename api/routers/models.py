@@ -1,13 +1,15 @@
-"""/models: upload (multipart), list, read, delete."""
+"""/models: upload (multipart), list, read, architecture audit, filter grid, delete."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import FileResponse
 
 from api.deps import ModelDep, SessionDep, SettingsDep, StoreDep
 from api.schemas import MAX_ID, NO_NUL, ModelRead, ModelUploadForm, Page, multipart_body
+from api.services import architecture
 from api.services import models as service
 
 NameFilter = Annotated[str | None, Query(max_length=200, pattern=NO_NUL)]
@@ -37,6 +39,21 @@ def list_models(session: SessionDep, name: NameFilter = None,
 @router.get("/{model_id}", response_model=ModelRead)
 def read_model(model: ModelDep):
     return model
+
+
+@router.get("/{model_id}/architecture",
+            responses={200: {"description": "the architecture audit: report.json's \"architecture\" section"}})
+def read_architecture(model: ModelDep, session: SessionDep, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+    """Conv layers (kind, geometry, params, MACs, receptive field), totals and CAM head, at the model's input size."""
+    return architecture.architecture(session=session, store=store, settings=settings, model=model)
+
+
+@router.get("/{model_id}/filters.png", response_class=FileResponse,
+            responses={200: {"content": {"image/png": {}}, "description": "first conv layer's filters"}})
+def read_filter_grid(model: ModelDep, session: SessionDep, store: StoreDep, settings: SettingsDep) -> FileResponse:
+    """The first conv layer's filters as a PNG tile grid (404 for a model without conv layers)."""
+    path = architecture.filter_grid(session=session, store=store, settings=settings, model=model)
+    return FileResponse(path, media_type="image/png")
 
 
 @router.delete("/{model_id}", status_code=204)

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import Unprocessable
 from api.schemas import ModelUploadForm
 from api.services import page
+from api.services.architecture import GRID_FILE, keep
 from api.services.storage import store_and_create, upload_dir
 from api.services.uploads import ReceivedUpload, parse_floats, parse_form, parse_shape, receive_upload
 from api.services.validation import run_isolated
@@ -70,20 +71,32 @@ def register_model(*, session: Session, store: LocalArtifactStore, upload: Recei
     existing = _duplicate(session, upload, form, shape, mean, std)
     if existing is not None:
         return existing, False
+    grid = upload.path.parent / GRID_FILE  # the upload's own temporary folder, removed with it
     info = run_isolated("model", {"path": str(upload.path), "input_shape": shape, "arch": form.arch,
-                                  "num_classes": form.num_classes, "mean": mean, "std": std},
+                                  "num_classes": form.num_classes, "mean": mean, "std": std,
+                                  "filter_grid_path": str(grid)},
                         what=upload.filename, error=CheckpointError,
                         aliases={str(upload.path): upload.filename})
     names = dataset.class_names if dataset is not None else None
     class_names = names if names and len(names) == info["num_classes"] else None
+    added: list[str] = []
 
     def create(key: str, size: int) -> ModelRecord:
-        return repo.models.create(
+        record = repo.models.create(
             session=session, name=form.name, sha256=upload.sha256, format=info["format"],
             num_classes=info["num_classes"], input_shape=info["input_shape"], storage_key=key,
             size_bytes=size, arch=info["arch"], class_names=class_names, mean=info["mean"], std=info["std"])
+        if "architecture" in info:  # else the model page computes it on first view, and says why if it cannot
+            added.extend(keep(session, store, sha256=upload.sha256, input_shape=info["input_shape"],
+                              result=info["architecture"], grid_path=grid))
+        return record
 
-    record = store_and_create(session, store, upload.path, upload.sha256, create)
+    try:
+        record = store_and_create(session, store, upload.path, upload.sha256, create)
+    except BaseException:
+        for key in added:  # the grid PNG this registration stored: no row refers to it now
+            store.delete(key)
+        raise
     return record, True
 
 
