@@ -8,11 +8,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 
 from db.session import make_engine
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# Any fixed 64-bit number: every process migrating a PostgreSQL database takes this advisory lock first.
+MIGRATION_LOCK_ID = 0x61647661756469  # "advaudi"
 
 
 def alembic_config() -> Config:
@@ -28,6 +31,10 @@ def _with_connection(url: str | URL | None, action) -> None:
     engine = make_engine(url if url is not None else get_settings().database_url)
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                # API replicas and workers starting together must not run the same migration twice; the
+                # lock is held until this transaction commits, and the next one then finds nothing to do.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
             config = alembic_config()
             # env.py runs on this connection, so URLs with passwords or '%' never pass through ini parsing.
             config.attributes["connection"] = connection
