@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from advaudit import client, local, service
+from advaudit import audits, client, local, service
 from advaudit.console import console
 from services.errors import AdvauditError
 
@@ -17,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     local.add_commands(commands)
     service.add_commands(commands)
     client.add_commands(commands)
+    audits.add_commands(commands)
     return parser
 
 

@@ -27,7 +27,8 @@ def add_commands(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="listen address (non-loopback requires tokens)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--data-dir", default=None, help="where the database, broker and artifacts live")
-    serve.add_argument("--no-worker", action="store_true", help="do not start the embedded worker")
+    serve.add_argument("--no-worker", action="store_true",
+                       help="do not start the embedded worker (nor the beat it embeds)")
     serve.set_defaults(handler=cmd_serve)
 
     worker = commands.add_parser("worker", help="a Celery worker for the distributed set-up")
@@ -36,7 +37,7 @@ def add_commands(commands) -> None:
     worker.add_argument("--data-dir", default=None)
     worker.set_defaults(handler=cmd_worker)
 
-    beat = commands.add_parser("beat", help="the Celery beat scheduler")
+    beat = commands.add_parser("beat", help="the Celery beat scheduler: sends the audit tick")
     beat.add_argument("--data-dir", default=None)
     beat.set_defaults(handler=cmd_beat)
 
@@ -52,9 +53,18 @@ def add_commands(commands) -> None:
     token.set_defaults(handler=cmd_token)
 
 
-def _worker_command(queues: str, concurrency: int, pool: str = "prefork") -> list[str]:
-    return [*CELERY, "worker", "--loglevel=INFO", f"--queues={queues}", f"--concurrency={concurrency}",
-            f"--pool={pool}"]
+def _worker_command(queues: str, concurrency: int, pool: str = "prefork",
+                    beat_schedule: Path | None = None) -> list[str]:
+    command = [*CELERY, "worker", "--loglevel=INFO", f"--queues={queues}", f"--concurrency={concurrency}",
+               f"--pool={pool}"]
+    if beat_schedule is not None:  # embed beat: the audit tick then needs no separate process
+        command += ["--beat", f"--schedule={beat_schedule}"]
+    return command
+
+
+def beat_schedule_file(data_dir: Path) -> Path:
+    """Where beat keeps its last-run times (the audits themselves live in the database)."""
+    return data_dir / "beat-schedule"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -71,8 +81,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.no_worker:
         # The embedded worker is a child process: a model that crashes it cannot take the API down.
         log = open(settings.data_dir / "worker.log", "ab")  # noqa: SIM115 (closed after the worker exits)
-        worker = subprocess.Popen(_worker_command("evaluations,gpu", 1, pool="solo"), stdout=log,
-                                  stderr=subprocess.STDOUT, env=os.environ.copy())
+        # It embeds beat too, so scheduled audits run with nothing else installed.
+        command = _worker_command("evaluations,gpu", 1, pool="solo",
+                                  beat_schedule=beat_schedule_file(settings.data_dir))
+        worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     console.print(f"advaudit serving on http://{args.host}:{args.port}  (API docs: /docs, data: {settings.data_dir})")
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -96,7 +108,7 @@ def cmd_beat(args: argparse.Namespace) -> int:
     from db.settings import get_settings
 
     _use_data_dir(args.data_dir)
-    schedule = get_settings().data_dir / "beat-schedule"
+    schedule = beat_schedule_file(get_settings().data_dir)
     schedule.parent.mkdir(parents=True, exist_ok=True)
     os.execv(sys.executable, [*CELERY, "beat", "--loglevel=INFO", f"--schedule={schedule}"])
     return 0

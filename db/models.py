@@ -18,10 +18,12 @@ from sqlalchemy import (
     UniqueConstraint,
     false,
     text,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from db.base import Base, UTCDateTime, utcnow
+from services.audit_states import PENDING, RUN_STATUSES, TRIGGERS, VERDICTS, WEBHOOK_STATUSES
 from services.job_states import QUEUED, STATUSES
 
 SHA256_LEN = 64
@@ -205,3 +207,87 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(SHA256_LEN), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class Audit(Base):
+    """A regression audit: which models to evaluate on which dataset, when, and what counts as a regression.
+
+    The model selector is either `model_ids` (fixed ids) or `model_name` (always its newest version).
+    `baseline_job_id` pins the baseline; None means "the previous run that passed".
+    """
+
+    __tablename__ = "audits"
+    __table_args__ = (
+        CheckConstraint("cron IS NULL OR interval_s IS NULL", name="one_schedule"),
+        CheckConstraint("interval_s IS NULL OR interval_s > 0", name="interval"),
+        CheckConstraint("(model_ids IS NULL) <> (model_name IS NULL)", name="one_selector"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    cron: Mapped[str | None] = mapped_column(String(120))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    interval_s: Mapped[int | None] = mapped_column(Integer)
+    # Slots before this instant never run: a new, changed or re-enabled schedule starts from "now".
+    schedule_from: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    model_ids: Mapped[list[int] | None] = mapped_column(NullableJSON)
+    model_name: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="RESTRICT"), index=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # RESTRICT: the job an audit is judged against cannot disappear from under it.
+    baseline_job_id: Mapped[int | None] = mapped_column(ForeignKey("jobs.id", ondelete="RESTRICT"))
+    thresholds: Mapped[dict[str, Any]] = mapped_column(JSON)
+    webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    run_on_new_version: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    runs: Mapped[list[AuditRun]] = relationship(back_populates="audit", cascade="all, delete-orphan",
+                                                passive_deletes=True)
+
+
+class AuditRun(Base):
+    """One run of an audit for one slot; (audit_id, slot) is unique, so a slot can never run twice."""
+
+    __tablename__ = "audit_runs"
+    __table_args__ = (
+        UniqueConstraint("audit_id", "slot"),
+        CheckConstraint(_in("status", RUN_STATUSES), name="status"),
+        CheckConstraint(f"verdict IS NULL OR {_in('verdict', VERDICTS)}", name="verdict"),
+        CheckConstraint(_in("trigger", TRIGGERS), name="trigger"),
+        CheckConstraint(f"webhook_status IS NULL OR {_in('webhook_status', WEBHOOK_STATUSES)}",
+                        name="webhook_status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"))
+    slot: Mapped[str] = mapped_column(String(64))  # at:<UTC instant>, manual:<token> or version:<model id>
+    trigger: Mapped[str] = mapped_column(String(16))
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    target_model_id: Mapped[int | None] = mapped_column(Integer)  # the new version a version trigger names
+    status: Mapped[str] = mapped_column(String(16), index=True, default=PENDING, server_default=PENDING)
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text)
+    thresholds: Mapped[dict[str, Any]] = mapped_column(JSON)  # as they were when the run was recorded
+    result: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)  # comparisons: the diff tables
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    webhook_status: Mapped[str | None] = mapped_column(String(16))
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    webhook_error: Mapped[str | None] = mapped_column(Text)
+    webhook_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the last delivery attempt
+
+    audit: Mapped[Audit] = relationship(back_populates="runs")
+
+
+class AuditRunJob(Base):
+    """Links an audit run to the evaluation jobs it created (a job belongs to at most one run)."""
+
+    __tablename__ = "audit_run_jobs"
+    __table_args__ = (UniqueConstraint("job_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))

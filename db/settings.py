@@ -36,6 +36,16 @@ class Settings(BaseSettings):
     # Redis redelivers an unacknowledged task after this long (e.g. when a whole worker host died). A job
     # still running then keeps its worker: the redelivered task sees the fresh heartbeat and retries later.
     visibility_timeout_s: int = Field(default=900, gt=0)
+    # Regression audits: beat sends one tick this often; it starts due runs and finishes completed ones.
+    audit_tick_s: float = Field(default=30.0, gt=0)
+    audit_min_interval_s: int = Field(default=60, gt=0)  # the shortest interval schedule accepted
+    # A run whose jobs have not all finished after this long gets an `error` verdict (e.g. a lost job).
+    audit_run_timeout_s: int = Field(default=24 * 3600, gt=0)
+    webhook_max_attempts: int = Field(default=5, ge=1, le=50)
+    webhook_backoff_s: float = Field(default=10.0, ge=0)  # doubled after each failed attempt
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Base URL of the API as its users reach it, for links in webhook payloads (paths only when unset).
+    public_url: str | None = None
 
     @field_validator("data_dir", "artifact_root")
     @classmethod

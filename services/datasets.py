@@ -138,6 +138,11 @@ def _load_digits(source: str, split: str) -> tuple[DatasetInfo, np.ndarray, Read
     return info, y, _ArrayReader(x)
 
 
+def warm_up() -> None:
+    """Import what the first digits load would (sklearn takes most of a second): for long-lived workers."""
+    import sklearn.datasets  # noqa: F401, PLC0415
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_init
 
 from db.settings import Settings, get_settings
 
 EVALUATE_TASK = "advaudit.evaluate"
 DEFAULT_QUEUE = "evaluations"
 GPU_QUEUE = "gpu"
+AUDIT_TICK_TASK = "advaudit.audits.tick"
+AUDIT_LAUNCH_TASK = "advaudit.audits.launch"
+AUDIT_FINALIZE_TASK = "advaudit.audits.finalize"
+AUDIT_WEBHOOK_TASK = "advaudit.audits.webhook"
+# Audit bookkeeping is light and goes to the queue every worker consumes (CPU and GPU workers alike).
+AUDIT_QUEUE = DEFAULT_QUEUE
 REDIS_SCHEMES = ("redis", "rediss", "sentinel")
 
 
@@ -31,11 +38,24 @@ def broker_transport_options(settings: Settings) -> dict:
     }
 
 
+def queue_for(device: str) -> str:
+    """GPU jobs go to the GPU workers' queue, everything else to the default queue (as the API routes them)."""
+    return GPU_QUEUE if device.strip().lower().startswith("cuda") else DEFAULT_QUEUE
+
+
+def beat_schedule(settings: Settings) -> dict:
+    """One fixed periodic task: the audit tick reads every audit from the database, so changes need no restart."""
+    # A tick that waited longer than one period is dropped: the next one does the same work.
+    return {"audit-tick": {"task": AUDIT_TICK_TASK, "schedule": settings.audit_tick_s,
+                           "options": {"queue": AUDIT_QUEUE, "expires": settings.audit_tick_s}}}
+
+
 def make_celery() -> Celery:
     """A Celery app whose tasks survive worker loss: late acks, redelivery on a lost worker, prefetch 1."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = Celery("advaudit", broker=settings.broker_url, backend=settings.result_backend, include=["worker.tasks"])
+    app = Celery("advaudit", broker=settings.broker_url, backend=settings.result_backend,
+                 include=["worker.tasks", "worker.audits"])
     app.conf.update(
         task_acks_late=True,  # a task is acknowledged only after it finished …
         task_reject_on_worker_lost=True,  # … and requeued when its worker process dies mid-run
@@ -48,8 +68,17 @@ def make_celery() -> Celery:
         broker_transport_options=broker_transport_options(settings),
         result_expires=24 * 3600,
         worker_hijack_root_logger=False,
+        beat_schedule=beat_schedule(settings),
     )
     return app
 
 
 app = make_celery()
+
+
+@worker_init.connect
+def _preload(**_kwargs) -> None:
+    """Import the slow, lazily imported parts before the first job, so it does not pay for them."""
+    from services.datasets import warm_up  # noqa: PLC0415 (only a worker process needs it)
+
+    warm_up()

@@ -9,6 +9,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 from db.session import make_engine, make_session_factory
 from db.settings import get_settings
 from db.storage import LocalArtifactStore
+from worker.audits import job_ended
 from worker.celery_app import EVALUATE_TASK, app
 from worker.runner import JobLeased, WorkerContext, run_job
 
@@ -28,8 +29,11 @@ def worker_context() -> WorkerContext:
 def evaluate(self, job_id: int) -> str | None:
     """Run evaluation job `job_id` (idempotent: a redelivered or duplicate task finds nothing to do)."""
     try:
-        return run_job(int(job_id), worker_context())
+        status = run_job(int(job_id), worker_context())
     except JobLeased as leased:
         # Redelivered while another worker runs the job (worker lost and requeued, visibility timeout,
         # cold shutdown): keep a message alive rather than drop it, in case that worker dies too.
         raise self.retry(countdown=leased.retry_after_s) from None
+    # Also when this call ran nothing (e.g. the job was cancelled while queued): the job may have ended.
+    job_ended(int(job_id))
+    return status

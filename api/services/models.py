@@ -10,6 +10,7 @@ from api.errors import Unprocessable
 from api.schemas import ModelUploadForm
 from api.services import page
 from api.services.architecture import GRID_FILE, keep
+from api.services.audit_runs import record_new_version
 from api.services.storage import store_and_create, upload_dir
 from api.services.uploads import ReceivedUpload, parse_floats, parse_form, parse_shape, receive_upload
 from api.services.validation import run_isolated
@@ -86,6 +87,7 @@ def register_model(*, session: Session, store: LocalArtifactStore, upload: Recei
             session=session, name=form.name, sha256=upload.sha256, format=info["format"],
             num_classes=info["num_classes"], input_shape=info["input_shape"], storage_key=key,
             size_bytes=size, arch=info["arch"], class_names=class_names, mean=info["mean"], std=info["std"])
+        record_new_version(session=session, model=record)  # audits that follow this name: committed with it
         if "architecture" in info:  # else the model page computes it on first view, and says why if it cannot
             added.extend(keep(session, store, sha256=upload.sha256, input_shape=info["input_shape"],
                               result=info["architecture"], grid_path=grid))

@@ -1,0 +1,215 @@
+"""`advaudit audits add|list|run|show|demo`: regression audits on a server (demo: in-process, no server)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+
+from rich.table import Table
+
+from advaudit.client import Client
+from advaudit.console import console, pct
+from advaudit.options import add_evaluation_options, config_from_args
+
+INTERVAL = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+VERDICT_STYLE = {"passed": "green", "baseline": "cyan", "regressed": "bold red", "error": "red"}
+THRESHOLD_OPTIONS = (("--max-clean-drop", "clean_accuracy_drop_pp", "clean accuracy, pp (default 2)"),
+                     ("--max-accuracy-drop", "accuracy_drop_pp", "accuracy at each ε, pp (default 5)"),
+                     ("--max-auc-drop", "robust_auc_drop_pp", "robust AUC, pp (default 3)"),
+                     ("--max-target-rise", "target_success_rise_pp", "target success rate at each ε, pp (default 5)"),
+                     ("--max-drift-rise", "cam_drift_rise", "CAM drift, drift units (default 0.1)"))
+
+
+def interval_seconds(text: str) -> int:
+    """argparse type: 3600, 90s, 15m, 6h or 1d → seconds."""
+    match = INTERVAL.match(text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected a duration such as 3600, 15m, 6h or 1d, got {text!r}")
+    return int(match.group(1)) * UNITS[match.group(2)]
+
+
+def add_commands(commands) -> None:
+    audits = commands.add_parser("audits", help="scheduled regression audits").add_subparsers(dest="action",
+                                                                                                 required=True)
+
+    def client_parser(name: str, help: str) -> argparse.ArgumentParser:
+        p = audits.add_parser(name, help=help)
+        p.add_argument("--server", default=os.environ.get("ADVAUDIT_SERVER", "http://127.0.0.1:8000"))
+        p.add_argument("--token", default=os.environ.get("ADVAUDIT_TOKEN"))
+        return p
+
+    p = client_parser("add", "define an audit: which models, which dataset, when, which thresholds")
+    p.add_argument("--name", required=True)
+    selector = p.add_mutually_exclusive_group(required=True)
+    selector.add_argument("--model-name", help="always audit the newest version of this model name")
+    selector.add_argument("--model-id", type=int, action="append", help="audit this model (repeatable)")
+    p.add_argument("--dataset-id", type=int, required=True)
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--cron", help="5-field cron, e.g. '0 3 * * 1' (needs --timezone)")
+    when.add_argument("--interval", type=interval_seconds, help="every N seconds (or 15m, 6h, 1d) from 00:00 UTC")
+    p.add_argument("--timezone", help="IANA time zone of --cron, e.g. UTC or Europe/Paris")
+    p.add_argument("--baseline-job-id", type=int, help="pin this succeeded job as the baseline "
+                                                       "(default: the previous run that passed)")
+    for flag, _, help in THRESHOLD_OPTIONS:
+        p.add_argument(flag, type=float, help=f"largest allowed change of {help}")
+    p.add_argument("--webhook", help="URL POSTed a JSON summary of every finished run")
+    p.add_argument("--on-new-version", action="store_true", help="also run when a new version of --model-name "
+                                                                "is registered")
+    p.add_argument("--disabled", action="store_true", help="create it disabled (no scheduled runs)")
+    add_evaluation_options(p)
+    p.set_defaults(handler=cmd_add)
+
+    client_parser("list", "list audits with their last verdict").set_defaults(handler=cmd_list)
+    p = client_parser("run", "run an audit now")
+    p.add_argument("audit_id", type=int)
+    p.add_argument("--wait", action="store_true", help="wait for the verdict; exit code 1 unless it passed")
+    p.set_defaults(handler=cmd_run)
+    p = client_parser("show", "an audit, its recent runs and the newest verdict's diff table")
+    p.add_argument("audit_id", type=int)
+    p.add_argument("--runs", type=int, default=10, help="how many recent runs to list (default 10)")
+    p.set_defaults(handler=cmd_show)
+
+    p = audits.add_parser("demo", help="watch an audit catch a less robust new model version (no server needed)")
+    p.add_argument("--data-dir", default=None, help="record it here (default ADVAUDIT_DATA_DIR or ~/.advaudit)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(handler=cmd_demo)
+
+
+def _client(args) -> Client:
+    return Client(args.server, args.token)
+
+
+def cmd_add(args) -> int:
+    thresholds = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key, _ in THRESHOLD_OPTIONS}
+    body = {"name": args.name, "model_name": args.model_name, "model_ids": args.model_id,
+            "dataset_id": args.dataset_id, "cron": args.cron, "timezone": args.timezone,
+            "interval_s": args.interval, "baseline_job_id": args.baseline_job_id, "webhook_url": args.webhook,
+            "enabled": not args.disabled, "run_on_new_version": args.on_new_version,
+            "config": config_from_args(args).to_dict(),  # validated here first: bad options fail early
+            "thresholds": {key: value for key, value in thresholds.items() if value is not None}}
+    audit = _client(args).request("POST", "/audits", json={k: v for k, v in body.items() if v is not None})
+    console.print(f"audit {audit['id']}: {audit['name']}, {describe_schedule(audit)}")
+    return 0
+
+
+def describe_schedule(audit: dict) -> str:
+    if audit["cron"]:
+        when = f"cron '{audit['cron']}' ({audit['timezone']})"
+    elif audit["interval_s"]:
+        when = f"every {audit['interval_s']} s"
+    else:
+        when = "on demand"
+    if audit["run_on_new_version"]:
+        when += ", and on each new version"
+    if not audit["enabled"]:
+        when += " [disabled]"
+    nxt = audit.get("next_run_at")
+    return when + (f"; next run {nxt}" if nxt else "")
+
+
+def _verdict(value: str | None) -> str:
+    return "—" if value is None else f"[{VERDICT_STYLE.get(value, '')}]{value}[/]"
+
+
+def cmd_list(args) -> int:
+    audits = _client(args).request("GET", "/audits", params={"limit": 1000})["data"]
+    table = Table(title="Audits")
+    for column in ("id", "name", "models", "dataset", "schedule", "last verdict"):
+        table.add_column(column)
+    for audit in audits:
+        models = audit["model_name"] or ",".join(map(str, audit["model_ids"]))
+        table.add_row(str(audit["id"]), audit["name"], models, str(audit["dataset_id"]), describe_schedule(audit),
+                      _verdict(audit["last_verdict"]))
+    console.print(table)
+    return 0
+
+
+def runs_table(runs: list[dict]) -> Table:
+    """Recent runs: trigger, state, verdict, clean accuracy and robust AUC of the candidate."""
+    table = Table(title="Runs (newest first)")
+    for column in ("run", "trigger", "slot", "status", "verdict", "clean %", "AUC", "regressed metrics"):
+        table.add_column(column, justify="right" if column in ("clean %", "AUC") else "left")
+    for run in runs:
+        auc = "—" if run["robust_auc"] is None else f"{run['robust_auc']:.3f}"
+        table.add_row(str(run["id"]), run["trigger"], run["slot"], run["status"], _verdict(run["verdict"]),
+                      pct(run["clean_accuracy"]), auc, str(run["regressed_metrics"]))
+    return table
+
+
+def _value(value: float | None, unit: str) -> str:
+    return "—" if value is None else (f"{value:.1f}" if unit == "pp" else f"{value:.3f}")
+
+
+def diff_tables(run: dict) -> list[Table]:
+    """Per candidate job: every metric against the baseline, regressions marked."""
+    tables = []
+    for entry in run["comparisons"]:
+        candidate, baseline = entry["candidate"], entry["baseline"]
+        if baseline is None or not entry["rows"]:
+            continue
+        table = Table(title=f"{candidate['model_name']} {candidate['model_version']} (job {candidate['job_id']}) "
+                            f"vs baseline {baseline['model_name']} {baseline['model_version']} "
+                            f"(job {baseline['job_id']})")
+        for column in ("metric", "ε×255", "baseline", "candidate", "Δ", "allowed", ""):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for row in entry["rows"]:
+            eps = "" if row["eps"] is None else f"{row['eps'] * 255:g}"
+            allowed = "—" if row["threshold"] is None else \
+                f"{'-' if row['direction'] == 'drop' else '+'}{row['threshold']:g}"
+            delta = "—" if row["delta"] is None else f"{row['delta']:+.{1 if row['unit'] == 'pp' else 3}f}"
+            mark = "[bold red]REGRESSED[/]" if row["regressed"] else ""
+            table.add_row(row["metric"], eps, _value(row["baseline"], row["unit"]),
+                          _value(row["candidate"], row["unit"]), delta, allowed, mark)
+        tables.append(table)
+    return tables
+
+
+def print_run(run: dict) -> None:
+    console.print(f"run {run['id']} ({run['trigger']}): {run['status']}, verdict {_verdict(run['verdict'])}")
+    if run["reason"]:
+        console.print(f"  {run['reason']}")
+    for table in diff_tables(run):
+        console.print(table)
+
+
+def cmd_run(args) -> int:
+    client = _client(args)
+    run = client.request("POST", f"/audits/{args.audit_id}/run")
+    console.print(f"run {run['id']} of audit {args.audit_id}: {run['status']}")
+    if not args.wait:
+        return 0
+    while run["status"] != "finished":
+        time.sleep(1.0)
+        run = client.request("GET", f"/audits/{args.audit_id}/runs/{run['id']}")
+    print_run(run)
+    return 0 if run["verdict"] in ("passed", "baseline") else 1
+
+
+def cmd_show(args) -> int:
+    client = _client(args)
+    audit = client.request("GET", f"/audits/{args.audit_id}")
+    models = audit["model_name"] or ", ".join(f"model {i}" for i in audit["model_ids"])
+    console.print(f"audit {audit['id']}: [bold]{audit['name']}[/] — {models} on dataset {audit['dataset_id']}")
+    console.print(f"  {describe_schedule(audit)}")
+    baseline = "the previous run that passed" if audit["baseline_job_id"] is None else \
+        f"job {audit['baseline_job_id']}"
+    console.print(f"  baseline: {baseline}; thresholds: " + ", ".join(
+        f"{key} {value:g}" for key, value in audit["thresholds"].items() if value is not None))
+    runs = client.request("GET", f"/audits/{args.audit_id}/runs", params={"limit": max(args.runs, 1)})["data"]
+    if not runs:
+        console.print("  no runs yet")
+        return 0
+    console.print(runs_table(runs))
+    finished = next((run for run in runs if run["status"] == "finished"), None)
+    if finished is not None:
+        print_run(finished)
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from advaudit.audit_demo import run_demo  # torch and the database layer only for the demo
+
+    return run_demo(data_dir=args.data_dir, device=args.device)

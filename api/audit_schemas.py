@@ -1,0 +1,182 @@
+"""Request and response bodies of /audits (AuditCreate / AuditUpdate / AuditRead / AuditRunRead)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.schemas import MAX_ID, NO_NUL, JobConfig
+
+NAME_PATTERN = r"^[^\x00-\x1f/\\]+$"
+MAX_MODELS = 20
+MAX_INTERVAL_S = 366 * 24 * 3600
+ModelId = Annotated[int, Field(ge=1, le=MAX_ID)]
+
+
+class AuditThresholds(BaseModel):
+    """How far each metric may move before a run is `regressed`; null: not checked. pp = percentage points."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clean_accuracy_drop_pp: float | None = Field(default=2.0, ge=0, le=100)
+    accuracy_drop_pp: float | None = Field(default=5.0, ge=0, le=100, description="at each ε of the sweep")
+    robust_auc_drop_pp: float | None = Field(default=3.0, ge=0, le=100)
+    target_success_rise_pp: float | None = Field(default=5.0, ge=0, le=100,
+                                                 description="at each ε of the targeted sweep")
+    cam_drift_rise: float | None = Field(default=0.10, ge=0, le=2, description="in drift units (1 − correlation)")
+
+
+class _AuditFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_ids: list[ModelId] | None = Field(default=None, min_length=1, max_length=MAX_MODELS,
+                                        description="evaluate exactly these models (or give model_name)")
+    model_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL,
+                                   description="evaluate the newest version of this model name")
+    cron: str | None = Field(default=None, max_length=120, pattern=NO_NUL,
+                             description="5-field cron, e.g. '0 3 * * 1' (03:00 on Mondays); needs timezone")
+    timezone: str | None = Field(default=None, max_length=64, pattern=NO_NUL,
+                                 description="IANA time zone of the cron expression, e.g. UTC or Europe/Paris")
+    interval_s: int | None = Field(default=None, ge=1, le=MAX_INTERVAL_S,
+                                   description="run every N seconds, counted from 1970-01-01 00:00 UTC")
+    baseline_job_id: int | None = Field(default=None, ge=1, le=MAX_ID,
+                                        description="pin a succeeded job as the baseline; null: the previous "
+                                                    "run that passed")
+    webhook_url: str | None = Field(default=None, max_length=2000, pattern=NO_NUL,
+                                    description="POSTed a JSON summary of each finished run")
+
+
+class AuditCreate(_AuditFields):
+    """A new audit: one model selector, a dataset, an evaluation config, an optional schedule and webhook."""
+
+    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    dataset_id: int = Field(ge=1, le=MAX_ID)
+    config: JobConfig = Field(default_factory=JobConfig)
+    thresholds: AuditThresholds = Field(default_factory=AuditThresholds)
+    enabled: bool = True
+    run_on_new_version: bool = Field(default=False, description="run when a new version of model_name is "
+                                                                "registered")
+
+
+class AuditUpdate(_AuditFields):
+    """Fields to change. Setting one schedule kind (or model selector) clears the other; `config` is replaced
+    as a whole, `thresholds` are merged key by key."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
+    dataset_id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    config: JobConfig | None = None
+    thresholds: AuditThresholds | None = None
+    enabled: bool | None = None
+    run_on_new_version: bool | None = None
+
+
+class AuditRunBrief(BaseModel):
+    id: int
+    status: str
+    verdict: str | None
+    trigger: str
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class AuditRead(BaseModel):
+    id: int
+    name: str
+    enabled: bool
+    cron: str | None
+    timezone: str | None
+    interval_s: int | None
+    model_ids: list[int] | None
+    model_name: str | None
+    dataset_id: int
+    config: dict[str, Any]
+    baseline: str = Field(description="previous (the last run that passed) or job (baseline_job_id)")
+    baseline_job_id: int | None
+    thresholds: AuditThresholds
+    webhook_url: str | None
+    run_on_new_version: bool
+    created_at: datetime
+    updated_at: datetime
+    next_run_at: datetime | None = Field(description="the next scheduled slot; null when none")
+    last_run: AuditRunBrief | None = Field(description="the newest run, whatever its state")
+    last_verdict: str | None = Field(description="verdict of the newest finished run (the badge)")
+
+
+class AuditJobSummary(BaseModel):
+    """A candidate or baseline job as a verdict saw it."""
+
+    job_id: int
+    run_id: int | None
+    model_id: int
+    model_name: str
+    model_version: str
+    clean_accuracy: float | None
+    robust_auc: float | None
+    report_url: str
+
+
+class MetricRowRead(BaseModel):
+    """One line of the diff table; baseline, candidate, delta and threshold are in `unit`."""
+
+    metric: str = Field(description="clean_accuracy, robust_auc, accuracy, target_success_rate or cam_drift")
+    eps: float | None
+    eps_255: float | None
+    baseline: float | None
+    candidate: float | None
+    delta: float | None = Field(description="candidate − baseline")
+    threshold: float | None
+    unit: str = Field(description="pp: values are percentages, delta and threshold percentage points; drift")
+    direction: str = Field(description="drop or rise: the direction that counts as worse")
+    regressed: bool
+
+
+class AuditComparison(BaseModel):
+    candidate: AuditJobSummary
+    baseline: AuditJobSummary | None = Field(description="null: nothing earlier to compare with")
+    regressed: bool
+    rows: list[MetricRowRead]
+    warnings: list[str]
+
+
+class AuditRunJobRead(BaseModel):
+    job_id: int
+    model_id: int
+    model_name: str
+    model_version: str
+    status: str
+    progress: float
+    error: str | None
+    report_url: str
+
+
+class WebhookDelivery(BaseModel):
+    status: str | None = Field(description="pending, delivered, failed; null without a webhook")
+    attempts: int
+    error: str | None
+    last_attempt_at: datetime | None
+
+
+class AuditRunRead(BaseModel):
+    id: int
+    audit_id: int
+    slot: str
+    trigger: str = Field(description="schedule, manual or new_version")
+    scheduled_for: datetime | None
+    target_model_id: int | None
+    status: str = Field(description="pending, running or finished")
+    verdict: str | None = Field(description="passed, regressed, error or baseline once finished")
+    reason: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    clean_accuracy: float | None = Field(description="of the candidate job when the run has exactly one")
+    robust_auc: float | None = Field(description="of the candidate job when the run has exactly one")
+    regressed_metrics: int
+    baseline_job_ids: list[int]
+    thresholds: dict[str, Any]
+    jobs: list[AuditRunJobRead]
+    comparisons: list[AuditComparison]
+    errors: list[str]
+    webhook: WebhookDelivery

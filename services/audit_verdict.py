@@ -1,0 +1,254 @@
+"""Regression verdicts: compare a candidate evaluation with its baseline, metric by metric, against thresholds.
+
+Accuracies, robust AUC and target success rates are compared in percentage points (pp): the rows carry
+them as percentages (0–100), so `delta` and `threshold` read directly in pp. CAM drift (1 − mean
+correlation, 0–2) keeps its own scale. A metric missing on either side is listed but never regresses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from services.audit_states import BASELINE, ERROR, PASSED, REGRESSED
+from services.errors import ConfigError
+from services.job_states import SUCCEEDED
+
+EPS_DIGITS = 9  # the same ε parsed twice is one float; closer than 1e-9 is the same point
+TOLERANCE = 1e-9  # a change exactly at the threshold is allowed, whatever the float rounding
+# How a job that did not succeed is named in an `error` verdict's reason.
+OUTCOME_WORDS = {"failed": "failed", "cancelled": "was cancelled", "queued": "never started",
+                 "running": "did not finish"}
+METRIC_NAMES = {"clean_accuracy": "clean accuracy", "robust_auc": "robust AUC", "accuracy": "accuracy",
+                "target_success_rate": "target success rate", "cam_drift": "CAM drift"}
+PP = "pp"
+DRIFT = "drift"
+DROP = "drop"
+RISE = "rise"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The largest change each metric may make before a run counts as regressed (None: not checked)."""
+
+    clean_accuracy_drop_pp: float | None = 2.0
+    accuracy_drop_pp: float | None = 5.0  # at each ε of the FGSM sweep
+    robust_auc_drop_pp: float | None = 3.0
+    target_success_rise_pp: float | None = 5.0  # at each ε of the targeted sweep
+    cam_drift_rise: float | None = 0.10
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if value is None:
+                continue
+            ceiling = 2.0 if item.name == "cam_drift_rise" else 100.0
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not 0.0 <= value <= ceiling:
+                unit = "" if item.name == "cam_drift_rise" else " percentage points"
+                raise ConfigError(f"threshold {item.name} must be a number in [0, {ceiling:g}]{unit}, "
+                                  f"got {value!r}")
+            object.__setattr__(self, item.name, float(value))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> Thresholds:
+        """Thresholds from JSON; omitted keys keep their defaults, unknown keys are refused."""
+        data = dict(data or {})
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown threshold(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, float | None]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What a verdict compares, read from one report.json document."""
+
+    clean_accuracy: float | None
+    robust_auc: float | None
+    accuracy: dict[float, float | None]  # FGSM accuracy per ε
+    target_success: dict[float, float | None]  # targeted FGSM target success rate per ε
+    cam_drift: float | None
+
+    @classmethod
+    def from_report(cls, document: dict[str, Any]) -> Metrics:
+        summary = document.get("summary") or {}
+        targeted = document.get("targeted_fgsm") or {}
+        return cls(
+            clean_accuracy=_number(summary.get("clean_accuracy")),
+            robust_auc=_number(summary.get("robust_auc")),
+            accuracy={_eps(p["eps"]): _number(p.get("accuracy")) for p in document.get("fgsm") or []},
+            target_success={_eps(p["eps"]): _number(p.get("target_success_rate"))
+                            for p in targeted.get("points") or []},
+            cam_drift=_number(summary.get("cam_drift")),
+        )
+
+
+def _eps(value: float) -> float:
+    return round(float(value), EPS_DIGITS)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One line of the diff table."""
+
+    metric: str  # clean_accuracy, robust_auc, accuracy, target_success_rate, cam_drift
+    eps: float | None
+    baseline: float | None
+    candidate: float | None
+    delta: float | None  # candidate − baseline, in `unit`
+    threshold: float | None
+    unit: str  # "pp" (values are percentages) or "drift"
+    direction: str  # "drop" or "rise": which way is worse
+    regressed: bool
+
+    def describe(self) -> str:
+        """"accuracy at ε=8/255 fell 18.6 pp (49.2 → 30.6; allowed 5 pp)"."""
+        where = f" at ε={self.eps * 255:g}/255" if self.eps is not None else ""
+        verb = "fell" if self.direction == DROP else "rose"
+        suffix = " pp" if self.unit == PP else ""
+        digits = _digits(self.unit)
+        return (f"{METRIC_NAMES.get(self.metric, self.metric)}{where} {verb} {abs(self.delta):.{digits}f}{suffix} "
+                f"({self.baseline:.{digits}f} → {self.candidate:.{digits}f}; allowed {self.threshold:g}{suffix})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _digits(unit: str) -> int:
+    return 1 if unit == PP else 3
+
+
+def _row(metric: str, eps: float | None, baseline: float | None, candidate: float | None,
+         threshold: float | None, unit: str, direction: str) -> MetricRow:
+    scale = 100.0 if unit == PP else 1.0
+    base = None if baseline is None else baseline * scale
+    cand = None if candidate is None else candidate * scale
+    delta = None if base is None or cand is None else cand - base
+    worse = None if delta is None else (-delta if direction == DROP else delta)
+    regressed = worse is not None and threshold is not None and worse > threshold + TOLERANCE
+    return MetricRow(metric, eps, base, cand, delta, threshold, unit, direction, regressed)
+
+
+def compare_metrics(baseline: Metrics, candidate: Metrics, thresholds: Thresholds) -> list[MetricRow]:
+    """Every compared metric: clean accuracy, robust AUC, accuracy per ε, target success per ε, CAM drift."""
+    t = thresholds
+    rows = [_row("clean_accuracy", None, baseline.clean_accuracy, candidate.clean_accuracy,
+                 t.clean_accuracy_drop_pp, PP, DROP),
+            _row("robust_auc", None, baseline.robust_auc, candidate.robust_auc, t.robust_auc_drop_pp, PP, DROP)]
+    for eps in sorted(baseline.accuracy.keys() | candidate.accuracy.keys()):
+        rows.append(_row("accuracy", eps, baseline.accuracy.get(eps), candidate.accuracy.get(eps),
+                         t.accuracy_drop_pp, PP, DROP))
+    for eps in sorted(baseline.target_success.keys() | candidate.target_success.keys()):
+        rows.append(_row("target_success_rate", eps, baseline.target_success.get(eps),
+                         candidate.target_success.get(eps), t.target_success_rise_pp, PP, RISE))
+    if baseline.cam_drift is not None or candidate.cam_drift is not None:
+        rows.append(_row("cam_drift", None, baseline.cam_drift, candidate.cam_drift, t.cam_drift_rise, DRIFT, RISE))
+    return rows
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """One evaluation job of an audit run (or the baseline's), as the verdict needs it."""
+
+    job_id: int
+    model_id: int
+    model_name: str
+    model_version: str
+    status: str
+    error: str | None = None
+    report: dict[str, Any] | None = None
+    run_id: int | None = None  # the audit run the job belongs to, if any
+
+    def label(self) -> str:
+        return f"job {self.job_id} ({self.model_name} {self.model_version})"
+
+    def summary(self) -> dict[str, Any]:
+        metrics = Metrics.from_report(self.report) if self.report else None
+        return {"job_id": self.job_id, "run_id": self.run_id, "model_id": self.model_id,
+                "model_name": self.model_name, "model_version": self.model_version,
+                "clean_accuracy": metrics.clean_accuracy if metrics else None,
+                "robust_auc": metrics.robust_auc if metrics else None}
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome of a run: verdict, a one-paragraph reason, and the diff table per candidate job."""
+
+    verdict: str
+    reason: str
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _usable(job: JobResult) -> bool:
+    return job.status == SUCCEEDED and job.report is not None
+
+
+def _eps_warnings(baseline: Metrics, candidate: Metrics) -> list[str]:
+    if baseline.accuracy.keys() == candidate.accuracy.keys():
+        return []
+    return ["the baseline and this run swept different ε values: robust AUC averages over each one's own ε "
+            "range, and an ε present on one side only is listed without a verdict"]
+
+
+def judge(pairs: Sequence[tuple[JobResult, JobResult | None]], thresholds: Thresholds,
+          errors: Sequence[str] = ()) -> Verdict:
+    """Decide a run: each (candidate job, its baseline job or None) pair is compared metric by metric.
+
+    error — `errors` were given, or a candidate or baseline job did not succeed (each is named);
+    regressed — some metric moved beyond its threshold; baseline — no candidate had a baseline;
+    passed — otherwise.
+    """
+    problems = list(errors)
+    comparisons = []
+    for candidate, baseline in pairs:
+        entry: dict[str, Any] = {"candidate": candidate.summary(),
+                                 "baseline": baseline.summary() if baseline else None,
+                                 "rows": [], "regressed": False, "warnings": []}
+        comparisons.append(entry)
+        if not _usable(candidate):
+            problems.append(f"{candidate.label()} {OUTCOME_WORDS.get(candidate.status, candidate.status)}"
+                            + (f": {candidate.error}" if candidate.error else ""))
+            continue
+        if baseline is None:
+            continue
+        if not _usable(baseline):
+            problems.append(f"baseline {baseline.label()} is {baseline.status}, not succeeded")
+            continue
+        base, cand = Metrics.from_report(baseline.report), Metrics.from_report(candidate.report)
+        rows = compare_metrics(base, cand, thresholds)
+        entry.update(rows=[row.to_dict() for row in rows], regressed=any(row.regressed for row in rows),
+                     warnings=_eps_warnings(base, cand))
+    if problems:
+        return Verdict(ERROR, "; ".join(problems), comparisons, problems)
+    regressed = [entry for entry in comparisons if entry["regressed"]]
+    if regressed:
+        count = sum(row["regressed"] for entry in regressed for row in entry["rows"])
+        lines = [f"{entry['candidate']['model_name']} {entry['candidate']['model_version']}: "
+                 + "; ".join(MetricRow(**row).describe() for row in entry["rows"] if row["regressed"])
+                 for entry in regressed]
+        return Verdict(REGRESSED, f"{count} metric(s) regressed — " + " | ".join(lines), comparisons)
+    compared = [entry for entry in comparisons if entry["baseline"] is not None]
+    if not compared:
+        return Verdict(BASELINE, "no earlier passing run to compare with: this run is the baseline of the "
+                                 "next ones", comparisons)
+    checked = sum(len(entry["rows"]) for entry in compared)
+    against = ", ".join(f"job {entry['baseline']['job_id']}" for entry in compared)
+    return Verdict(PASSED, f"all {checked} compared metrics within their thresholds (baseline {against})",
+                   comparisons)

@@ -1,0 +1,99 @@
+"""Celery tasks of regression audits: tick (beat), launch, finalize and webhook; thin wrappers by id."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from db import repositories as repo
+from db.models import Job
+from db.session import make_engine, make_session_factory, session_scope
+from db.settings import get_settings
+from services.audit_states import RUNNING
+from services.job_states import TERMINAL
+from worker.audit_runs import AuditContext, finalize_run, launch_run
+from worker.audit_tick import tick as run_tick
+from worker.celery_app import (
+    AUDIT_FINALIZE_TASK,
+    AUDIT_LAUNCH_TASK,
+    AUDIT_QUEUE,
+    AUDIT_TICK_TASK,
+    AUDIT_WEBHOOK_TASK,
+    DEFAULT_QUEUE,
+    EVALUATE_TASK,
+    app,
+)
+from worker.webhooks import WebhookSettings, attempt_delivery
+
+log = logging.getLogger(__name__)
+
+
+def _send_job(job: Job) -> None:
+    app.send_task(EVALUATE_TASK, args=[job.id], queue=job.queue or DEFAULT_QUEUE)
+
+
+def _send_webhook(run_id: int) -> None:
+    deliver_webhook.apply_async(args=[run_id], queue=AUDIT_QUEUE)
+
+
+@lru_cache(maxsize=1)
+def audit_context() -> AuditContext:
+    """One engine and session factory per worker process, and the real task senders."""
+    settings = get_settings()
+    sessions = make_session_factory(make_engine(settings.database_url))
+    return AuditContext(sessions=sessions, send_job=_send_job, send_webhook=_send_webhook,
+                        run_timeout_s=settings.audit_run_timeout_s)
+
+
+def webhook_settings() -> WebhookSettings:
+    settings = get_settings()
+    return WebhookSettings(max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,
+                           timeout_s=settings.webhook_timeout_s, public_url=settings.public_url)
+
+
+@app.task(name=AUDIT_TICK_TASK, ignore_result=True)
+def tick() -> dict:
+    """Record due scheduled runs, launch pending ones, finalize finished ones (see worker.audit_tick)."""
+    report = run_tick(audit_context())
+    if report.created or report.launched or report.finalized:
+        log.info("audit tick: created %s, launched %s, finalized %s", report.created, report.launched,
+                 report.finalized)
+    return vars(report)
+
+
+@app.task(name=AUDIT_LAUNCH_TASK, ignore_result=True)
+def launch(run_id: int) -> str | None:
+    """Create and enqueue the jobs of pending run `run_id` (no-op if the tick launched it first)."""
+    return launch_run(int(run_id), audit_context())
+
+
+@app.task(name=AUDIT_FINALIZE_TASK, ignore_result=True)
+def finalize(run_id: int) -> str | None:
+    """Write the verdict of run `run_id` once all its jobs ended (no-op before, and after the first time)."""
+    return finalize_run(int(run_id), audit_context())
+
+
+# max_retries=None: the attempt count is kept on the run and capped by settings.webhook_max_attempts.
+@app.task(name=AUDIT_WEBHOOK_TASK, bind=True, ignore_result=True, max_retries=None)
+def deliver_webhook(self, run_id: int) -> str | None:
+    """POST run `run_id`'s summary; retried with exponential backoff, then recorded as failed."""
+    attempt = attempt_delivery(int(run_id), audit_context().sessions, webhook_settings())
+    if attempt.retry_in_s is not None:
+        raise self.retry(countdown=attempt.retry_in_s)
+    return attempt.status
+
+
+def job_ended(job_id: int) -> None:
+    """Called by the evaluate task when job `job_id` stops: finalize its audit run once all its jobs ended."""
+    try:
+        with session_scope(audit_context().sessions) as session:
+            run = repo.audits.get_run_for_job(session=session, job_id=job_id)
+            if run is None or run.status != RUNNING:
+                return
+            jobs = repo.audits.list_run_jobs(session=session, run_ids=[run.id])
+            if any(job.status not in TERMINAL for _, job in jobs):
+                return
+            run_id = run.id
+        finalize.apply_async(args=[run_id], queue=AUDIT_QUEUE)
+    except Exception:  # never fail the evaluation for its audit; the next tick finalizes the run instead
+        log.warning("job %s: could not hand its audit run over for finalizing", job_id, exc_info=True)
