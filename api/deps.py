@@ -53,16 +53,28 @@ _bearer = HTTPBearer(auto_error=False, description="a token from `advaudit token
 
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
+# The dashboard keeps the token in this HttpOnly cookie, so the browser's own fetches authenticate too.
+TOKEN_COOKIE = "advaudit_token"
+
+
+def presented_token(request: Request, credentials: HTTPAuthorizationCredentials | None) -> str | None:
+    """The bearer header's token, else the dashboard cookie's; None when neither carries one."""
+    if credentials is not None and credentials.credentials.strip():
+        return credentials.credentials.strip()
+    cookie = request.cookies.get(TOKEN_COOKIE, "").strip()
+    return cookie or None
+
 
 def require_token(request: Request, session: SessionDep, credentials: BearerDep) -> ApiToken | None:
     """The caller's token when auth is on (401 without a valid one); None when auth is off."""
     if not request.app.state.auth_required:
         return None
-    if credentials is None or not credentials.credentials.strip():
+    plaintext = presented_token(request, credentials)
+    if plaintext is None:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' "
                            "(create a token with `advaudit token create NAME`)",
                            headers={"WWW-Authenticate": "Bearer"})
-    token = repo.tokens.verify(session=session, plaintext=credentials.credentials.strip())
+    token = repo.tokens.verify(session=session, plaintext=plaintext)
     if token is None:
         raise Unauthorized("invalid or revoked bearer token",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})

@@ -15,10 +15,11 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, Depends, FastAPI
 from starlette.concurrency import run_in_threadpool
 
+from api import dashboard
 from api.broker import Broker, CeleryBroker
 from api.deps import require_token
 from api.errors import install_error_handlers
-from api.routers import compare, datasets, health, jobs, models
+from api.routers import audits, compare, datasets, health, jobs, models
 from api.schemas import Problem
 from api.services.datasets import ensure_builtin_datasets
 from api.services.storage import discard_stale_uploads, upload_dir
@@ -100,6 +101,8 @@ def create_app(settings: Settings | None = None, *, enqueue: Callable[[Job], Non
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
     for router in (models.router, datasets.router, jobs.router, compare.router):
         api.include_router(router, dependencies=[Depends(require_token)])
+    api.include_router(audits.router, dependencies=[Depends(require_token)])
     api.include_router(health.router)
     app.include_router(api)
+    dashboard.install(app)
     return app

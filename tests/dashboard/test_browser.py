@@ -1,0 +1,193 @@
+"""The dashboard in headless chromium against `advaudit serve`: load, read, submit, watch, compare, 404."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.api.helpers import demo_safetensors
+from tests.dashboard.browser import (
+    PageWatch,
+    launch,
+    running_server,
+    screenshot,
+    sync_playwright,
+    wait_for_jobs,
+)
+
+DEMO_MODELS = ("gap-cnn", "dilated-cnn")  # a CAM head and a Grad-CAM net with dilated convolutions
+JOB_CONFIG = {"eps": [0, "2/255", "8/255"], "targeted": "next", "limit": 48, "batch_size": 48, "device": "cpu",
+              "cam_samples": 4, "triptychs": 2}
+VIEWPORT = {"width": 1366, "height": 800}  # a laptop screen
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The service with two demo models (as weights, so the CAM audit can hook them) evaluated on digits."""
+    with running_server(tmp_path_factory.mktemp("dashboard")) as server:
+        digits = server.api.get("/datasets", params={"name": "digits"}).json()["data"][0]
+        models, jobs = [], []
+        for name in DEMO_MODELS:
+            response = server.api.post("/models", data={"name": name, "arch": name, "num_classes": "10",
+                                                        "dataset_id": str(digits["id"])},
+                                       files={"file": (f"{name}.safetensors", demo_safetensors(name))})
+            assert response.status_code == 201, response.text
+            models.append(response.json())
+            job = server.api.post("/jobs", json={"model_id": models[-1]["id"], "dataset_id": digits["id"],
+                                                 "config": JOB_CONFIG})
+            assert job.status_code == 201, job.text
+            jobs.append(job.json())
+        wait_for_jobs(server.api, [job["id"] for job in jobs], server.data_dir)
+        server.models, server.jobs, server.digits = models, jobs, digits
+        yield server
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright()() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def signed_in(browser, server):
+    """A browser context that signed in once through the login page the dashboard redirected it to."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    watch = PageWatch(page)
+    page.goto(f"{server.url}/jobs/{server.jobs[0]['id']}")
+    assert page.url.startswith(f"{server.url}/login?next=")
+    screenshot(page, "login")
+    page.fill("#token", server.token)
+    page.click("#sign-in")
+    page.wait_for_url(f"{server.url}/jobs/{server.jobs[0]['id']}")
+    cookie = next(c for c in context.cookies() if c["name"] == "advaudit_token")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    watch.assert_clean("sign-in")
+    page.close()
+    yield context
+    context.close()
+
+
+def open_clean(context, url: str, name: str):
+    """Open `url`, wait until the network is quiet, check it stayed clean, and keep a screenshot."""
+    page = context.new_page()
+    watch = PageWatch(page)
+    response = page.goto(url, wait_until="networkidle")
+    assert response.status == 200, f"{url}: HTTP {response.status}"
+    watch.assert_clean(url)
+    screenshot(page, name)
+    return page
+
+
+def plot_traces(page, element_id: str) -> list[dict]:
+    """Name and point count of every trace Plotly drew into the element."""
+    return page.evaluate("""id => (document.getElementById(id).data || []).map(
+        trace => ({name: trace.name || "", points: (trace.y || []).length}))""", element_id)
+
+
+def test_every_page_loads_without_errors(signed_in, server):
+    first, second = (job["id"] for job in server.jobs)
+    pages = {"overview": "/", "job": f"/jobs/{first}", "model-gap-cnn": f"/models/{server.models[0]['id']}",
+             "model-dilated-cnn": f"/models/{server.models[1]['id']}", "new-evaluation": "/evaluations/new",
+             "compare-chooser": "/compare", "compare-jobs": f"/compare?job_ids={first},{second}"}
+    for name, path in pages.items():
+        page = open_clean(signed_in, server.url + path, name)
+        titles = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(plot => [
+            plot.id, plot.layout.xaxis.title.text || '', plot.layout.yaxis.title.text || ''])""")
+        for plot_id, x_title, y_title in titles:
+            assert x_title and y_title, f"{name}: chart {plot_id} lacks an axis title"
+        page.close()
+
+
+def test_report_page_draws_one_curve_per_attack(signed_in, server):
+    page = open_clean(signed_in, f"{server.url}/jobs/{server.jobs[0]['id']}", "job-report")
+    curves = plot_traces(page, "accuracy-curve")
+    assert [trace["name"] for trace in curves] == ["FGSM", "targeted FGSM (next)"]
+    assert all(trace["points"] == len(JOB_CONFIG["eps"]) for trace in curves)
+    assert len(plot_traces(page, "success-curve")) == 2
+    assert plot_traces(page, "min-eps-histogram")[0]["points"] == len(JOB_CONFIG["eps"]) + 1  # + never fooled
+    assert len(plot_traces(page, "per-class-heatmap")) == 1
+    assert page.locator("#headline .tile").count() >= 1 + len(JOB_CONFIG["eps"])
+    cards = page.locator("#cam-cards .cam-card")
+    assert cards.count() == JOB_CONFIG["cam_samples"]
+    loaded = page.evaluate("() => [...document.querySelectorAll('#report img')].length + "
+                           "[...document.querySelectorAll('#cam-gallery img, #triptychs img')]"
+                           ".filter(img => img.complete && img.naturalWidth > 0).length")
+    assert loaded == 2 * JOB_CONFIG["cam_samples"] + JOB_CONFIG["triptychs"]
+    similarity = [float(value) for value in cards.evaluate_all("cards => cards.map(c => c.dataset.similarity)")]
+    assert similarity == sorted(similarity)  # most drift (lowest correlation) first
+    page.select_option("#cam-sort", "index")
+    indices = [int(value) for value in cards.evaluate_all("cards => cards.map(c => c.dataset.index)")]
+    assert indices == sorted(indices)
+    report = page.request.get(f"{server.url}/api/v1/jobs/{server.jobs[0]['id']}/report")
+    assert report.ok and report.json()["schema_version"] == 1  # the download link works with the cookie
+
+
+def test_submit_an_evaluation_and_watch_it_finish_without_reloading(signed_in, server):
+    page = signed_in.new_page()
+    watch = PageWatch(page)
+    page.goto(f"{server.url}/evaluations/new", wait_until="networkidle")
+    page.select_option("#model_id", str(server.models[1]["id"]))
+    page.wait_for_selector("#cam option[value='features.7']", state="attached")  # the model's conv layers
+    page.fill("#eps", "0,4/255,16/255")
+    page.fill("#limit", "40")
+    page.fill("#cam_samples", "2")
+    page.select_option("#device", "cpu")
+    page.click("#submit-evaluation")
+    page.wait_for_url(f"{server.url}/jobs/*")
+    screenshot(page, "job-live")
+    page.evaluate("() => { window.notReloaded = true; }")
+    status = page.locator("#job-live [data-role=status]")
+    page.wait_for_function("() => document.querySelector('#job-live').dataset.status === 'succeeded'",
+                           timeout=120_000)
+    assert status.inner_text() == "succeeded"
+    page.wait_for_selector("#accuracy-curve .main-svg")
+    assert page.evaluate("() => window.notReloaded === true"), "the page reloaded"
+    assert [trace["name"] for trace in plot_traces(page, "accuracy-curve")] == ["FGSM"]  # no targeted attack
+    assert page.locator("#cancel-job").is_hidden() and page.locator("#rerun-job").is_visible()
+    page.wait_for_load_state("networkidle")
+    watch.assert_clean("live job page")
+    screenshot(page, "job-finished-live")
+    page.close()
+
+
+def test_compare_two_demo_models(signed_in, server):
+    page = open_clean(signed_in, f"{server.url}/compare", "compare-empty")
+    page.select_option("#compare-dataset", str(server.digits["id"]))
+    for model in server.models:
+        page.check(f"#compare-models input[name=model_ids][value='{model['id']}']")
+    page.click("#compare-models button[type=submit]")
+    page.wait_for_selector("#compare-curve .main-svg")
+    page.wait_for_load_state("networkidle")
+    curves = plot_traces(page, "compare-curve")
+    eps_columns = page.locator("#leaderboard thead th[title^='ε =']").count()
+    assert len(curves) == 2 and all(trace["points"] == eps_columns >= 3 for trace in curves)
+    assert {trace["name"].split()[0] for trace in curves} == set(DEMO_MODELS)
+    assert page.locator("#leaderboard tbody tr").count() == 2
+    assert plot_traces(page, "compare-scatter")[0]["points"] == 2
+    screenshot(page, "compare")
+    page.close()
+
+
+def test_unknown_ids_get_a_404_page(signed_in, server):
+    page = signed_in.new_page()
+    for path, message in (("/jobs/999999", "Job 999999 does not exist"), ("/models/abc", "does not exist"),
+                          ("/no/such/page", "There is no page at /no/such/page")):
+        response = page.goto(server.url + path)
+        assert response.status == 404 and message in page.inner_text("#error-detail")
+    screenshot(page, "not-found")
+    page.close()
+
+
+def test_a_wrong_token_is_explained(browser, server):
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.goto(f"{server.url}/")
+    page.fill("#token", "not-a-token")
+    page.click("#sign-in")
+    assert "invalid or was revoked" in page.inner_text("#login-error")
+    assert not any(cookie["name"] == "advaudit_token" for cookie in context.cookies())
+    context.close()
