@@ -214,6 +214,8 @@ class Report:
                 adversarial=c.adversarial.astype(np.float32), clean_class=c.clean_class,
                 adversarial_class=c.adversarial_class, labels=c.labels, similarity=c.similarity,
                 top20_iou=c.top20_iou, confidence_drop=c.confidence_drop,
+                # the inputs each map belongs to, so a viewer can draw the maps over them
+                images=c.images.astype(np.float32), adversarial_images=c.adversarial_images.astype(np.float32),
             )
             plots.cam_gallery(c, self.class_name, out / "cam_gallery.png")
         for i, triptych in enumerate(self.triptychs):

@@ -84,6 +84,10 @@ def test_report_document_and_files(digits, tmp_path):
 
     adversarial = np.load(tmp_path / "adversarial.npz")
     clean = adversarial["clean"]
+    # the CAM samples' own inputs: the clean images and the attacked ones at cam_eps
+    assert cams["images"].shape == cams["adversarial_images"].shape == (6, 1, 32, 32)
+    np.testing.assert_array_equal(cams["images"], clean[cams["indices"]])
+    assert np.abs(cams["adversarial_images"] - cams["images"]).max() <= document["gradcam"]["eps"] + 1e-7
     assert clean.dtype == np.float32 and clean.shape == (48, 1, 32, 32)
     for j, e in enumerate(EPS):
         delta = np.abs(adversarial[f"fgsm_{j}"] - clean).max()
