@@ -70,12 +70,17 @@ def beat_schedule_file(data_dir: Path) -> Path:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from api.broker import DEFAULT_QUEUE, GPU_QUEUE
     from api.main import create_app
+    from db import embedded_broker
     from db.settings import get_settings
 
     _use_data_dir(args.data_dir)
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if embedded_broker.is_embedded(settings.broker_url):
+        # before the worker and its beat start writing to it
+        embedded_broker.prepare(settings.broker_url, (DEFAULT_QUEUE, GPU_QUEUE))
     app = create_app(settings, listen_host=args.host)
     worker = None
     if not args.no_worker:

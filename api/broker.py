@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from celery import Celery
 
+from db import embedded_broker
 from db.models import Job
 
 EVALUATE_TASK_NAME = "advaudit.evaluate"
@@ -44,6 +45,8 @@ class CeleryBroker:
         self.app = Celery("advaudit-api", broker=broker_url, set_as_current=False)
         self.app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT_S, task_default_queue=DEFAULT_QUEUE,
                              broker_connection_retry_on_startup=False)
+        if embedded_broker.is_embedded(broker_url):
+            self.app.conf.broker_transport_options = embedded_broker.transport_options()
 
     def send(self, job: Job) -> None:
         """Enqueue job `job.id` (the id only: the worker re-reads the row)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_init
 
+from db import embedded_broker
 from db.settings import Settings, get_settings
 
 EVALUATE_TASK = "advaudit.evaluate"
@@ -20,9 +21,11 @@ REDIS_SCHEMES = ("redis", "rediss", "sentinel")
 
 
 def broker_transport_options(settings: Settings) -> dict:
-    """Redelivery settings for a Redis broker; none for the others."""
+    """Redelivery settings for a Redis broker, lock waits for the embedded SQLite one; none for the others."""
     # Not for the embedded SQLite broker: kombu's SQLAlchemy transport hands every transport option to
     # create_engine, which rejects unknown ones, so no task could be sent or received.
+    if embedded_broker.is_embedded(settings.broker_url):
+        return embedded_broker.transport_options()
     if settings.broker_url.split(":", 1)[0] not in REDIS_SCHEMES:
         return {}
     # Redis redelivers an unacknowledged task after the visibility timeout; a worker that is still alive

@@ -31,8 +31,10 @@ def test_redis_redelivers_within_the_visibility_timeout():
     assert Settings().visibility_timeout_s > Settings().job_lease_s  # a live job keeps its worker
 
 
-def test_other_brokers_get_no_redis_options(tmp_path):
-    assert broker_transport_options(Settings(data_dir=tmp_path)) == {}  # sqla+sqlite, the embedded broker
+def test_the_embedded_broker_waits_for_a_busy_database_instead_of_redis_options(tmp_path):
+    options = broker_transport_options(Settings(data_dir=tmp_path))  # sqla+sqlite, the embedded broker
+    assert options == {"connect_args": {"timeout": 30.0}}
+    assert broker_transport_options(Settings(broker_url="amqp://guest@127.0.0.1//")) == {}
 
 
 def test_the_app_acknowledges_late_and_prefetches_one(settings_env, monkeypatch):
