@@ -285,3 +285,11 @@ class RedisServer:
             return client.llen(queue)
         finally:
             client.close()
+
+    def unacknowledged(self) -> int:
+        """Messages a worker has taken but not acknowledged yet (kombu keeps them in the "unacked" hash)."""
+        client = redis.Redis(port=self.port)
+        try:
+            return client.hlen("unacked")
+        finally:
+            client.close()

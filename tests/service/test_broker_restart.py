@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.service.conftest import open_env, register_inputs
-from tests.service.harness import RedisServer, ServiceEnv, unavailable
+from tests.service.harness import RedisServer, ServiceEnv, unavailable, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -44,6 +44,9 @@ def test_jobs_queued_across_a_redis_restart_all_run(service, private_redis):
     inputs = register_inputs(service)
     worker = service.start_worker("before").wait_ready()
     assert service.wait_finished(service.submit(inputs["model"], inputs["digits"], TINY), 60).status == "succeeded"
+    # The task acknowledges after the job's row says succeeded (it still checks for an audit run then):
+    # stopped before that, the worker would hand its message back and the queue would hold one more.
+    wait_for(lambda: private_redis.unacknowledged() == 0, 30, "the finished task's acknowledgement")
     worker.kill(signal.SIGTERM)  # warm shutdown: nothing is running, nothing is left unacknowledged
 
     job_ids = [service.submit(inputs["model"], inputs["digits"], TINY) for _ in range(QUEUED_JOBS)]
