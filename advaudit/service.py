@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 from advaudit.console import console
+from advaudit.supervisor import SupervisedWorker
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker.tasks"]
 
@@ -84,22 +84,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     app = create_app(settings, listen_host=args.host)
     worker = None
     if not args.no_worker:
-        # The embedded worker is a child process: a model that crashes it cannot take the API down.
-        log = open(settings.data_dir / "worker.log", "ab")  # noqa: SIM115 (closed after the worker exits)
-        # It embeds beat too, so scheduled audits run with nothing else installed.
+        # A child process, restarted if it dies: a model that crashes it cannot take the API down. It embeds
+        # beat too, so scheduled audits and the requeue of a dead worker's jobs need nothing else installed.
         command = _worker_command("evaluations,gpu", 1, pool="solo",
                                   beat_schedule=beat_schedule_file(settings.data_dir))
-        worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        worker = SupervisedWorker(command, settings.data_dir / "worker.log", env=os.environ.copy())
+        worker.start()
     console.print(f"advaudit serving on http://{args.host}:{args.port}  (API docs: /docs, data: {settings.data_dir})")
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
         if worker is not None:
-            worker.terminate()
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+            worker.stop()
     return 0
 
 

@@ -9,6 +9,7 @@ from db import embedded_broker
 from db.settings import Settings, get_settings
 
 EVALUATE_TASK = "advaudit.evaluate"
+REQUEUE_TASK = "advaudit.jobs.requeue_abandoned"
 DEFAULT_QUEUE = "evaluations"
 GPU_QUEUE = "gpu"
 AUDIT_TICK_TASK = "advaudit.audits.tick"
@@ -47,10 +48,13 @@ def queue_for(device: str) -> str:
 
 
 def beat_schedule(settings: Settings) -> dict:
-    """One fixed periodic task: the audit tick reads every audit from the database, so changes need no restart."""
+    """Periodic tasks that read the database: the audit tick, and the sweep that requeues a dead worker's jobs."""
     # A tick that waited longer than one period is dropped: the next one does the same work.
+    every_s = max(settings.job_lease_s / 2, 1.0)  # a dead worker's job waits at most 1.5 leases
     return {"audit-tick": {"task": AUDIT_TICK_TASK, "schedule": settings.audit_tick_s,
-                           "options": {"queue": AUDIT_QUEUE, "expires": settings.audit_tick_s}}}
+                           "options": {"queue": AUDIT_QUEUE, "expires": settings.audit_tick_s}},
+            "requeue-abandoned-jobs": {"task": REQUEUE_TASK, "schedule": every_s,
+                                       "options": {"queue": DEFAULT_QUEUE, "expires": every_s}}}
 
 
 def make_celery() -> Celery:

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -30,7 +30,7 @@ from services.checkpoints import LoadedModel, load_model
 from services.datasets import load_dataset
 from services.errors import AdvauditError, EvaluationCancelled
 from services.evaluation import evaluate, resolve_device
-from services.job_states import CANCELLED, FAILED, RUNNING, SUCCEEDED, InvalidTransition
+from services.job_states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, InvalidTransition
 from services.specs import EvaluationConfig
 
 log = logging.getLogger(__name__)
@@ -254,3 +254,28 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
     except Exception as error:  # a model's own code can raise anything: the job fails with its message
         log.exception("job %s failed", job_id)
         return _finish(context, job_id, attempt, FAILED, error=f"{type(error).__name__}: {error}")
+
+
+def requeue_abandoned(context: WorkerContext, send: Callable[[int, str | None], None]) -> list[int]:
+    """Queue again the running jobs whose heartbeat is older than the lease (their worker died); their ids.
+
+    Redis hands an unacknowledged task back by itself after the visibility timeout; the embedded SQLite
+    broker never does, so without this sweep a job whose worker was killed would stay "running" forever.
+    A duplicate message is harmless: only one claim of each attempt wins.
+    """
+    if not context.lease_s:
+        return []
+    cutoff = utcnow() - timedelta(seconds=context.lease_s)
+    requeued: list[tuple[int, str | None]] = []
+    with session_scope(context.sessions) as session:
+        for job in repo.jobs.list_abandoned(session=session, heartbeat_before=cutoff):
+            try:  # fenced by the attempt it was seen with: a worker that just came back keeps its job
+                repo.jobs.transition(session=session, job=job, new_status=QUEUED, attempt=job.attempts,
+                                     worker_host=None)
+            except (StaleJob, InvalidTransition):
+                continue
+            requeued.append((job.id, job.queue))
+    for job_id, queue in requeued:  # after the commit: a worker must find the row queued
+        log.warning("job %s: its worker stopped sending heartbeats; queued again", job_id)
+        send(job_id, queue)
+    return [job_id for job_id, _ in requeued]

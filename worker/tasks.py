@@ -10,8 +10,8 @@ from db.session import make_engine, make_session_factory
 from db.settings import get_settings
 from db.storage import LocalArtifactStore
 from worker.audits import job_ended
-from worker.celery_app import EVALUATE_TASK, app
-from worker.runner import JobLeased, WorkerContext, run_job
+from worker.celery_app import DEFAULT_QUEUE, EVALUATE_TASK, REQUEUE_TASK, app
+from worker.runner import JobLeased, WorkerContext, requeue_abandoned, run_job
 
 
 @lru_cache(maxsize=1)
@@ -37,3 +37,10 @@ def evaluate(self, job_id: int) -> str | None:
     # Also when this call ran nothing (e.g. the job was cancelled while queued): the job may have ended.
     job_ended(int(job_id))
     return status
+
+
+@app.task(name=REQUEUE_TASK, ignore_result=True)
+def requeue_abandoned_jobs() -> list[int]:
+    """Sent by beat: queue again the jobs whose worker stopped sending heartbeats."""
+    return requeue_abandoned(worker_context(), send=lambda job_id, queue: evaluate.apply_async(
+        args=[job_id], queue=queue or DEFAULT_QUEUE))

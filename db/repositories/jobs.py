@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, select
@@ -81,6 +81,12 @@ def delete(*, session: Session, job: Job) -> None:
     """Delete a job with its sweep points, CAM audit and artifact rows (the stored files stay)."""
     session.delete(job)
     session.flush()
+
+
+def list_abandoned(*, session: Session, heartbeat_before: datetime, limit: int = DEFAULT_LIMIT) -> Sequence[Job]:
+    """Running jobs whose last heartbeat is older than `heartbeat_before`: their worker is gone."""
+    statement = select(Job).where(Job.status == RUNNING, Job.heartbeat_at < heartbeat_before)
+    return session.scalars(statement.order_by(Job.id).limit(limit)).all()
 
 
 def _current(session: Session, job_id: int):
