@@ -22,7 +22,7 @@ def test_compose_file_is_valid_and_complete():
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     rendered = result.stdout
-    for service in ("api:", "worker:", "beat:", "redis:", "postgres:"):
+    for service in ("api:", "worker:", "worker-cpu:", "beat:", "redis:", "postgres:"):
         assert f"\n  {service}" in rendered, service
     assert "capabilities:" in rendered and "gpu" in rendered  # the worker's GPU reservation
     for volume in ("postgres-data", "artifacts"):
