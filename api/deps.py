@@ -10,7 +10,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from api.broker import Broker
-from api.errors import NotFound, Unauthorized
+from api.errors import Forbidden, NotFound, Unauthorized
+from api.origin import SAFE_METHODS, is_cross_site
 from api.schemas import MAX_ID
 from db import repositories as repo
 from db.models import ApiToken, DatasetRecord, Job, ModelRecord
@@ -82,6 +83,13 @@ def require_token(request: Request, session: SessionDep, credentials: BearerDep)
 
 
 AuthDep = Annotated[ApiToken | None, Depends(require_token)]
+
+
+def refuse_cross_site(request: Request) -> None:
+    """403 for a state-changing request from a page of another site (CSRF via the cookie, or with auth off)."""
+    if request.method not in SAFE_METHODS and is_cross_site(request):
+        raise Forbidden("cross-site request refused: this API changes state only for requests from the "
+                        "dashboard's own pages or from clients that are not browsers (curl, the CLI)")
 
 
 def get_model(session: SessionDep, model_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> ModelRecord:

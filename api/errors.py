@@ -41,6 +41,10 @@ class Unauthorized(ApiError):
     status = HTTPStatus.UNAUTHORIZED
 
 
+class Forbidden(ApiError):
+    status = HTTPStatus.FORBIDDEN
+
+
 class NotFound(ApiError):
     status = HTTPStatus.NOT_FOUND
 

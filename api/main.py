@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import dashboard
 from api.broker import Broker, CeleryBroker
-from api.deps import require_token
+from api.deps import refuse_cross_site, require_token
 from api.errors import install_error_handlers
 from api.routers import audits, compare, datasets, health, jobs, models
 from api.schemas import Problem
@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, *, enqueue: Callable[[Job], Non
     app.state.auth_required = auth_required(settings.auth, listen_host)
     install_error_handlers(app)
 
-    api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(refuse_cross_site)])
     for router in (models.router, datasets.router, jobs.router, compare.router):
         api.include_router(router, dependencies=[Depends(require_token)])
     api.include_router(audits.router, dependencies=[Depends(require_token)])

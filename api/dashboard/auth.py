@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from http import HTTPStatus
 from typing import Annotated
-from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
 from starlette.responses import RedirectResponse, Response
@@ -12,6 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from api.dashboard.errors import LoginRequired, PageError
 from api.dashboard.templating import render
 from api.deps import TOKEN_COOKIE, SessionDep, presented_token
+from api.origin import is_cross_site
 from db import repositories as repo
 
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
@@ -39,12 +39,7 @@ def require_fragment_token(request: Request, session: SessionDep) -> None:
 
 def same_origin(request: Request) -> None:
     """Form posts must come from our own pages: a cross-site form cannot submit jobs or sign people in."""
-    origin = request.headers.get("origin")
-    fetch_site = request.headers.get("sec-fetch-site")
-    if origin is not None and origin != "null":
-        if urlsplit(origin).netloc != request.headers.get("host", ""):
-            raise PageError(HTTPStatus.FORBIDDEN, "This form was posted from another site and was refused.")
-    elif fetch_site not in (None, "same-origin", "none"):
+    if is_cross_site(request):
         raise PageError(HTTPStatus.FORBIDDEN, "This form was posted from another site and was refused.")
 
 
