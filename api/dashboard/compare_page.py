@@ -15,6 +15,7 @@ from api.errors import ApiError, Unprocessable
 from api.schemas import MAX_ID, CompareRead
 from api.services import compare as compare_service
 from api.services import dashboard as views
+from api.services import is_decimal
 
 router = APIRouter(include_in_schema=False)
 
@@ -54,6 +55,6 @@ def compare_page(request: Request, session: SessionDep) -> Response:
 
 
 def _dataset_id(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+    if not is_decimal(text) or not 1 <= int(text) <= MAX_ID:
         raise Unprocessable(f"dataset {text!r} does not exist; pick one from the list")
     return int(text)

@@ -12,7 +12,7 @@ from api.dashboard.errors import page_not_found
 from api.dashboard.templating import render
 from api.deps import SessionDep, SettingsDep, StoreDep
 from api.schemas import MAX_ID
-from api.services import cam_images
+from api.services import cam_images, is_decimal
 from api.services import dashboard as views
 from db import repositories as repo
 from db.models import Job, ModelRecord
@@ -23,7 +23,7 @@ router = APIRouter(include_in_schema=False)
 
 def _record_id(text: str, what: str) -> int:
     """A path id; text that cannot be an id names a record that does not exist (404, not 422)."""
-    if not text.isdigit() or not 1 <= int(text) <= MAX_ID:
+    if not is_decimal(text) or not 1 <= int(text) <= MAX_ID:
         raise page_not_found(f"{what} {text!r}")
     return int(text)
 
@@ -80,7 +80,7 @@ def job_report_section(request: Request, session: SessionDep, store: StoreDep, j
 def cam_image(session: SessionDep, store: StoreDep, job: PageJob, position: str, view: str) -> Response:
     """One map of the CAM gallery; immutable once rendered, so the browser may keep it."""
     png = cam_images.cam_png(session=session, store=store, job=job,
-                             position=int(position) if position.isdigit() else -1, view=view)
+                             position=int(position) if is_decimal(position) else -1, view=view)
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, NotFound, Unprocessable
+from api.services import is_decimal
 from db import repositories as repo
 from db.models import DatasetRecord, Job
 from services.job_states import SUCCEEDED
@@ -20,7 +21,7 @@ def parse_ids(text: str | None, what: str) -> list[int] | None:
     if text is None or not text.strip():
         return None
     parts = [part.strip() for part in text.split(",") if part.strip()]
-    if not all(part.isdigit() and 0 < int(part) < 2**31 for part in parts):
+    if not all(is_decimal(part) and 0 < int(part) < 2**31 for part in parts):
         raise Unprocessable(f"{what} must be comma-separated positive integers such as 1,2,3, got {text!r}")
     ids = list(dict.fromkeys(int(part) for part in parts))
     if len(ids) > MAX_JOBS:

@@ -26,6 +26,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.concurrency import run_in_threadpool
 
 from api.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
+from api.services import is_decimal
 
 FILE_FIELD = "file"
 FIELD_LIMIT_BYTES = 64 * 1024  # one form field (names, shapes, mean/std lists)
@@ -164,7 +165,7 @@ async def _consume(request: Request, receiver: _Receiver, max_bytes: int) -> Non
         raise UnsupportedMediaType("send the upload as multipart/form-data with the file in the 'file' field")
     limit = max_bytes + FORM_OVERHEAD_BYTES
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if is_decimal(declared) and int(declared) > limit:
         raise too_large(max_bytes)  # refused before a byte of the body is read
     parser = MultipartParser(params[b"boundary"], receiver.callbacks())
     received = 0
@@ -222,7 +223,7 @@ def parse_shape(text: str) -> list[int]:
     """"3,32,32" → [3, 32, 32] (422 unless three positive integers)."""
     parts = [part.strip() for part in text.split(",")]
     limits = (MAX_CHANNELS, MAX_SIDE, MAX_SIDE)
-    within = len(parts) == 3 and all(part.isdigit() and 0 < int(part) <= top
+    within = len(parts) == 3 and all(is_decimal(part) and 0 < int(part) <= top
                                      for part, top in zip(parts, limits, strict=True))
     if not within:
         raise Unprocessable(f"input_shape must be three positive integers C,H,W such as 3,32,32 "
