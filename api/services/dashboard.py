@@ -20,7 +20,6 @@ from services.job_states import ACTIVE, SUCCEEDED
 RECENT_JOBS = 25
 CHOOSABLE_JOBS = 100
 MAX_VERSIONS = 50
-JOBS_PER_VERSION = 200  # newest first: enough to find each dataset's latest succeeded job
 TRIPTYCH = re.compile(r"triptych_(\d+)\.png")
 
 
@@ -86,17 +85,11 @@ def model_jobs(*, session: Session, model: ModelRecord, limit: int = RECENT_JOBS
 
 def version_history(*, session: Session, model: ModelRecord) -> list[VersionResult]:
     """For every version of the model's name (oldest first), its latest succeeded job on each dataset."""
-    versions = sorted(repo.models.list(session=session, name=model.name, limit=MAX_VERSIONS),
-                      key=lambda record: record.id)
-    results = []
-    for version in versions:
-        seen: set[int] = set()
-        for job in repo.jobs.list(session=session, model_id=version.id, status=SUCCEEDED,
-                                  limit=JOBS_PER_VERSION):
-            if job.dataset_id not in seen and job.report is not None:
-                seen.add(job.dataset_id)
-                results.append(VersionResult(model=version, dataset=job.dataset, job=job))
-    return results
+    versions = {record.id: record for record in repo.models.list(session=session, name=model.name,
+                                                                 limit=MAX_VERSIONS)}
+    jobs = repo.jobs.latest_succeeded(session=session, model_ids=versions)
+    return [VersionResult(model=versions[job.model_id], dataset=job.dataset, job=job)
+            for job in sorted(jobs, key=lambda job: (job.model_id, job.id)) if job.report is not None]
 
 
 def artifacts(*, session: Session, job: Job) -> list[Artifact]:

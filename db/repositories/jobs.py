@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy import update as sql_update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from db.base import utcnow
 from db.errors import StaleJob
@@ -81,6 +81,14 @@ def delete(*, session: Session, job: Job) -> None:
     """Delete a job with its sweep points, CAM audit and artifact rows (the stored files stay)."""
     session.delete(job)
     session.flush()
+
+
+def latest_succeeded(*, session: Session, model_ids: Iterable[int]) -> Sequence[Job]:
+    """The newest succeeded job of each (model, dataset) pair among `model_ids`, with their datasets."""
+    newest = (select(func.max(Job.id)).where(Job.model_id.in_([*model_ids]), Job.status == SUCCEEDED)
+              .group_by(Job.model_id, Job.dataset_id))
+    statement = select(Job).where(Job.id.in_(newest)).options(selectinload(Job.dataset)).order_by(Job.id)
+    return session.scalars(statement).all()
 
 
 def list_abandoned(*, session: Session, heartbeat_before: datetime, limit: int = DEFAULT_LIMIT) -> Sequence[Job]:

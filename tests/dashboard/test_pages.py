@@ -144,3 +144,21 @@ def test_plotly_and_static_files_are_served_by_us(client, finished):
         assert client.get(f"/static/{name}").status_code == 200, name
     page = client.get(f"/jobs/{finished['id']}").text
     assert not re.search(r'(src|href)="(https?:)?//', page), "pages must not load anything from elsewhere"
+
+
+def test_robustness_over_versions_takes_each_versions_latest_job_per_dataset(client, app, npz_dataset):
+    first = helpers.upload_model(client, "net", helpers.demo_bytes("gap-cnn"), "net.pt",
+                                 dataset_id=npz_dataset["id"]).json()
+    older = finish_job(client, app, first, npz_dataset, cam="none")
+    newer = finish_job(client, app, first, npz_dataset, cam="none", eps=[0, "8/255"])  # supersedes `older`
+    second = helpers.upload_model(client, "net", helpers.demo_bytes("gap-cnn-fragile"), "net2.pt",
+                                  dataset_id=npz_dataset["id"]).json()
+    latest = finish_job(client, app, second, npz_dataset, cam="none")
+    page = client.get(f"/models/{second['id']}")
+    versions = embedded(page.text, "versions-data")
+    assert [(row["version"], row["job_id"]) for row in versions] == [("v1", newer["id"]), ("v2", latest["id"])]
+    assert older["id"] not in {row["job_id"] for row in versions}
+    for row, job in zip(versions, (newer, latest), strict=True):
+        summary = client.get(f"{API}/jobs/{job['id']}/report").json()["summary"]
+        assert row["robust_auc"] == summary["robust_auc"]
+        assert row["clean_accuracy"] == client.get(f"{API}/jobs/{job['id']}/report").json()["clean"]["accuracy"]
