@@ -24,6 +24,11 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 START_TIMEOUT_S = 90
+DEMO_MODELS = ("gap-cnn", "dilated-cnn")  # a CAM head and a Grad-CAM net with dilated convolutions
+JOB_CONFIG = {"eps": [0, "2/255", "8/255"], "targeted": "next", "limit": 48, "batch_size": 48, "device": "cpu",
+              "cam_samples": 4, "triptychs": 2}
+VIEWPORT = {"width": 1366, "height": 800}  # a laptop screen
+TIMEOUT_MS = 15_000
 
 
 def sync_playwright():

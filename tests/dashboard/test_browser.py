@@ -2,73 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
+from tests.dashboard.browser import DEMO_MODELS, JOB_CONFIG, VIEWPORT, PageWatch, screenshot
 
-from tests.api.helpers import demo_safetensors
-from tests.dashboard.browser import (
-    PageWatch,
-    launch,
-    running_server,
-    screenshot,
-    sync_playwright,
-    wait_for_jobs,
-)
-
-DEMO_MODELS = ("gap-cnn", "dilated-cnn")  # a CAM head and a Grad-CAM net with dilated convolutions
-JOB_CONFIG = {"eps": [0, "2/255", "8/255"], "targeted": "next", "limit": 48, "batch_size": 48, "device": "cpu",
-              "cam_samples": 4, "triptychs": 2}
-VIEWPORT = {"width": 1366, "height": 800}  # a laptop screen
-TIMEOUT_MS = 15_000
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """The service with two demo models (as weights, so the CAM audit can hook them) evaluated on digits."""
-    with running_server(tmp_path_factory.mktemp("dashboard")) as server:
-        digits = server.api.get("/datasets", params={"name": "digits"}).json()["data"][0]
-        models, jobs = [], []
-        for name in DEMO_MODELS:
-            response = server.api.post("/models", data={"name": name, "arch": name, "num_classes": "10",
-                                                        "dataset_id": str(digits["id"])},
-                                       files={"file": (f"{name}.safetensors", demo_safetensors(name))})
-            assert response.status_code == 201, response.text
-            models.append(response.json())
-            job = server.api.post("/jobs", json={"model_id": models[-1]["id"], "dataset_id": digits["id"],
-                                                 "config": JOB_CONFIG})
-            assert job.status_code == 201, job.text
-            jobs.append(job.json())
-        wait_for_jobs(server.api, [job["id"] for job in jobs], server.data_dir)
-        server.models, server.jobs, server.digits = models, jobs, digits
-        yield server
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright()() as playwright:
-        browser = launch(playwright)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def signed_in(browser, server):
-    """A browser context that signed in once through the login page the dashboard redirected it to."""
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    watch = PageWatch(page)
-    page.goto(f"{server.url}/jobs/{server.jobs[0]['id']}")
-    assert page.url.startswith(f"{server.url}/login?next=")
-    screenshot(page, "login")
-    page.fill("#token", server.token)
-    page.click("#sign-in")
-    page.wait_for_url(f"{server.url}/jobs/{server.jobs[0]['id']}")
-    cookie = next(c for c in context.cookies() if c["name"] == "advaudit_token")
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
-    watch.assert_clean("sign-in")
-    page.close()
-    yield context
-    context.close()
+# The `server`, `browser` and `signed_in` fixtures live in conftest.py: one server for every browser test file.
 
 
 def open_clean(context, url: str, name: str):
