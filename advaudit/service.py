@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -11,6 +12,9 @@ from advaudit.console import console
 from advaudit.supervisor import SupervisedWorker
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker.tasks"]
+DEFAULT_WORKER_QUEUES = "evaluations,control"
+# The embedded worker takes everything: the control queue too, else nothing would tick, judge or deliver.
+EMBEDDED_WORKER_QUEUES = "control,evaluations,gpu"
 
 
 def _use_data_dir(path: str | None) -> None:
@@ -32,7 +36,10 @@ def add_commands(commands) -> None:
     serve.set_defaults(handler=cmd_serve)
 
     worker = commands.add_parser("worker", help="a Celery worker for the distributed set-up")
-    worker.add_argument("--queues", default="evaluations", help="comma-separated queues (e.g. evaluations,gpu)")
+    worker.add_argument("--queues", default=DEFAULT_WORKER_QUEUES,
+                        help=f"comma-separated queues (default {DEFAULT_WORKER_QUEUES}): evaluations (CPU jobs), "
+                             "gpu (jobs with device cuda), control (audit ticks, verdicts, webhooks, the requeue "
+                             "sweep: light, give it to at least one worker that is not busy with GPU jobs)")
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--data-dir", default=None)
     worker.set_defaults(handler=cmd_worker)
@@ -67,10 +74,14 @@ def beat_schedule_file(data_dir: Path) -> Path:
     return data_dir / "beat-schedule"
 
 
+def _exit_on_signal(signum: int, _frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.broker import DEFAULT_QUEUE, GPU_QUEUE
+    from api.broker import CONTROL_QUEUE, DEFAULT_QUEUE, GPU_QUEUE
     from api.main import create_app
     from db import embedded_broker
     from db.settings import get_settings
@@ -80,17 +91,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if embedded_broker.is_embedded(settings.broker_url):
         # before the worker and its beat start writing to it
-        embedded_broker.prepare(settings.broker_url, (DEFAULT_QUEUE, GPU_QUEUE))
+        embedded_broker.prepare(settings.broker_url, (DEFAULT_QUEUE, GPU_QUEUE, CONTROL_QUEUE))
     app = create_app(settings, listen_host=args.host)
     worker = None
     if not args.no_worker:
         # A child process, restarted if it dies: a model that crashes it cannot take the API down. It embeds
         # beat too, so scheduled audits and the requeue of a dead worker's jobs need nothing else installed.
-        command = _worker_command("evaluations,gpu", 1, pool="solo",
+        command = _worker_command(EMBEDDED_WORKER_QUEUES, 1, pool="solo",
                                   beat_schedule=beat_schedule_file(settings.data_dir))
         worker = SupervisedWorker(command, settings.data_dir / "worker.log", env=os.environ.copy())
         worker.start()
     console.print(f"advaudit serving on http://{args.host}:{args.port}  (API docs: /docs, data: {settings.data_dir})")
+    # uvicorn shuts down on SIGTERM, then raises the signal again: with the default handler the process
+    # would die right there, skipping the `finally` below and leaving the worker orphaned.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:

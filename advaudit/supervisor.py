@@ -7,6 +7,9 @@ it was running is queued again by the worker's periodic sweep once its heartbeat
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -39,7 +42,9 @@ class SupervisedWorker:
             if self._stopping.is_set():
                 return None
             with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
-                self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+                # A process group of its own: the worker forks its beat, which must go when the worker goes.
+                self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
+                                                 start_new_session=True)
             return self._process
 
     def _supervise(self) -> None:
@@ -50,6 +55,7 @@ class SupervisedWorker:
                 return
             started = time.monotonic()
             code = process.wait()
+            _kill_group(process.pid, signal.SIGKILL)  # what it left behind (its beat) would run on twice
             if self._stopping.is_set():
                 return
             backoff = FIRST_BACKOFF_S if time.monotonic() - started > STABLE_S else backoff
@@ -66,10 +72,18 @@ class SupervisedWorker:
             self._stopping.set()
             process = self._process
         if process is not None and process.poll() is None:
-            process.terminate()
+            _kill_group(process.pid, signal.SIGTERM)
             try:
                 process.wait(timeout=STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                process.kill()
+                _kill_group(process.pid, signal.SIGKILL)
                 process.wait()
+        if process is not None:
+            _kill_group(process.pid, signal.SIGKILL)
         self._thread.join(timeout=5)
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    """Signal every process left in the worker's group (none left is fine)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
