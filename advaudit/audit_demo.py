@@ -1,8 +1,10 @@
 """`advaudit audits demo`: an audit catching a less robust new model version, in-process on the local data dir.
 
 It goes through the service's own code paths: the audit is validated like POST /audits, the new version
-triggers the audit like POST /models does, the scheduler tick launches and judges the runs, and the jobs run
-through the worker's runner. Everything is recorded, so a later `advaudit serve` shows the audit and its runs.
+triggers the audit like POST /models does, the worker's launch and finalize steps start and judge the demo
+audit's own runs (by id: other audits in the same data directory, their runs and webhooks are left alone),
+and the jobs run through the worker's runner. Everything is recorded, so a later `advaudit serve` shows the
+audit and its runs.
 """
 
 from __future__ import annotations
@@ -23,10 +25,9 @@ from db.session import make_engine, make_session_factory, session_scope
 from db.settings import get_settings
 from db.storage import LocalArtifactStore
 from services.audit_schedule import manual_slot_key
-from services.audit_states import FINISHED, MANUAL
+from services.audit_states import MANUAL
 from services.checkpoints import demo_model_path
-from worker.audit_runs import AuditContext
-from worker.audit_tick import tick
+from worker.audit_runs import AuditContext, finalize_run, launch_run
 from worker.runner import WorkerContext, run_job
 
 MODEL_NAME = "digits-cnn"
@@ -36,7 +37,7 @@ CONFIG = {"eps": ["0", "2/255", "4/255", "8/255"], "targeted": "next", "cam": "n
 
 
 class DemoQueue:
-    """Stands in for the broker: the tick enqueues here, and `drain` runs the jobs through the worker's runner."""
+    """Stands in for the broker: launch enqueues here, and `drain` runs the jobs through the worker's runner."""
 
     def __init__(self, worker: WorkerContext) -> None:
         self.worker, self.jobs = worker, []
@@ -58,23 +59,24 @@ class DemoQueue:
             console.print(f"  job {job_id} ({label}): {status}")
 
 
-def _register(session, store: LocalArtifactStore, variant: str) -> ModelRecord:
-    """A new version of MODEL_NAME holding the shipped checkpoint `variant`, as POST /models registers it."""
+def _register(session, store: LocalArtifactStore, variant: str,
+              audit_id: int | None = None) -> tuple[ModelRecord, int | None]:
+    """A new version of MODEL_NAME holding the shipped checkpoint `variant`, as POST /models registers it, and
+    the id of the run it triggered for audit `audit_id` (the runs of other audits stay for the service's tick)."""
     key, sha256, size = store.put_file(demo_model_path(variant))
     digits = repo.datasets.get_by_name(session=session, name="digits")
     model = repo.models.create(session=session, name=MODEL_NAME, sha256=sha256, format="torchscript",
                                num_classes=10, input_shape=list(digits.input_shape), storage_key=key,
                                size_bytes=size, class_names=digits.class_names)
-    record_new_version(session=session, model=model)
-    return model
+    runs = record_new_version(session=session, model=model)
+    return model, next((run.id for run in runs if run.audit_id == audit_id), None)
 
 
-def _finish(context: AuditContext, queue: DemoQueue) -> None:
-    """Tick until every run is judged: launch pending runs, run their jobs, finalize."""
-    for _ in range(3):
-        tick(context)
-        queue.drain()
-    tick(context)
+def _finish(run_id: int, context: AuditContext, queue: DemoQueue) -> None:
+    """Launch the demo's run `run_id`, run its jobs, judge it (no other run is touched)."""
+    launch_run(run_id, context)
+    queue.drain()
+    finalize_run(run_id, context)
 
 
 def _show(sessions, run_id: int) -> dict:
@@ -103,7 +105,7 @@ def run_demo(*, data_dir: str | None, device: str) -> int:
         old = repo.audits.get_by_name(session=session, name=AUDIT_NAME)
         if old is not None:  # a demo run before: start its audit afresh (its jobs stay)
             repo.audits.delete(session=session, audit=old)
-        stable = _register(session, store, STABLE)
+        stable, _ = _register(session, store, STABLE)
         digits = repo.datasets.get_by_name(session=session, name="digits")
         body = AuditCreate(name=AUDIT_NAME, model_name=MODEL_NAME, dataset_id=digits.id, config=CONFIG,
                            cron="0 3 * * *", timezone="UTC", run_on_new_version=True)
@@ -113,18 +115,15 @@ def run_demo(*, data_dir: str | None, device: str) -> int:
         audit_id, first_id = audit.id, first.id
     console.print(f"audit {audit_id} [bold]{AUDIT_NAME}[/]: the newest {MODEL_NAME} on digits, daily at 03:00 UTC "
                   f"and on every new version\n{MODEL_NAME} {stable.version}: the shipped gap-cnn; first run:")
-    _finish(context, queue)
+    _finish(first_id, context, queue)
     _show(sessions, first_id)
 
     with session_scope(sessions) as session:
-        fragile = _register(session, store, FRAGILE)
+        fragile, version_run_id = _register(session, store, FRAGILE, audit_id)
     console.print(f"\nregistered {MODEL_NAME} {fragile.version}: retrained without augmentation for longer "
                   "(a little more accurate, far less robust); the new version triggers the audit:")
-    _finish(context, queue)
-    with session_scope(sessions) as session:
-        [latest] = repo.audits.list_runs(session=session, audit_id=audit_id, status=FINISHED, limit=1)
-        latest_id = latest.id
-    document = _show(sessions, latest_id)
+    _finish(version_run_id, context, queue)
+    document = _show(sessions, version_run_id)
     console.print(f"\nrecorded in {settings.data_dir}: `advaudit serve`, then GET /api/v1/audits/{audit_id}/runs "
                   f"(or `advaudit audits show {audit_id}`)")
     return 0 if document["verdict"] == "regressed" else 1

@@ -7,6 +7,7 @@ import os
 import re
 import time
 
+from rich.markup import escape
 from rich.table import Table
 
 from advaudit.client import Client
@@ -15,6 +16,9 @@ from advaudit.options import add_evaluation_options, config_from_args
 
 INTERVAL = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+DEFAULT_WAIT_S = 3600
+TIMEOUT_EXIT = 3  # `audits run --wait` ran out of --timeout (1: regressed or error, 2: bad input)
+POLL_S = 1.0
 VERDICT_STYLE = {"passed": "green", "baseline": "cyan", "regressed": "bold red", "error": "red"}
 THRESHOLD_OPTIONS = (("--max-clean-drop", "clean_accuracy_drop_pp", "clean accuracy, pp (default 2)"),
                      ("--max-accuracy-drop", "accuracy_drop_pp", "accuracy at each ε, pp (default 5)"),
@@ -66,6 +70,9 @@ def add_commands(commands) -> None:
     p = client_parser("run", "run an audit now")
     p.add_argument("audit_id", type=int)
     p.add_argument("--wait", action="store_true", help="wait for the verdict; exit code 1 unless it passed")
+    p.add_argument("--timeout", type=interval_seconds, default=DEFAULT_WAIT_S,
+                   help=f"with --wait: give up after this long (seconds, or 15m, 2h; default {DEFAULT_WAIT_S}), "
+                        f"exit code {TIMEOUT_EXIT}")
     p.set_defaults(handler=cmd_run)
     p = client_parser("show", "an audit, its recent runs and the newest verdict's diff table")
     p.add_argument("audit_id", type=int)
@@ -91,11 +98,16 @@ def cmd_add(args) -> int:
             "config": config_from_args(args).to_dict(),  # validated here first: bad options fail early
             "thresholds": {key: value for key, value in thresholds.items() if value is not None}}
     audit = _client(args).request("POST", "/audits", json={k: v for k, v in body.items() if v is not None})
-    console.print(f"audit {audit['id']}: {audit['name']}, {describe_schedule(audit)}")
+    console.print(f"audit {audit['id']}: {escape(audit['name'])}, {describe_schedule(audit)}")
     return 0
 
 
 def describe_schedule(audit: dict) -> str:
+    """The schedule in words, markup-safe (user text escaped)."""
+    return escape(_schedule_words(audit))
+
+
+def _schedule_words(audit: dict) -> str:
     if audit["cron"]:
         when = f"cron '{audit['cron']}' ({audit['timezone']})"
     elif audit["interval_s"]:
@@ -111,7 +123,10 @@ def describe_schedule(audit: dict) -> str:
 
 
 def _verdict(value: str | None) -> str:
-    return "—" if value is None else f"[{VERDICT_STYLE.get(value, '')}]{value}[/]"
+    if value is None:
+        return "—"
+    style = VERDICT_STYLE.get(value)
+    return f"[{style}]{escape(value)}[/]" if style else escape(value)
 
 
 def cmd_list(args) -> int:
@@ -121,7 +136,8 @@ def cmd_list(args) -> int:
         table.add_column(column)
     for audit in audits:
         models = audit["model_name"] or ",".join(map(str, audit["model_ids"]))
-        table.add_row(str(audit["id"]), audit["name"], models, str(audit["dataset_id"]), describe_schedule(audit),
+        table.add_row(str(audit["id"]), escape(audit["name"]), escape(models), str(audit["dataset_id"]),
+                      describe_schedule(audit),
                       _verdict(audit["last_verdict"]))
     console.print(table)
     return 0
@@ -134,7 +150,8 @@ def runs_table(runs: list[dict]) -> Table:
         table.add_column(column, justify="right" if column in ("clean %", "AUC") else "left")
     for run in runs:
         auc = "—" if run["robust_auc"] is None else f"{run['robust_auc']:.3f}"
-        table.add_row(str(run["id"]), run["trigger"], run["slot"], run["status"], _verdict(run["verdict"]),
+        table.add_row(str(run["id"]), escape(run["trigger"]), escape(run["slot"]), escape(run["status"]),
+                      _verdict(run["verdict"]),
                       pct(run["clean_accuracy"]), auc, str(run["regressed_metrics"]))
     return table
 
@@ -150,9 +167,9 @@ def diff_tables(run: dict) -> list[Table]:
         candidate, baseline = entry["candidate"], entry["baseline"]
         if baseline is None or not entry["rows"]:
             continue
-        table = Table(title=f"{candidate['model_name']} {candidate['model_version']} (job {candidate['job_id']}) "
-                            f"vs baseline {baseline['model_name']} {baseline['model_version']} "
-                            f"(job {baseline['job_id']})")
+        table = Table(title=escape(f"{candidate['model_name']} {candidate['model_version']} "
+                                   f"(job {candidate['job_id']}) vs baseline {baseline['model_name']} "
+                                   f"{baseline['model_version']} (job {baseline['job_id']})"))
         for column in ("metric", "ε×255", "baseline", "candidate", "Δ", "allowed", ""):
             table.add_column(column, justify="left" if column == "metric" else "right")
         for row in entry["rows"]:
@@ -161,16 +178,17 @@ def diff_tables(run: dict) -> list[Table]:
                 f"{'-' if row['direction'] == 'drop' else '+'}{row['threshold']:g}"
             delta = "—" if row["delta"] is None else f"{row['delta']:+.{1 if row['unit'] == 'pp' else 3}f}"
             mark = "[bold red]REGRESSED[/]" if row["regressed"] else ""
-            table.add_row(row["metric"], eps, _value(row["baseline"], row["unit"]),
+            table.add_row(escape(row["metric"]), eps, _value(row["baseline"], row["unit"]),
                           _value(row["candidate"], row["unit"]), delta, allowed, mark)
         tables.append(table)
     return tables
 
 
 def print_run(run: dict) -> None:
-    console.print(f"run {run['id']} ({run['trigger']}): {run['status']}, verdict {_verdict(run['verdict'])}")
+    console.print(f"run {run['id']} ({escape(run['trigger'])}): {escape(run['status'])}, "
+                  f"verdict {_verdict(run['verdict'])}")
     if run["reason"]:
-        console.print(f"  {run['reason']}")
+        console.print(f"  {escape(run['reason'])}")
     for table in diff_tables(run):
         console.print(table)
 
@@ -178,11 +196,17 @@ def print_run(run: dict) -> None:
 def cmd_run(args) -> int:
     client = _client(args)
     run = client.request("POST", f"/audits/{args.audit_id}/run")
-    console.print(f"run {run['id']} of audit {args.audit_id}: {run['status']}")
+    console.print(f"run {run['id']} of audit {args.audit_id}: {escape(run['status'])}")
     if not args.wait:
         return 0
+    deadline = time.monotonic() + args.timeout
     while run["status"] != "finished":
-        time.sleep(1.0)
+        if time.monotonic() >= deadline:
+            console.print(f"[bold red]timeout:[/] run {run['id']} of audit {args.audit_id} is still "
+                          f"{escape(run['status'])} after {args.timeout} s; it goes on on the server "
+                          f"(see `advaudit audits show {args.audit_id}`)")
+            return TIMEOUT_EXIT
+        time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.0)))
         run = client.request("GET", f"/audits/{args.audit_id}/runs/{run['id']}")
     print_run(run)
     return 0 if run["verdict"] in ("passed", "baseline") else 1
@@ -192,7 +216,8 @@ def cmd_show(args) -> int:
     client = _client(args)
     audit = client.request("GET", f"/audits/{args.audit_id}")
     models = audit["model_name"] or ", ".join(f"model {i}" for i in audit["model_ids"])
-    console.print(f"audit {audit['id']}: [bold]{audit['name']}[/] — {models} on dataset {audit['dataset_id']}")
+    console.print(f"audit {audit['id']}: [bold]{escape(audit['name'])}[/] — {escape(models)} on dataset "
+                  f"{audit['dataset_id']}")
     console.print(f"  {describe_schedule(audit)}")
     baseline = "the previous run that passed" if audit["baseline_job_id"] is None else \
         f"job {audit['baseline_job_id']}"

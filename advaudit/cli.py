@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rich.markup import escape
+
 from advaudit import audits, client, local, service
 from advaudit.console import console
 from services.errors import AdvauditError
@@ -26,10 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except AdvauditError as error:
-        console.print(f"[bold red]error:[/] {error}")
+        console.print(f"[bold red]error:[/] {escape(str(error))}")
         return 2
     except OSError as error:  # unreadable input or unwritable --out: the user's to fix, not a crash
-        console.print(f"[bold red]error:[/] {error.strerror or error}: {error.filename or ''}".rstrip(": "))
+        console.print("[bold red]error:[/] " + escape(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")))
         return 2
 
 

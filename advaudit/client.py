@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -109,14 +110,14 @@ def cmd_models_add(args) -> int:
     record = _upload(_client(args), args.file, "/models", {
         "name": args.name, "arch": args.arch, "num_classes": args.num_classes, "mean": args.mean, "std": args.std,
         "input_shape": args.input_shape, "dataset_id": args.dataset_id})
-    console.print(f"model {record['id']}: {record['name']} {record.get('version', '')} "
+    console.print(f"model {record['id']}: {escape(record['name'])} {record.get('version', '')} "
                   f"({record['format']}, {record['num_classes']} classes, sha256 {record['sha256'][:12]}…)")
     return 0
 
 
 def cmd_datasets_add(args) -> int:
     record = _upload(_client(args), args.file, "/datasets", {"name": args.name, "image_size": args.image_size})
-    console.print(f"dataset {record['id']}: {record['name']} ({record['num_samples']} samples, "
+    console.print(f"dataset {record['id']}: {escape(record['name'])} ({record['num_samples']} samples, "
                   f"{record['input_shape']}, sha256 {record['sha256'][:12]}…)")
     return 0
 
@@ -155,7 +156,7 @@ def _wait(client: Client, job_id: int) -> dict:
 def _show(client: Client, job: dict) -> None:
     console.print(f"job {job['id']}: {job['status']} ({100 * job['progress']:.0f} %), attempts {job['attempts']}")
     if job.get("error"):
-        console.print(f"[red]error:[/] {job['error']}")
+        console.print(f"[red]error:[/] {escape(job['error'])}")
     if job["status"] == "succeeded":
         console.print(summary_table(client.request("GET", f"/jobs/{job['id']}/report")))
 
@@ -180,7 +181,7 @@ def cmd_compare(args) -> int:
     for column in ("job", "model", "clean", *[f"{e * 255:g}" for e in eps], "AUC", "CAM drift", "MACs"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
-        table.add_row(str(row["job_id"]), f"{row['model_name']} {row.get('model_version') or ''}",
+        table.add_row(str(row["job_id"]), escape(f"{row['model_name']} {row.get('model_version') or ''}"),
                       pct(row["clean_accuracy"]), *[pct(a) for a in row["accuracy"]], f"{row['robust_auc']:.3f}",
                       "—" if row.get("cam_drift") is None else f"{row['cam_drift']:.3f}",
                       "—" if not row.get("macs") else f"{row['macs'] / 1e6:.2f} M")

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.schemas import MAX_ID, NO_NUL, JobConfig
+from services.audit_verdict import THRESHOLD_FLOOR, Thresholds
 
 NAME_PATTERN = r"^[^\x00-\x1f/\\]+$"
 MAX_MODELS = 20
@@ -15,17 +16,25 @@ MAX_INTERVAL_S = 366 * 24 * 3600
 ModelId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
+DEFAULT_THRESHOLDS = Thresholds()
+
+
+def _threshold(name: str, description: str | None = None) -> Any:
+    """A threshold field whose default and bounds are the verdict's own (services.audit_verdict.Thresholds)."""
+    return Field(default=getattr(DEFAULT_THRESHOLDS, name), ge=THRESHOLD_FLOOR, le=Thresholds.ceiling(name),
+                 description=description)
+
+
 class AuditThresholds(BaseModel):
     """How far each metric may move before a run is `regressed`; null: not checked. pp = percentage points."""
 
     model_config = ConfigDict(extra="forbid")
 
-    clean_accuracy_drop_pp: float | None = Field(default=2.0, ge=0, le=100)
-    accuracy_drop_pp: float | None = Field(default=5.0, ge=0, le=100, description="at each ε of the sweep")
-    robust_auc_drop_pp: float | None = Field(default=3.0, ge=0, le=100)
-    target_success_rise_pp: float | None = Field(default=5.0, ge=0, le=100,
-                                                 description="at each ε of the targeted sweep")
-    cam_drift_rise: float | None = Field(default=0.10, ge=0, le=2, description="in drift units (1 − correlation)")
+    clean_accuracy_drop_pp: float | None = _threshold("clean_accuracy_drop_pp")
+    accuracy_drop_pp: float | None = _threshold("accuracy_drop_pp", "at each ε of the sweep")
+    robust_auc_drop_pp: float | None = _threshold("robust_auc_drop_pp")
+    target_success_rise_pp: float | None = _threshold("target_success_rise_pp", "at each ε of the targeted sweep")
+    cam_drift_rise: float | None = _threshold("cam_drift_rise", "in drift units (1 − correlation)")
 
 
 class _AuditFields(BaseModel):

@@ -16,6 +16,7 @@ from db.models import Job
 EVALUATE_TASK_NAME = "advaudit.evaluate"
 DEFAULT_QUEUE = "evaluations"
 GPU_QUEUE = "gpu"
+CONTROL_QUEUE = "control"  # light bookkeeping tasks (audit launch, tick, …), never behind long evaluations
 
 CONNECT_TIMEOUT_S = 2.0
 PING_TIMEOUT_S = 1.0

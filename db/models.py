@@ -278,6 +278,9 @@ class AuditRun(Base):
     webhook_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     webhook_error: Mapped[str | None] = mapped_column(Text)
     webhook_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # the last delivery attempt
+    # When every evaluate message of the run went to the broker; NULL on a running run: the launch may have
+    # died between its commit and its sends, and the tick sends the queued jobs again.
+    jobs_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     audit: Mapped[Audit] = relationship(back_populates="runs")
 

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(default=5, ge=1, le=50)
     webhook_backoff_s: float = Field(default=10.0, ge=0)  # doubled after each failed attempt
     webhook_timeout_s: float = Field(default=10.0, gt=0)
+    # Webhooks go to public addresses only (no loopback, private, link-local, … targets: an SSRF guard);
+    # true allows them, e.g. for a receiver on the same host or network.
+    webhook_allow_private: bool = False
     # Base URL of the API as its users reach it, for links in webhook payloads (paths only when unset).
     public_url: str | None = None
 

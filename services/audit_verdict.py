@@ -29,6 +29,11 @@ DROP = "drop"
 RISE = "rise"
 
 
+THRESHOLD_FLOOR = 0.0
+PP_CEILING = 100.0  # a change of a percentage can be at most 100 pp
+DRIFT_CEILING = 2.0  # CAM drift = 1 − correlation ∈ [0, 2]
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """The largest change each metric may make before a run counts as regressed (None: not checked)."""
@@ -39,17 +44,22 @@ class Thresholds:
     target_success_rise_pp: float | None = 5.0  # at each ε of the targeted sweep
     cam_drift_rise: float | None = 0.10
 
+    @staticmethod
+    def ceiling(name: str) -> float:
+        """The largest value threshold `name` accepts (the smallest is THRESHOLD_FLOOR)."""
+        return DRIFT_CEILING if name == "cam_drift_rise" else PP_CEILING
+
     def __post_init__(self) -> None:
         for item in fields(self):
             value = getattr(self, item.name)
             if value is None:
                 continue
-            ceiling = 2.0 if item.name == "cam_drift_rise" else 100.0
+            ceiling = self.ceiling(item.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not 0.0 <= value <= ceiling:
+                    or not THRESHOLD_FLOOR <= value <= ceiling:
                 unit = "" if item.name == "cam_drift_rise" else " percentage points"
-                raise ConfigError(f"threshold {item.name} must be a number in [0, {ceiling:g}]{unit}, "
-                                  f"got {value!r}")
+                raise ConfigError(f"threshold {item.name} must be a number in [{THRESHOLD_FLOOR:g}, {ceiling:g}]"
+                                  f"{unit}, got {value!r}")
             object.__setattr__(self, item.name, float(value))
 
     @classmethod
@@ -207,13 +217,16 @@ def _eps_warnings(baseline: Metrics, candidate: Metrics) -> list[str]:
             "range, and an ε present on one side only is listed without a verdict"]
 
 
+NO_BASELINE = "no earlier passing run to compare with: this run is the baseline of the next ones"
+
+
 def judge(pairs: Sequence[tuple[JobResult, JobResult | None]], thresholds: Thresholds,
-          errors: Sequence[str] = ()) -> Verdict:
+          errors: Sequence[str] = (), no_baseline_reason: str = NO_BASELINE) -> Verdict:
     """Decide a run: each (candidate job, its baseline job or None) pair is compared metric by metric.
 
     error — `errors` were given, or a candidate or baseline job did not succeed (each is named);
-    regressed — some metric moved beyond its threshold; baseline — no candidate had a baseline;
-    passed — otherwise.
+    regressed — some metric moved beyond its threshold; baseline — no candidate had a baseline (the reason
+    is `no_baseline_reason`); passed — otherwise.
     """
     problems = list(errors)
     comparisons = []
@@ -246,8 +259,7 @@ def judge(pairs: Sequence[tuple[JobResult, JobResult | None]], thresholds: Thres
         return Verdict(REGRESSED, f"{count} metric(s) regressed — " + " | ".join(lines), comparisons)
     compared = [entry for entry in comparisons if entry["baseline"] is not None]
     if not compared:
-        return Verdict(BASELINE, "no earlier passing run to compare with: this run is the baseline of the "
-                                 "next ones", comparisons)
+        return Verdict(BASELINE, no_baseline_reason, comparisons)
     checked = sum(len(entry["rows"]) for entry in compared)
     against = ", ".join(f"job {entry['baseline']['job_id']}" for entry in compared)
     return Verdict(PASSED, f"all {checked} compared metrics within their thresholds (baseline {against})",

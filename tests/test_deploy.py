@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import in_ci
 
@@ -28,3 +29,15 @@ def test_compose_file_is_valid_and_complete():
     for volume in ("postgres-data", "artifacts"):
         assert volume in rendered
     assert (ROOT / "Dockerfile").is_file()
+
+
+def test_only_the_cpu_worker_takes_the_control_queue():
+    """Bookkeeping (audit ticks and verdicts, webhooks, the requeue sweep) never waits behind a GPU job."""
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+
+    def queues(service: str) -> set[str]:
+        command = services[service]["command"]
+        return set(command[command.index("--queues") + 1].split(","))
+
+    assert queues("worker-cpu") == {"control", "evaluations"}
+    assert queues("worker") == {"evaluations", "gpu"}

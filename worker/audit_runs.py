@@ -18,12 +18,14 @@ from db import repositories as repo
 from db.base import utcnow
 from db.models import Audit, AuditRun, Job, ModelRecord
 from db.session import session_scope
-from services.audit_states import ERROR, FINISHED, PENDING, RUNNING, WEBHOOK_FAILED, WEBHOOK_PENDING
-from services.audit_verdict import JobResult, Thresholds, Verdict, judge
+from services.audit_states import ERROR, FINISHED, PENDING, RUNNING, WEBHOOK_PENDING
+from services.audit_verdict import Thresholds, Verdict, judge
 from services.errors import AdvauditError
 from services.job_states import FAILED, QUEUED, TERMINAL
 from services.specs import EvaluationConfig
+from worker.audit_baseline import baseline_pairs
 from worker.celery_app import queue_for
+from worker.webhooks import WebhookSettings
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,9 @@ class AuditContext:
     send_webhook: Callable[[int], None]  # enqueue the webhook delivery of a finished run
     run_timeout_s: float = 24 * 3600.0
     clock: Callable[[], datetime] = field(default=utcnow)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    # A message expected this long ago and still without effect is presumed lost, and the tick sends it again.
+    lost_after_s: float = 300.0
 
 
 def _models(session: Session, audit: Audit, run: AuditRun) -> list[ModelRecord]:
@@ -107,9 +112,19 @@ def launch_run(run_id: int, context: AuditContext) -> str | None:
         if notify:
             _send_webhook(run_id, context)
         return ERROR
-    if not all([_send_job(job, context) for job in jobs]):
+    sent = [_send_job(job, context) for job in jobs]
+    mark_jobs_sent(run_id, context)
+    if not all(sent):
         finalize_run(run_id, context)  # every job may have been refused: judge the run now
     return RUNNING
+
+
+def mark_jobs_sent(run_id: int, context: AuditContext) -> None:
+    """Record that every job of the run went to the broker (or was failed), so no tick sends them again."""
+    with session_scope(context.sessions) as session:
+        run = repo.audits.get_run(session=session, run_id=run_id)
+        if run is not None and run.jobs_sent_at is None:
+            repo.audits.update_run(session=session, run=run, jobs_sent_at=context.clock())
 
 
 def _send_job(job: Job, context: AuditContext) -> bool:
@@ -124,37 +139,6 @@ def _send_job(job: Job, context: AuditContext) -> bool:
                 repo.jobs.transition(session=session, job=record, new_status=FAILED,
                                      error=f"broker unavailable: {type(error).__name__}: {error}")
         return False
-
-
-def _result(job: Job, run_id: int | None) -> JobResult:
-    return JobResult(job_id=job.id, model_id=job.model_id, model_name=job.model.name,
-                     model_version=job.model.version, status=job.status, error=job.error, report=job.report,
-                     run_id=run_id)
-
-
-def _baseline_pairs(session: Session, audit: Audit, run: AuditRun, candidates: list[Job],
-                    errors: list[str]) -> list[tuple[JobResult, JobResult | None]]:
-    """Each candidate job with the job it is judged against (None: nothing earlier to compare with)."""
-    if audit.baseline_job_id is not None:
-        pinned = repo.jobs.get(session=session, job_id=audit.baseline_job_id)
-        if pinned is None:
-            errors.append(f"the pinned baseline job {audit.baseline_job_id} no longer exists")
-            return [(_result(job, run.id), None) for job in candidates]
-        owner = repo.audits.get_run_for_job(session=session, job_id=pinned.id)
-        baseline = _result(pinned, owner.id if owner else None)
-        return [(_result(job, run.id), baseline) for job in candidates]
-    reference = repo.audits.get_reference_run(session=session, audit_id=audit.id, before_run_id=run.id)
-    earlier = [job for _, job in repo.audits.list_run_jobs(session=session, run_ids=[reference.id],
-                                                          with_reports=True)] if reference else []
-    pairs = []
-    for job in candidates:
-        # Fixed model ids are compared model by model; a model name is compared with its earlier version.
-        if audit.model_ids is not None:
-            match = next((old for old in reversed(earlier) if old.model_id == job.model_id), None)
-        else:
-            match = next((old for old in reversed(earlier) if old.model.name == job.model.name), None)
-        pairs.append((_result(job, run.id), _result(match, reference.id) if match else None))
-    return pairs
 
 
 def _write_verdict(session: Session, run: AuditRun, verdict: Verdict, now: datetime) -> bool:
@@ -184,8 +168,8 @@ def finalize_run(run_id: int, context: AuditContext) -> str | None:
         if late:
             errors.append(f"{len(late)} job(s) had not finished {_duration(context.run_timeout_s)} after the run "
                           "started and were cancelled")
-        pairs = _baseline_pairs(session, run.audit, run, jobs, errors)
-        verdict = judge(pairs, Thresholds.from_dict(run.thresholds), errors)
+        pairs, no_baseline_reason = baseline_pairs(session, run.audit, run, jobs, errors)
+        verdict = judge(pairs, Thresholds.from_dict(run.thresholds), errors, no_baseline_reason)
         for job in late:  # the verdict is out: their results could no longer change it
             repo.jobs.request_cancel(session=session, job=job)
         if not _write_verdict(session, run, verdict, now):
@@ -203,10 +187,5 @@ def _duration(seconds: float) -> str:
 def _send_webhook(run_id: int, context: AuditContext) -> None:
     try:
         context.send_webhook(run_id)
-    except Exception as error:  # the broker refused: record it; a dead webhook path never changes the verdict
-        log.warning("audit run %s: cannot queue the webhook delivery: %s", run_id, error)
-        with session_scope(context.sessions) as session:
-            run = repo.audits.get_run(session=session, run_id=run_id)
-            if run is not None and run.webhook_status == WEBHOOK_PENDING:
-                repo.audits.update_run(session=session, run=run, webhook_status=WEBHOOK_FAILED,
-                                       webhook_error=f"could not queue the delivery: {type(error).__name__}: {error}")
+    except Exception as error:  # the broker refused: the delivery stays pending and a later tick sends it again
+        log.warning("audit run %s: cannot queue the webhook delivery (a tick retries): %s", run_id, error)

@@ -1,4 +1,5 @@
-"""The audit tick: record due scheduled runs, launch pending runs, finalize runs whose jobs all ended.
+"""The audit tick: finalize runs whose jobs all ended, record due scheduled runs, launch pending runs, and
+send again the messages that were lost (see worker.audit_recovery).
 
 Beat sends it every `audit_tick_s`; it reads every audit from the database each time, so a created, changed
 or disabled audit takes effect at the next tick without restarting anything. The clock is a parameter.
@@ -17,6 +18,7 @@ from db.session import session_scope
 from services.audit_schedule import Schedule, slot_key
 from services.audit_states import PENDING, RUNNING, SCHEDULE
 from services.errors import ConfigError
+from worker.audit_recovery import resend_idle_webhooks, resend_unsent_jobs
 from worker.audit_runs import AuditContext, finalize_run, launch_run
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,8 @@ class TickReport:
     created: list[int] = field(default_factory=list)
     launched: list[int] = field(default_factory=list)
     finalized: list[int] = field(default_factory=list)
+    resent_jobs: list[int] = field(default_factory=list)
+    resent_webhooks: list[int] = field(default_factory=list)
 
 
 def due_slot(audit: Audit, now: datetime, *, min_interval_s: int = 1) -> datetime | None:
@@ -97,20 +101,24 @@ def _each(run_ids: list[int], step, context: AuditContext, done: list[int]) -> N
             log.exception("audit run %s: %s failed", run_id, step.__name__)
 
 
+def _run_ids(context: AuditContext, status: str) -> list[int]:
+    with session_scope(context.sessions) as session:
+        return _ids(session, lambda s, offset: repo.audits.list_runs(session=s, status=status, limit=MAX_LIMIT,
+                                                                     offset=offset))
+
+
 def tick(context: AuditContext, now: datetime | None = None) -> TickReport:
     """One scheduler pass at `now` (default: the context's clock); safe to run twice or concurrently."""
     if now is not None:
         context = replace(context, clock=lambda: now)
     now = context.clock()
-    report = TickReport(created=record_due_runs(context, now))
-    with session_scope(context.sessions) as session:
-        pending = _ids(session, lambda s, offset: repo.audits.list_runs(session=s, status=PENDING,
-                                                                        limit=MAX_LIMIT, offset=offset))
-    _each(pending, launch_run, context, report.launched)
-    with session_scope(context.sessions) as session:
-        running = _ids(session, lambda s, offset: repo.audits.list_runs(session=s, status=RUNNING,
-                                                                        limit=MAX_LIMIT, offset=offset))
-    # Catches runs whose last job ended without the evaluate task reporting it (e.g. cancelled while
-    # queued through the API), and runs past their timeout.
-    _each(running, finalize_run, context, report.finalized)
+    report = TickReport()
+    # Finalize first: a slot that waited for an unfinished run then fires in this very tick. This also catches
+    # runs whose last job ended without the evaluate task reporting it (e.g. cancelled while queued through
+    # the API), and runs past their timeout.
+    _each(_run_ids(context, RUNNING), finalize_run, context, report.finalized)
+    report.created = record_due_runs(context, now)
+    _each(_run_ids(context, PENDING), launch_run, context, report.launched)
+    report.resent_jobs = resend_unsent_jobs(context)
+    report.resent_webhooks = resend_idle_webhooks(context)
     return report

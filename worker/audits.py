@@ -42,22 +42,22 @@ def audit_context() -> AuditContext:
     settings = get_settings()
     sessions = make_session_factory(make_engine(settings.database_url))
     return AuditContext(sessions=sessions, send_job=_send_job, send_webhook=_send_webhook,
-                        run_timeout_s=settings.audit_run_timeout_s)
+                        run_timeout_s=settings.audit_run_timeout_s, webhook=webhook_settings())
 
 
 def webhook_settings() -> WebhookSettings:
     settings = get_settings()
     return WebhookSettings(max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,
-                           timeout_s=settings.webhook_timeout_s, public_url=settings.public_url)
+                           timeout_s=settings.webhook_timeout_s, public_url=settings.public_url,
+                           allow_private=settings.webhook_allow_private)
 
 
 @app.task(name=AUDIT_TICK_TASK, ignore_result=True)
 def tick() -> dict:
-    """Record due scheduled runs, launch pending ones, finalize finished ones (see worker.audit_tick)."""
+    """Finalize finished runs, record due scheduled runs, launch pending ones, re-send lost messages."""
     report = run_tick(audit_context())
-    if report.created or report.launched or report.finalized:
-        log.info("audit tick: created %s, launched %s, finalized %s", report.created, report.launched,
-                 report.finalized)
+    if any(vars(report).values()):
+        log.info("audit tick: %s", ", ".join(f"{name} {ids}" for name, ids in vars(report).items() if ids))
     return vars(report)
 
 

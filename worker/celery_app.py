@@ -16,8 +16,11 @@ AUDIT_TICK_TASK = "advaudit.audits.tick"
 AUDIT_LAUNCH_TASK = "advaudit.audits.launch"
 AUDIT_FINALIZE_TASK = "advaudit.audits.finalize"
 AUDIT_WEBHOOK_TASK = "advaudit.audits.webhook"
-# Audit bookkeeping is light and goes to the queue every worker consumes (CPU and GPU workers alike).
-AUDIT_QUEUE = DEFAULT_QUEUE
+# Light bookkeeping (audit tick, launch, finalize, webhooks, the requeue sweep) has a queue of its own: behind
+# the FIFO of long evaluations, a tick would wait past its expiry and every tick could be dropped unprocessed.
+CONTROL_QUEUE = "control"
+AUDIT_QUEUE = CONTROL_QUEUE
+CONTROL_TASKS = (AUDIT_TICK_TASK, AUDIT_LAUNCH_TASK, AUDIT_FINALIZE_TASK, AUDIT_WEBHOOK_TASK, REQUEUE_TASK)
 REDIS_SCHEMES = ("redis", "rediss", "sentinel")
 
 
@@ -54,7 +57,7 @@ def beat_schedule(settings: Settings) -> dict:
     return {"audit-tick": {"task": AUDIT_TICK_TASK, "schedule": settings.audit_tick_s,
                            "options": {"queue": AUDIT_QUEUE, "expires": settings.audit_tick_s}},
             "requeue-abandoned-jobs": {"task": REQUEUE_TASK, "schedule": every_s,
-                                       "options": {"queue": DEFAULT_QUEUE, "expires": every_s}}}
+                                       "options": {"queue": CONTROL_QUEUE, "expires": every_s}}}
 
 
 def make_celery() -> Celery:
@@ -68,6 +71,7 @@ def make_celery() -> Celery:
         task_reject_on_worker_lost=True,  # … and requeued when its worker process dies mid-run
         worker_prefetch_multiplier=1,  # one job at a time per process: evaluations are long
         task_default_queue=DEFAULT_QUEUE,
+        task_routes={name: {"queue": CONTROL_QUEUE} for name in CONTROL_TASKS},  # also when sent without a queue
         task_track_started=True,
         task_soft_time_limit=settings.job_time_limit_s,
         task_time_limit=settings.job_time_limit_s + 60,

@@ -39,7 +39,7 @@ def evaluate(self, job_id: int) -> str | None:
     return status
 
 
-@app.task(name=REQUEUE_TASK, ignore_result=True)
+@app.task(name=REQUEUE_TASK, ignore_result=True)  # on the control queue (worker.celery_app.CONTROL_TASKS)
 def requeue_abandoned_jobs() -> list[int]:
     """Sent by beat: queue again the jobs whose worker stopped sending heartbeats."""
     return requeue_abandoned(worker_context(), send=lambda job_id, queue: evaluate.apply_async(

@@ -10,9 +10,10 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.orm import Session
 
-from api.broker import CONNECT_TIMEOUT_S, DEFAULT_QUEUE, SEND_RETRY_POLICY
+from api.broker import CONNECT_TIMEOUT_S, CONTROL_QUEUE, SEND_RETRY_POLICY
 from api.errors import ServiceUnavailable
 from api.services import page
+from db import embedded_broker
 from db import repositories as repo
 from db.models import Audit, AuditRun, Job, ModelRecord
 from db.repositories._common import MAX_LIMIT
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 # Names of worker tasks, duplicated on purpose (the API never imports the worker); a test keeps them equal.
 AUDIT_LAUNCH_TASK_NAME = "advaudit.audits.launch"
-AUDIT_QUEUE = DEFAULT_QUEUE
+AUDIT_QUEUE = CONTROL_QUEUE
 Dispatch = Callable[[int], None]  # enqueue the launch of audit run `id`
 
 
@@ -33,6 +34,8 @@ class CeleryAuditDispatch:
     def __init__(self, broker_url: str) -> None:
         self.app = Celery("advaudit-api-audits", broker=broker_url, set_as_current=False)
         self.app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT_S, broker_connection_retry_on_startup=False)
+        if embedded_broker.is_embedded(broker_url):  # wait for a busy SQLite broker as CeleryBroker does
+            self.app.conf.broker_transport_options = embedded_broker.transport_options()
 
     def __call__(self, run_id: int) -> None:
         self.app.send_task(AUDIT_LAUNCH_TASK_NAME, args=[run_id], queue=AUDIT_QUEUE, retry=True,

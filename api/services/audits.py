@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from sqlalchemy.orm import Session
 
@@ -21,19 +20,17 @@ from services.audit_schedule import Schedule
 from services.audit_states import FINISHED
 from services.audit_verdict import Thresholds
 from services.job_states import SUCCEEDED
+from services.webhook_targets import check_webhook_url
 
 SCHEDULE_FIELDS = ("cron", "timezone", "interval_s")
 FIELDS = ("name", "enabled", *SCHEDULE_FIELDS, "model_ids", "model_name", "dataset_id", "config",
           "baseline_job_id", "thresholds", "webhook_url", "run_on_new_version")
 
 
-def _check_webhook(url: str | None) -> None:
-    if url is None:
-        return
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise Unprocessable(f"webhook_url {url!r} must be an http:// or https:// URL with a host, "
-                            "e.g. https://hooks.example.com/advaudit")
+def _check_webhook(url: str | None, settings: Settings) -> None:
+    """A well-formed http(s) URL whose host is public unless allowed (services.webhook_targets; 422 otherwise)."""
+    if url is not None:
+        check_webhook_url(url, allow_private=settings.webhook_allow_private)
 
 
 def _selected_models(session: Session, values: dict[str, Any]) -> list[ModelRecord]:
@@ -94,7 +91,7 @@ def validated(*, session: Session, store: LocalArtifactStore, settings: Settings
         check_compatible(model, dataset, config)
         check_cam_layer(session, store, model, dataset, config)
     _check_baseline(session, values["baseline_job_id"], dataset.id)
-    _check_webhook(values["webhook_url"])
+    _check_webhook(values["webhook_url"], settings)
     return {**values, "config": config.to_dict(),
             "thresholds": Thresholds.from_dict(values["thresholds"]).to_dict()}
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, select
@@ -14,9 +15,16 @@ from sqlalchemy.orm import Session, defer
 
 from db.base import utcnow
 from db.models import Audit, AuditRun, AuditRunJob, Job
-from db.repositories._common import DEFAULT_LIMIT, paginate, set_fields
+from db.repositories._common import DEFAULT_LIMIT, MAX_LIMIT, paginate, set_fields
 from db.repositories._common import count as count_rows
-from services.audit_states import PENDING, REFERENCE_VERDICTS, RUN_STATUSES
+from services.audit_states import (
+    FINISHED,
+    PENDING,
+    REFERENCE_VERDICTS,
+    RUN_STATUSES,
+    RUNNING,
+    WEBHOOK_PENDING,
+)
 
 # The run's status moves only through transition_run (compare-and-set); slot and audit never change.
 _RUN_MANAGED = ("id", "audit_id", "slot", "status", "created_at")
@@ -176,11 +184,52 @@ def list_latest_runs(*, session: Session, audit_ids: Iterable[int],
     return {run.audit_id: run for run in session.scalars(select(AuditRun).where(AuditRun.id.in_(newest)))}
 
 
-def get_reference_run(*, session: Session, audit_id: int, before_run_id: int) -> AuditRun | None:
-    """The newest earlier run whose verdict makes it a baseline (passed, or the first `baseline`)."""
-    return session.scalar(select(AuditRun).where(
-        AuditRun.audit_id == audit_id, AuditRun.id < before_run_id, AuditRun.verdict.in_(REFERENCE_VERDICTS))
-        .order_by(AuditRun.id.desc()).limit(1))
+def list_runs_with_unsent_jobs(*, session: Session, started_before: datetime) -> builtins.list[AuditRun]:
+    """Running runs launched before `started_before` that never confirmed sending their jobs, oldest first."""
+    return builtins.list(session.scalars(select(AuditRun).where(
+        AuditRun.status == RUNNING, AuditRun.jobs_sent_at.is_(None), AuditRun.started_at < started_before)
+        .order_by(AuditRun.id).limit(MAX_LIMIT)))
+
+
+def list_idle_webhooks(*, session: Session, idle_before: datetime) -> builtins.list[AuditRun]:
+    """Finished runs whose delivery is pending and whose last attempt (or finish) is older than `idle_before`."""
+    last_activity = func.coalesce(AuditRun.webhook_at, AuditRun.finished_at)
+    return builtins.list(session.scalars(select(AuditRun).where(
+        AuditRun.status == FINISHED, AuditRun.webhook_status == WEBHOOK_PENDING, last_activity < idle_before)
+        .order_by(AuditRun.id).limit(MAX_LIMIT)))
+
+
+def _pending_delivery(run_id: int, attempts: int):
+    return sql_update(AuditRun).where(AuditRun.id == run_id, AuditRun.webhook_status == WEBHOOK_PENDING,
+                                      AuditRun.webhook_attempts == attempts)
+
+
+def claim_webhook_attempt(*, session: Session, run_id: int, attempts: int, at: datetime) -> bool:
+    """Count attempt `attempts + 1` of a pending delivery unless another caller counted it first (compare-and-set).
+
+    Only the caller that gets True may POST: two messages for one delivery never make the same attempt.
+    """
+    statement = _pending_delivery(run_id, attempts).values(webhook_attempts=attempts + 1, webhook_at=at)
+    return session.execute(statement.execution_options(synchronize_session=False)).rowcount == 1
+
+
+def record_webhook_attempt(*, session: Session, run_id: int, attempt: int, status: str, error: str | None,
+                           at: datetime) -> bool:
+    """Write the outcome of attempt `attempt`, unless a later attempt was claimed meanwhile."""
+    statement = _pending_delivery(run_id, attempt).values(webhook_status=status, webhook_error=error, webhook_at=at)
+    return session.execute(statement.execution_options(synchronize_session=False)).rowcount == 1
+
+
+def list_reference_jobs(*, session: Session, audit_id: int, before_run_id: int, limit: int = MAX_LIMIT,
+                        offset: int = 0) -> builtins.list[tuple[int, Job]]:
+    """(run id, job) of the earlier runs whose verdict makes them a baseline, newest run first; reports unloaded."""
+    statement = (select(AuditRunJob.run_id, Job).join(Job, Job.id == AuditRunJob.job_id)
+                 .join(AuditRun, AuditRun.id == AuditRunJob.run_id)
+                 .where(AuditRun.audit_id == audit_id, AuditRun.id < before_run_id,
+                        AuditRun.verdict.in_(REFERENCE_VERDICTS))
+                 .order_by(AuditRun.id.desc(), Job.id.desc()).limit(limit).offset(offset)
+                 .options(defer(Job.report)))
+    return [(run_id, job) for run_id, job in session.execute(statement).all()]
 
 
 # --- the jobs a run created ----------------------------------------------------------------------------------

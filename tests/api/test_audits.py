@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import pytest
 
+from api import broker as api_broker
+from api.audit_schemas import AuditThresholds
 from api.services import audit_runs as api_audit_runs
 from db.settings import clear_settings_cache
+from services.audit_verdict import THRESHOLD_FLOOR, Thresholds
 from tests.api import helpers
 from tests.api.helpers import API
 from worker.audit_runs import AuditContext, finalize_run, launch_run
@@ -80,6 +85,13 @@ def test_create_read_and_list(client, create):
     ({"thresholds": {"accuracy_drop_pp": -1}}, "accuracy_drop_pp"),
     ({"thresholds": {"accuracy": 5}}, "accuracy"),
     ({"webhook_url": "ftp://example.com/x"}, "webhook_url"),
+    ({"webhook_url": "http://a..b/"}, "invalid host name 'a..b'"),
+    ({"webhook_url": "http://[::1/x"}, "is not a valid URL"),
+    ({"webhook_url": "http://127.0.0.1:9/hook"}, "loopback address"),
+    ({"webhook_url": "http://localhost/hook"}, "loopback address"),
+    ({"webhook_url": "http://169.254.169.254/latest/meta-data"}, "link-local address"),
+    ({"webhook_url": "http://10.0.0.8/hook"}, "ADVAUDIT_WEBHOOK_ALLOW_PRIVATE=true"),
+    ({"thresholds": {"cam_drift_rise": 2.5}}, "cam_drift_rise"),
     ({"model_name": None, "model_ids": [1], "run_on_new_version": True}, "needs a model_name"),
     ({"baseline_job_id": 12}, "job 12 does not exist"),
     ({"config": {"eps": "0,2"}}, "outside [0, 1]"),
@@ -91,6 +103,22 @@ def test_bad_input_is_a_422_problem_and_writes_nothing(client, body, fields, mes
     assert response.headers["content-type"] == "application/problem+json"
     assert message in response.json()["detail"]
     assert client.get(f"{API}/audits").json()["count"] == 0
+
+
+def test_private_webhook_targets_are_allowed_by_the_setting(client, app, create):
+    app.state.settings.webhook_allow_private = True
+    audit = create(webhook_url="http://127.0.0.1:9000/hook")
+    assert audit["webhook_url"] == "http://127.0.0.1:9000/hook"
+
+
+def test_the_api_thresholds_are_the_verdicts_own():
+    """Defaults and bounds come from services.audit_verdict.Thresholds: one rule, written once."""
+    schema = AuditThresholds.model_json_schema()["properties"]
+    assert set(schema) == {item.name for item in fields(Thresholds)}
+    for name, prop in schema.items():
+        number = next(option for option in prop["anyOf"] if option["type"] == "number")
+        assert (prop["default"], number["minimum"], number["maximum"]) == \
+            (getattr(Thresholds(), name), THRESHOLD_FLOOR, Thresholds.ceiling(name))
 
 
 def test_a_duplicate_name_is_409(client, body, create):
@@ -204,9 +232,19 @@ def test_the_launch_task_name_is_a_registered_worker_task(monkeypatch, tmp_path)
     finally:
         clear_settings_cache()
     assert api_audit_runs.AUDIT_LAUNCH_TASK_NAME == celery_app.AUDIT_LAUNCH_TASK
-    assert api_audit_runs.AUDIT_QUEUE == celery_app.AUDIT_QUEUE
+    assert api_audit_runs.AUDIT_QUEUE == celery_app.AUDIT_QUEUE == celery_app.CONTROL_QUEUE == "control"
+    assert api_broker.CONTROL_QUEUE == celery_app.CONTROL_QUEUE
     for name in (celery_app.AUDIT_TICK_TASK, celery_app.AUDIT_LAUNCH_TASK, celery_app.AUDIT_FINALIZE_TASK,
                  celery_app.AUDIT_WEBHOOK_TASK):
-        assert name in celery_app.app.tasks
+        assert name in celery_app.app.tasks and name in celery_app.CONTROL_TASKS
     tick = celery_app.app.conf.beat_schedule["audit-tick"]
-    assert tick["task"] == celery_app.AUDIT_TICK_TASK and tick["options"]["queue"] == "evaluations"
+    assert tick["task"] == celery_app.AUDIT_TICK_TASK and tick["options"]["queue"] == "control"
+
+
+def test_run_now_sends_the_launch_to_the_control_queue(monkeypatch):
+    dispatch = api_audit_runs.CeleryAuditDispatch("memory://")
+    sent = []
+    monkeypatch.setattr(dispatch.app, "send_task", lambda name, **kwargs: sent.append((name, kwargs)))
+    dispatch(5)
+    assert sent[0][0] == api_audit_runs.AUDIT_LAUNCH_TASK_NAME
+    assert sent[0][1]["args"] == [5] and sent[0][1]["queue"] == "control"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from db import migrate
+from db.base import utcnow
 from db.models import AuditRun, Job
 from db.repositories import audits, jobs
 from db.session import make_engine, make_session_factory, session_scope
@@ -77,19 +79,26 @@ def test_the_database_refuses_invalid_rows(session):
         session.flush()
 
 
-def test_latest_runs_reference_run_and_run_jobs(session):
+def test_latest_runs_reference_jobs_and_run_jobs(session):
     audit = add_audit(session)
     model = add_model(session, name="tiny")
     runs = [audits.create_run(session=session, audit=audit, slot=f"manual:{i}", trigger="manual") for i in range(4)]
-    for run, verdict in zip(runs[:3], ("baseline", "regressed", "passed"), strict=True):
+    dataset = add_dataset(session, name="jobs-data")
+    earlier = [add_job(session, model=model, dataset=dataset) for _ in runs[:3]]
+    for run, job, verdict in zip(runs[:3], earlier, ("baseline", "regressed", "passed"), strict=True):
         audits.transition_run(session=session, run_id=run.id, from_status="pending", to_status="finished",
                               verdict=verdict)
-    assert audits.get_reference_run(session=session, audit_id=audit.id, before_run_id=runs[3].id).id == runs[2].id
-    assert audits.get_reference_run(session=session, audit_id=audit.id, before_run_id=runs[2].id).id == runs[0].id
+        audits.create_run_job(session=session, run=run, job=job)
+    # newest run first, and only runs that passed or were a baseline
+    assert [(run_id, job.id) for run_id, job in audits.list_reference_jobs(
+        session=session, audit_id=audit.id, before_run_id=runs[3].id)] == [(runs[2].id, earlier[2].id),
+                                                                          (runs[0].id, earlier[0].id)]
+    assert [run_id for run_id, _ in audits.list_reference_jobs(session=session, audit_id=audit.id,
+                                                               before_run_id=runs[2].id)] == [runs[0].id]
     assert audits.list_latest_runs(session=session, audit_ids=[audit.id])[audit.id].id == runs[3].id
     finished = audits.list_latest_runs(session=session, audit_ids=[audit.id], status="finished")
     assert finished[audit.id].id == runs[2].id
-    job = add_job(session, model=model)
+    job = add_job(session, model=model, dataset=dataset)
     audits.create_run_job(session=session, run=runs[3], job=job)
     assert audits.get_run_for_job(session=session, job_id=job.id).id == runs[3].id
     [(run_id, listed)] = audits.list_run_jobs(session=session, run_ids=[runs[3].id])
@@ -136,3 +145,59 @@ def test_upgrading_a_database_with_jobs_adds_the_audit_tables(db_url):
         assert migrate.current(db_url) == "0001"
     finally:
         engine.dispose()
+
+
+def test_the_upgrade_marks_the_jobs_of_launched_runs_as_sent(db_url):
+    migrate.upgrade(db_url, "0002")
+    engine = make_engine(db_url)
+    started = utcnow() - timedelta(hours=1)
+    try:
+        with session_scope(make_session_factory(engine)) as session:
+            audit_id = add_audit(session).id
+        with engine.begin() as connection:  # rows as revision 0002 wrote them (it has no jobs_sent_at)
+            connection.execute(AuditRun.__table__.insert(), [
+                {"audit_id": audit_id, "slot": slot, "trigger": "manual", "status": status, "thresholds": {},
+                 "started_at": start, "created_at": started, "webhook_attempts": 0}
+                for slot, status, start in (("manual:a", "running", started), ("manual:b", "pending", None))])
+        migrate.upgrade(db_url)
+        with session_scope(make_session_factory(engine)) as session:
+            sent = {run.slot: run.jobs_sent_at for run in session.scalars(select(AuditRun))}
+        assert sent == {"manual:a": started, "manual:b": None}
+    finally:
+        engine.dispose()
+
+
+def test_each_webhook_attempt_is_claimed_once_and_recorded_only_by_its_claimer(session):
+    run = audits.create_run(session=session, audit=add_audit(session), slot="manual:a", trigger="manual")
+    audits.update_run(session=session, run=run, webhook_status="pending")
+    now = utcnow()
+    assert audits.claim_webhook_attempt(session=session, run_id=run.id, attempts=0, at=now)
+    assert not audits.claim_webhook_attempt(session=session, run_id=run.id, attempts=0, at=now)  # a duplicate
+    assert audits.claim_webhook_attempt(session=session, run_id=run.id, attempts=1, at=now)
+    # attempt 1's outcome comes after attempt 2 was claimed: it must not overwrite attempt 2's bookkeeping
+    assert not audits.record_webhook_attempt(session=session, run_id=run.id, attempt=1, status="failed",
+                                             error="late", at=now)
+    assert audits.record_webhook_attempt(session=session, run_id=run.id, attempt=2, status="delivered",
+                                         error=None, at=now)
+    assert not audits.claim_webhook_attempt(session=session, run_id=run.id, attempts=2, at=now)  # delivered
+    session.refresh(run)
+    assert (run.webhook_status, run.webhook_attempts, run.webhook_error) == ("delivered", 2, None)
+
+
+def test_the_queries_behind_the_recovery_of_lost_messages(session):
+    audit = add_audit(session)
+    now = utcnow()
+    old, recent = now - timedelta(minutes=10), now - timedelta(seconds=10)
+    runs = [audits.create_run(session=session, audit=audit, slot=f"manual:{i}", trigger="manual") for i in range(5)]
+    for run, started in zip(runs[:3], (old, recent, old), strict=True):
+        audits.transition_run(session=session, run_id=run.id, from_status="pending", to_status="running",
+                              started_at=started)
+    audits.update_run(session=session, run=runs[2], jobs_sent_at=old)  # its launch confirmed its sends
+    assert [run.id for run in audits.list_runs_with_unsent_jobs(
+        session=session, started_before=now - timedelta(minutes=5))] == [runs[0].id]
+    for run, finished, attempt in zip(runs[3:], (old, old), (None, recent), strict=True):
+        audits.transition_run(session=session, run_id=run.id, from_status="pending", to_status="finished",
+                              finished_at=finished, webhook_status="pending", webhook_at=attempt)
+    # runs[4] was attempted 10 s ago: not idle
+    assert [run.id for run in audits.list_idle_webhooks(session=session, idle_before=now - timedelta(minutes=5))] \
+        == [runs[3].id]

@@ -13,32 +13,34 @@ from datetime import timedelta
 
 import pytest
 
-from api.services.audit_runs import AUDIT_LAUNCH_TASK_NAME, record_new_version
+from api.services.audit_runs import AUDIT_LAUNCH_TASK_NAME, AUDIT_QUEUE, record_new_version
 from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
 from services.audit_schedule import Schedule, slot_key
-from tests.conftest import free_port
 from tests.service.harness import Worker, wait_for
 from tests.worker.audit_helpers import add_audit, add_version, regressed_metrics
 from tests.worker.builders import add_digits
-from tests.worker.webhook_server import WebhookReceiver
-from worker.celery_app import DEFAULT_QUEUE
+from tests.worker.webhook_server import WebhookReceiver, refusing_endpoint
+from worker.celery_app import CONTROL_QUEUE, DEFAULT_QUEUE
 
 pytestmark = pytest.mark.timeout(240)
 
+# The webhook receiver listens on 127.0.0.1, a target only ADVAUDIT_WEBHOOK_ALLOW_PRIVATE allows.
 AUDIT_SETTINGS = {"ADVAUDIT_AUDIT_TICK_S": "1", "ADVAUDIT_WEBHOOK_MAX_ATTEMPTS": "3",
-                  "ADVAUDIT_WEBHOOK_BACKOFF_S": "0.2", "ADVAUDIT_WEBHOOK_TIMEOUT_S": "2"}
+                  "ADVAUDIT_WEBHOOK_BACKOFF_S": "0.2", "ADVAUDIT_WEBHOOK_TIMEOUT_S": "2",
+                  "ADVAUDIT_WEBHOOK_ALLOW_PRIVATE": "true"}
 RUN_DEADLINE_S = 90
 
 
 @pytest.fixture(scope="module")
 def worker(service) -> Worker:
-    """One worker consuming the default queue (where audit tasks go), with beat embedded as `advaudit serve` does."""
+    """One worker consuming the control queue (audit tasks) and the default one (their jobs), with beat embedded
+    as `advaudit serve` does."""
     service.queue = DEFAULT_QUEUE
     name = f"audits-{uuid.uuid4().hex[:6]}@advaudit-test"
     command = [sys.executable, "-m", "celery", "-A", "worker.tasks", "worker", "--loglevel=INFO", "--concurrency=1",
-               "--pool=prefork", "-Q", DEFAULT_QUEUE, f"--hostname={name}", "--without-mingle", "--without-gossip",
+               "--pool=prefork", "-Q", f"{CONTROL_QUEUE},{DEFAULT_QUEUE}", f"--hostname={name}", "--without-mingle", "--without-gossip",
                "--beat", f"--schedule={service.root / 'beat-schedule'}"]
     started = Worker(name, command, service.environment() | AUDIT_SETTINGS, service.root / "audits.log")
     service.workers.append(started)
@@ -99,12 +101,14 @@ def test_scheduled_and_new_version_runs_reach_their_verdicts_and_webhooks(servic
 
 
 def test_run_now_through_the_launch_task_and_a_dead_webhook(service, worker, inputs):
-    with session_scope(service.sessions) as session:
-        audit = add_audit(session, inputs["digits"], name="dead-hook", model_name=None, model_ids=[inputs["v1"]],
-                          webhook_url=f"http://127.0.0.1:{free_port()}/hook")
-        run_id = repo.audits.create_run(session=session, audit=audit, slot="manual:e2e", trigger="manual").id
-        audit_id = audit.id
-    service.client.send_task(AUDIT_LAUNCH_TASK_NAME, args=[run_id], queue=DEFAULT_QUEUE)  # as the API does
-    run = wait_for_run(service, worker, audit_id, lambda r: r.webhook_status == "failed", "the webhook to fail")
+    with refusing_endpoint() as dead_url:
+        with session_scope(service.sessions) as session:
+            audit = add_audit(session, inputs["digits"], name="dead-hook", model_name=None,
+                              model_ids=[inputs["v1"]], webhook_url=dead_url)
+            run_id = repo.audits.create_run(session=session, audit=audit, slot="manual:e2e", trigger="manual").id
+            audit_id = audit.id
+        service.client.send_task(AUDIT_LAUNCH_TASK_NAME, args=[run_id], queue=AUDIT_QUEUE)  # as the API does
+        run = wait_for_run(service, worker, audit_id, lambda r: r.webhook_status == "failed",
+                           "the webhook to fail")
     assert run.id == run_id and run.verdict == "baseline"  # a dead webhook never changes the verdict
     assert run.webhook_attempts == 3 and "ConnectError" in run.webhook_error

@@ -10,6 +10,7 @@ from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
 from tests.worker.audit_helpers import (
+    CONFIG,
     InlineQueue,
     add_audit,
     add_version,
@@ -175,7 +176,53 @@ def test_the_evaluate_task_hands_a_finished_run_to_finalize(sessions, store, con
     monkeypatch.setattr(audit_tasks.finalize, "apply_async", lambda args, queue: sent.append((args, queue)))
     monkeypatch.setattr(tasks, "worker_context", lambda: context)
     assert tasks.evaluate(job_id) == "succeeded"
-    assert sent == [([run_id], "evaluations")]
+    assert sent == [([run_id], "control")]  # bookkeeping never waits behind queued evaluations
     assert audit_tasks.finalize(run_id) == "baseline"
     tasks.evaluate(other_job)  # a job outside any audit hands nothing over
     assert len(sent) == 1
+
+
+def test_after_a_dataset_or_config_change_the_next_run_is_the_new_baseline(sessions, store, audit_ctx, queue,
+                                                                          digits_id):
+    with session_scope(sessions) as session:
+        add_version(session, store, "gap-cnn")
+        audit_id = add_audit(session, digits_id).id
+        digits = repo.datasets.get(session=session, dataset_id=digits_id)
+        other = repo.datasets.create(session=session, name="digits-again", sha256=digits.sha256, format="digits",
+                                     num_samples=digits.num_samples, input_shape=digits.input_shape,
+                                     num_classes=digits.num_classes, class_names=digits.class_names,
+                                     source=digits.source).id
+    first = complete(manual_run(sessions, audit_id, "manual:1"), audit_ctx, queue)
+    assert first.verdict == "baseline"
+
+    def change(**fields) -> None:  # what PATCH /audits/{id} does
+        with session_scope(sessions) as session:
+            repo.audits.update(session=session, audit=repo.audits.get(session=session, audit_id=audit_id),
+                               **fields)
+
+    change(config={**CONFIG, "eps": [0.0, 8 / 255]})
+    second = complete(manual_run(sessions, audit_id, "manual:2"), audit_ctx, queue)
+    assert second.verdict == "baseline" and "evaluation config changed" in second.reason, second.reason
+    assert second.result["comparisons"][0]["baseline"] is None
+    third = complete(manual_run(sessions, audit_id, "manual:3"), audit_ctx, queue)
+    assert third.verdict == "passed" and third.result["comparisons"][0]["baseline"]["run_id"] == second.id
+
+    change(dataset_id=other)
+    fourth = complete(manual_run(sessions, audit_id, "manual:4"), audit_ctx, queue)
+    assert fourth.verdict == "baseline" and "dataset or the evaluation config changed" in fourth.reason
+
+    change(dataset_id=digits_id, config=CONFIG)  # back to the first run's dataset and config: compared with it
+    fifth = complete(manual_run(sessions, audit_id, "manual:5"), audit_ctx, queue)
+    assert fifth.verdict == "passed" and fifth.result["comparisons"][0]["baseline"]["run_id"] == first.id
+
+
+def test_options_that_only_choose_output_files_keep_the_baseline(sessions, store, audit_ctx, queue, digits_id):
+    with session_scope(sessions) as session:
+        add_version(session, store, "gap-cnn")
+        audit_id = add_audit(session, digits_id).id
+    first = complete(manual_run(sessions, audit_id, "manual:1"), audit_ctx, queue)
+    with session_scope(sessions) as session:
+        repo.audits.update(session=session, audit=repo.audits.get(session=session, audit_id=audit_id),
+                           config={**CONFIG, "triptychs": 2})
+    second = complete(manual_run(sessions, audit_id, "manual:2"), audit_ctx, queue)
+    assert second.verdict == "passed" and second.result["comparisons"][0]["baseline"]["run_id"] == first.id

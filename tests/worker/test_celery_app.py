@@ -9,7 +9,15 @@ import pytest
 from db.session import session_scope
 from db.settings import Settings, clear_settings_cache
 from worker import celery_app
-from worker.celery_app import DEFAULT_QUEUE, EVALUATE_TASK, broker_transport_options, make_celery
+from worker.celery_app import (
+    CONTROL_QUEUE,
+    CONTROL_TASKS,
+    DEFAULT_QUEUE,
+    EVALUATE_TASK,
+    REQUEUE_TASK,
+    broker_transport_options,
+    make_celery,
+)
 
 
 @pytest.fixture
@@ -76,3 +84,15 @@ def test_the_evaluate_task_is_registered_and_retries_a_leased_job(sessions, cont
     with pytest.raises(Retry):
         tasks.evaluate(job_id)
     assert len(retries) == 1 and 1.0 <= retries[0]["countdown"] <= context.lease_s + 1.0
+
+
+def test_bookkeeping_has_a_queue_of_its_own(settings_env):
+    """Ticks, launches, verdicts, webhooks and the requeue sweep never wait behind queued evaluations."""
+    app = make_celery()
+    schedule = app.conf.beat_schedule
+    assert {entry["options"]["queue"] for entry in schedule.values()} == {CONTROL_QUEUE}
+    assert REQUEUE_TASK in CONTROL_TASKS and {entry["task"] for entry in schedule.values()} <= set(CONTROL_TASKS)
+    for name in CONTROL_TASKS:  # also when a sender names no queue
+        assert app.amqp.router.route({}, name)["queue"].name == CONTROL_QUEUE
+    assert app.amqp.router.route({}, EVALUATE_TASK)["queue"].name == DEFAULT_QUEUE
+    assert CONTROL_QUEUE != DEFAULT_QUEUE

@@ -1,0 +1,43 @@
+"""`advaudit serve` and `advaudit worker`: which queues their workers consume (control included)."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import uvicorn
+
+from advaudit import service
+from advaudit.cli import build_parser, main
+from db.settings import clear_settings_cache
+
+
+def test_the_embedded_worker_consumes_the_control_queue_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("ADVAUDIT_DATA_DIR", str(tmp_path))  # restored after: serve sets it for its children
+    started = []
+
+    class Supervised:
+        def __init__(self, command, log, env) -> None:
+            started.append(command)
+
+        def start(self) -> None:
+            pass
+
+        def stop(self) -> None:
+            pass
+
+    monkeypatch.setattr(service, "SupervisedWorker", Supervised)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: None)
+    try:
+        assert main(["serve", "--data-dir", str(tmp_path), "--port", "1"]) == 0
+    finally:
+        clear_settings_cache()
+    [command] = started
+    queues = next(arg for arg in command if arg.startswith("--queues=")).removeprefix("--queues=")
+    assert set(queues.split(",")) == {"control", "evaluations", "gpu"}
+    with sqlite3.connect(tmp_path / "broker.db") as broker:  # declared before the worker starts
+        assert {"control", "evaluations", "gpu"} <= {name for (name,) in broker.execute("SELECT name FROM kombu_queue")}
+
+
+def test_a_worker_takes_the_control_queue_by_default():
+    assert set(build_parser().parse_args(["worker"]).queues.split(",")) == {"evaluations", "control"}
+    assert "control" in service.DEFAULT_WORKER_QUEUES
