@@ -13,8 +13,10 @@ from advaudit.supervisor import SupervisedWorker
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker.tasks"]
 DEFAULT_WORKER_QUEUES = "evaluations,control"
-# The embedded worker takes everything: the control queue too, else nothing would tick, judge or deliver.
-EMBEDDED_WORKER_QUEUES = "control,evaluations,gpu"
+# `advaudit serve` runs two workers: one for the evaluations, one (with beat) for the control queue, so
+# ticks, verdicts, webhooks and the requeue sweep never wait for an evaluation to finish.
+EMBEDDED_EVALUATION_QUEUES = "evaluations,gpu"
+EMBEDDED_CONTROL_QUEUES = "control"
 
 
 def _use_data_dir(path: str | None) -> None:
@@ -61,9 +63,11 @@ def add_commands(commands) -> None:
 
 
 def _worker_command(queues: str, concurrency: int, pool: str = "prefork",
-                    beat_schedule: Path | None = None) -> list[str]:
+                    beat_schedule: Path | None = None, name: str | None = None) -> list[str]:
     command = [*CELERY, "worker", "--loglevel=INFO", f"--queues={queues}", f"--concurrency={concurrency}",
                f"--pool={pool}"]
+    if name is not None:  # two workers of one host need distinct node names
+        command.append(f"--hostname={name}@%h")
     if beat_schedule is not None:  # embed beat: the audit tick then needs no separate process
         command += ["--beat", f"--schedule={beat_schedule}"]
     return command
@@ -93,14 +97,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # before the worker and its beat start writing to it
         embedded_broker.prepare(settings.broker_url, (DEFAULT_QUEUE, GPU_QUEUE, CONTROL_QUEUE))
     app = create_app(settings, listen_host=args.host)
-    worker = None
+    workers: list[SupervisedWorker] = []
     if not args.no_worker:
-        # A child process, restarted if it dies: a model that crashes it cannot take the API down. It embeds
-        # beat too, so scheduled audits and the requeue of a dead worker's jobs need nothing else installed.
-        command = _worker_command(EMBEDDED_WORKER_QUEUES, 1, pool="solo",
-                                  beat_schedule=beat_schedule_file(settings.data_dir))
-        worker = SupervisedWorker(command, settings.data_dir / "worker.log", env=os.environ.copy())
-        worker.start()
+        # Child processes, restarted if they die: a model that crashes one cannot take the API down. The control
+        # worker embeds beat, so scheduled audits and the requeue of a dead worker's jobs need nothing else.
+        commands = {"worker.log": _worker_command(EMBEDDED_EVALUATION_QUEUES, 1, pool="solo", name="evaluations"),
+                    "control.log": _worker_command(EMBEDDED_CONTROL_QUEUES, 1, pool="solo", name="control",
+                                                   beat_schedule=beat_schedule_file(settings.data_dir))}
+        workers = [SupervisedWorker(command, settings.data_dir / log, env=os.environ.copy())
+                   for log, command in commands.items()]
+        for worker in workers:
+            worker.start()
     console.print(f"advaudit serving on http://{args.host}:{args.port}  (API docs: /docs, data: {settings.data_dir})")
     # uvicorn shuts down on SIGTERM, then raises the signal again: with the default handler the process
     # would die right there, skipping the `finally` below and leaving the worker orphaned.
@@ -108,7 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     finally:
-        if worker is not None:
+        for worker in workers:
             worker.stop()
     return 0
 

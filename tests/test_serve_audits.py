@@ -61,7 +61,7 @@ def wait_for_run(url: str, audit_id: str, data_dir, condition, what: str) -> dic
         if found:
             return found[0]
         time.sleep(0.5)
-    log = (data_dir / "worker.log").read_text(errors="replace")[-3000:]
+    log = "".join((data_dir / name).read_text(errors="replace")[-3000:] for name in ("control.log", "worker.log"))
     pytest.fail(f"no {what} within 120 s: {runs(url, audit_id)}\n{log}")
 
 

@@ -11,7 +11,7 @@ from advaudit.cli import build_parser, main
 from db.settings import clear_settings_cache
 
 
-def test_the_embedded_worker_consumes_the_control_queue_too(tmp_path, monkeypatch):
+def test_serve_runs_an_evaluation_worker_and_a_control_worker_with_beat(tmp_path, monkeypatch):
     monkeypatch.setenv("ADVAUDIT_DATA_DIR", str(tmp_path))  # restored after: serve sets it for its children
     started = []
 
@@ -31,9 +31,12 @@ def test_the_embedded_worker_consumes_the_control_queue_too(tmp_path, monkeypatc
         assert main(["serve", "--data-dir", str(tmp_path), "--port", "1"]) == 0
     finally:
         clear_settings_cache()
-    [command] = started
-    queues = next(arg for arg in command if arg.startswith("--queues=")).removeprefix("--queues=")
-    assert set(queues.split(",")) == {"control", "evaluations", "gpu"}
+    queues = [next(arg for arg in command if arg.startswith("--queues=")).removeprefix("--queues=")
+              for command in started]
+    assert queues == ["evaluations,gpu", "control"]  # a running evaluation never holds up the bookkeeping
+    assert ["--beat" in command for command in started] == [False, True]  # one beat, in the control worker
+    names = [next(arg for arg in command if arg.startswith("--hostname=")) for command in started]
+    assert len(set(names)) == 2
     with sqlite3.connect(tmp_path / "broker.db") as broker:  # declared before the worker starts
         assert {"control", "evaluations", "gpu"} <= {name for (name,) in broker.execute("SELECT name FROM kombu_queue")}
 
