@@ -1,4 +1,5 @@
-"""Audit pages: the list, one audit (definition, timeline, runs, latest diff), one run; run now, enable, disable."""
+"""Audit pages: the list, one audit (definition, timeline, runs, latest diff), one run; run now, enable, disable,
+delete."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from services.errors import AdvauditError
 router = APIRouter(include_in_schema=False)
 # The diff table's accuracy rows are the FGSM sweep's: say so where there is room.
 METRIC_LABELS = {**METRIC_NAMES, "accuracy": "FGSM accuracy"}
+SAVED_NOTICE = "The audit was saved; a changed schedule counts its slots from now."
 
 
 def page_audit(session: SessionDep, audit_id: str) -> Audit:
@@ -51,15 +53,20 @@ PageRun = Annotated[AuditRun, Depends(page_run)]
 
 @router.get("/audits", dependencies=[PageAuth])
 def audits_page(request: Request, session: SessionDep) -> Response:
-    return render(request, "audits.html", {"audits": views.audit_list(session=session)})
+    # A fixed text: echoing a name from the URL would let any link claim that some audit was deleted.
+    notice = ("The audit was deleted with its runs; the jobs they created and their reports stay."
+              if request.query_params.get("deleted") == "1" else None)
+    return render(request, "audits.html", {"audits": views.audit_list(session=session), "notice": notice})
 
 
-def _audit_page(request: Request, session, audit: Audit, *, queued: str = "", error: str | None = None,
-                status: int = HTTPStatus.OK) -> Response:
+def _audit_page(request: Request, session, audit: Audit, *, queued: str = "", saved: bool = False,
+                error: str | None = None, status: int = HTTPStatus.OK) -> Response:
     view = views.audit_view(session=session, audit=audit)
     # The notice lasts while the queued run is unfinished: the page reloads itself with the verdict.
     waiting = any(str(run["id"]) == queued and run["status"] != "finished" for run in view.runs)
     notice = f"Run #{queued} was queued; this page follows it until its verdict." if waiting else None
+    if notice is None and saved:
+        notice = SAVED_NOTICE
     context: dict[str, Any] = {"view": view, "audit": view.audit, "schedule": views.describe_schedule(view.audit),
                                "metric_names": METRIC_LABELS, "notice": notice, "error": error}
     return render(request, "audit.html", context, status_code=status)
@@ -67,7 +74,8 @@ def _audit_page(request: Request, session, audit: Audit, *, queued: str = "", er
 
 @router.get("/audits/{audit_id}", dependencies=[PageAuth])
 def audit_page(request: Request, session: SessionDep, audit: PageAudit) -> Response:
-    return _audit_page(request, session, audit, queued=request.query_params.get("queued", ""))
+    return _audit_page(request, session, audit, queued=request.query_params.get("queued", ""),
+                       saved=request.query_params.get("saved") == "1")
 
 
 @router.get("/audits/{audit_id}/runs/{run_id}", dependencies=[PageAuth])
@@ -110,3 +118,17 @@ def enable(request: Request, session: SessionDep, store: StoreDep, settings: Set
 def disable(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
             audit: PageAudit) -> Response:
     return _set_enabled(request, session, store, settings, audit, False)
+
+
+@router.get("/audits/{audit_id}/delete", dependencies=[PageAuth])
+def confirm_delete(request: Request, session: SessionDep, audit: PageAudit) -> Response:
+    """The confirmation step: what goes (the audit, its runs) and what stays (jobs, reports)."""
+    runs = repo.audits.count_runs(session=session, audit_id=audit.id)
+    return render(request, "audit_delete.html", {"audit": audit, "runs": runs})
+
+
+@router.post("/audits/{audit_id}/delete", dependencies=[PageAuth, SameOrigin])
+def delete(session: SessionDep, audit: PageAudit) -> Response:
+    """Delete through the same use case as DELETE /api/v1/audits/{id}, then list the audits with a notice."""
+    audit_service.delete_audit(session=session, audit=audit)
+    return RedirectResponse("/audits?deleted=1", status_code=HTTPStatus.SEE_OTHER)

@@ -12,7 +12,7 @@ from api.services import audit_runs as run_service
 from api.services import audits as audit_service
 from db import repositories as repo
 from db.models import Audit, AuditRun, DatasetRecord, Job, ModelRecord
-from services.audit_states import FINISHED
+from services.audit_states import ERROR, FINISHED
 
 MAX_AUDITS = 1000
 MAX_RUNS = 100  # the audit page shows the newest runs; GET /api/v1/audits/{id}/runs pages through all
@@ -72,11 +72,22 @@ def audit_list(*, session: Session) -> list[dict[str, Any]]:
             for audit in audits]
 
 
+def error_point(run: dict[str, Any]) -> dict[str, Any]:
+    """A run that ended in `error`: one chart point with no metrics, and the reason it gives."""
+    return {"run_id": run["id"], "at": chart_time(run["created_at"]), "verdict": ERROR, "trigger": run["trigger"],
+            "model": None, "version": None, "job_id": None, "clean_accuracy": None, "robust_auc": None,
+            "regressed": False, "reason": run["reason"]}
+
+
 def timeline(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chart points, oldest first: one per judged candidate job, with the run's verdict and regression flag."""
+    """Chart points, oldest first: one per judged candidate job with the run's verdict and regression flag, and
+    one per run that ended in `error` (its reason, no metrics)."""
     points = []
     for run in reversed(runs):
         if run["status"] != FINISHED:
+            continue
+        if run["verdict"] == ERROR:
+            points.append(error_point(run))
             continue
         for comparison in run["comparisons"]:
             candidate = comparison["candidate"]

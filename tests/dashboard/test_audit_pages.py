@@ -176,3 +176,24 @@ def test_audit_scripts_are_served(judged):
     client, _ = judged
     for name in ("audits.js", "audit_form.js"):
         assert client.get(f"/static/{name}").status_code == 200, name
+
+
+def test_runs_that_ended_in_error_are_on_the_timeline_with_their_reason(judged):
+    client, ids = judged
+    audit = client.post(f"{API}/audits", json={
+        "name": "erring", "model_ids": ids["idle"]["model_ids"], "dataset_id": ids["idle"]["dataset_id"],
+        "config": AUDIT_CONFIG, "enabled": False}).json()
+    run = client.post(f"{API}/audits/{audit['id']}/run").json()
+    reason = "digits-net v1 · job 9 failed: CUDA out of memory <oom>"
+    with session_scope(client.app.state.sessions) as session:  # as the worker finishes a run whose job failed
+        assert repo.audits.transition_run(session=session, run_id=run["id"], from_status="pending",
+                                          to_status="finished", verdict="error", reason=reason,
+                                          result={"comparisons": [], "errors": [reason]})
+    page = client.get(f"/audits/{audit['id']}")
+    assert 'id="audit-timeline"' in page.text and 'id="timeline-empty"' not in page.text
+    [point] = embedded(page.text, "timeline-data")
+    assert (point["run_id"], point["verdict"], point["reason"]) == (run["id"], "error", reason)
+    assert point["robust_auc"] is None and point["clean_accuracy"] is None and point["at"]
+    assert "grey × at the bottom" in section(page.text, "timeline")
+    judged_points = embedded(client.get(f"/audits/{ids['audit']['id']}").text, "timeline-data")
+    assert all(point["verdict"] != "error" for point in judged_points)

@@ -129,3 +129,54 @@ def test_audit_list_shows_the_verdict_and_the_buttons_switch_the_audit(signed_in
     response = page.goto(f"{server.url}/audits/999999")
     assert response.status == 404 and "Audit 999999 does not exist" in page.inner_text("#error-detail")
     page.close()
+
+
+ERROR_RUN = """() => {  // a run that ended in error, drawn by the page's own script next to the judged ones
+  const element = document.getElementById("audit-timeline"), points = Dash.embedded("timeline-data");
+  drawTimeline(element, [...points, {run_id: 0, at: points[points.length - 1].at, verdict: "error",
+    reason: "digits v3 · job 9 failed: <out of memory>"}], 0);
+  Plotly.Fx.hover(element, [{curveNumber: element.data.length - 1, pointNumber: 0}]);
+  return element.data[element.data.length - 1].customdata[0][1];
+}"""
+
+
+def test_edit_the_audit_then_delete_it_after_confirming(signed_in, server):
+    page = signed_in.new_page()
+    watch = PageWatch(page)
+    page.goto(f"{server.url}/audits", wait_until="networkidle")
+    page.locator("#audits-table a", has_text="digits robustness").click()
+    page.wait_for_url(f"{server.url}/audits/*")
+    audit_url, audit_id = page.url, page.url.rsplit("/", 1)[1]
+    [run, *_] = server.api.get(f"/audits/{audit_id}/runs").json()["data"]
+    page.click("#edit-audit")
+    page.wait_for_url(f"{audit_url}/edit")
+    wait_for_cam_layers(page)
+    assert page.input_value("#name") == "digits robustness" and page.input_value("#eps") == "0,2/255,8/255"
+    assert page.input_value("#cron") == "0 3 * * 1" and page.input_value("#timezone") == "Europe/Paris"
+    assert page.input_value("#cam") == "none" and page.input_value("#limit") == "300"
+    page.fill("#cron", "30 4 * * *")
+    screenshot(page, "audit-edit")
+    page.click("#submit-audit")
+    page.wait_for_url(f"{audit_url}?saved=1")
+    page.wait_for_load_state("networkidle")
+    assert "cron 30 4 * * * (Europe/Paris)" in page.inner_text("#audit-definition")
+    assert "saved" in page.inner_text("#audit-notice")
+
+    assert page.evaluate(ERROR_RUN) == "digits v3 · job 9 failed: &#60;out of memory&#62;"
+    assert {"name": "error", "points": 1} in plot_traces(page, "audit-timeline")
+    assert "<out of memory>" in page.locator("#audit-timeline .hoverlayer").text_content()
+    screenshot(page, "audit-timeline-error")
+
+    page.click("#delete-audit")
+    page.wait_for_url(f"{audit_url}/delete")
+    assert "stay" in page.inner_text("#delete-confirm")
+    screenshot(page, "audit-delete-confirm")
+    page.click("#confirm-delete")
+    page.wait_for_url(f"{server.url}/audits?deleted=1")
+    assert "The audit was deleted" in page.inner_text("#audits-notice")
+    assert page.locator("#audits-table tbody tr", has_text="digits robustness").count() == 0
+    screenshot(page, "audits-after-delete")
+    assert server.api.get(f"/audits/{audit_id}").status_code == 404
+    assert server.api.get(f"/jobs/{run['jobs'][0]['job_id']}").json()["status"] == "succeeded"
+    watch.assert_clean("edit and delete")
+    page.close()

@@ -4,9 +4,36 @@
 const RUN_POLL_MS = 1500;
 const RUN_MAX_BACKOFF_MS = 15000;
 const REGRESSED_COLOR = "#b91c1c";
+const ERROR_COLOR = "#6b7280";
+const HOVER_LINE_CHARS = 80;
 
-/** Robust AUC (solid) and clean accuracy (dotted) per run, one pair of lines per model; regressed runs ringed. */
-function drawTimeline(element, points, auditId) {
+/** A run's reason as hover text: HTML-escaped (Plotly reads tags in hover labels) and wrapped into lines. */
+function hoverText(text) {
+  const escaped = (text || "no reason recorded").replace(/[&<>"]/g, (c) => `&#${c.charCodeAt(0)};`);
+  const lines = [];
+  let line = "";
+  for (const word of escaped.split(" ")) {
+    if (line && line.length + word.length > HOVER_LINE_CHARS) { lines.push(line); line = word; }
+    else line = line ? `${line} ${word}` : word;
+  }
+  return [...lines, line].join("<br>");
+}
+
+/** Runs that ended in error: grey × at the bottom of the chart, with the reason on hover. */
+function errorTrace(errors) {
+  return {
+    type: "scatter", mode: "markers", name: "error", x: errors.map((p) => p.at), y: errors.map(() => 0),
+    customdata: errors.map((p) => [p.run_id, hoverText(p.reason)]),
+    marker: { symbol: "x-thin-open", size: 12, color: ERROR_COLOR, line: { width: 2.5, color: ERROR_COLOR } },
+    hovertemplate: "run #%{customdata[0]} ended in error:<br>%{customdata[1]}<extra></extra>",
+  };
+}
+
+/** Robust AUC (solid) and clean accuracy (dotted) per run, one pair of lines per model; regressed runs ringed;
+ * runs that ended in error on their own trace. */
+function drawTimeline(element, timeline, auditId) {
+  const points = timeline.filter((point) => point.verdict !== "error");
+  const errors = timeline.filter((point) => point.verdict === "error");
   const models = [...new Set(points.map((point) => point.model))];
   const details = (rows) => rows.map((p) => [p.run_id, p.version, p.verdict, p.job_id]);
   const traces = models.flatMap((model, i) => {
@@ -30,6 +57,7 @@ function drawTimeline(element, points, auditId) {
       hovertemplate: "run #%{customdata[0]} regressed: %{customdata[1]}<extra></extra>",
     });
   }
+  if (errors.length) traces.push(errorTrace(errors));
   Charts.draw(element, traces, Charts.layout({
     xaxis: { title: { text: "run time (UTC)" }, type: "date", automargin: true },
     yaxis: Charts.rateAxis("clean accuracy and robust AUC (%)"),
