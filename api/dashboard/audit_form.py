@@ -67,7 +67,7 @@ def audit_request(values: dict[str, str], model_ids: list[str], flags: set[str])
     problems: list[str] = []
     body: dict[str, Any] = {
         "name": values["name"].strip(), "dataset_id": values["dataset_id"],
-        "config": evaluation_form._job_request(values, flags)["config"],  # the evaluation form's own parsing
+        "config": evaluation_form.job_request(values, flags)["config"],  # the evaluation form's own parsing
         # An emptied threshold is not checked (null), as in the API.
         "thresholds": {key: values[key].strip() or None for key in THRESHOLDS},
         "baseline_job_id": values["baseline_job_id"] or None, "webhook_url": values["webhook_url"].strip() or None,
@@ -85,20 +85,6 @@ def audit_request(values: dict[str, str], model_ids: list[str], flags: set[str])
         if body["interval_s"] is None:
             problems.append(f"Interval: {values['interval']!r} is not a duration such as 3600, 90s, 15m, 6h or 1d")
     return body, problems
-
-
-def _messages(error: ValidationError) -> list[str]:
-    messages = []
-    for item in error.errors(include_url=False):
-        field = next((str(part) for part in reversed(item["loc"]) if str(part) in LABELS), None)
-        label = LABELS.get(field, "Form") if field else "Form"
-        if item.get("input") == "":
-            messages.append(f"{label}: choose or enter a value")
-        elif item["type"] == "string_pattern_mismatch":  # the regular expression would mean nothing to a reader
-            messages.append(f"{label}: contains a character that is not allowed here (/, \\ or a control character)")
-        else:
-            messages.append(f"{label}: {item['msg'].removeprefix('Value error, ')}")
-    return messages
 
 
 def _form(request: Request, session, values: dict[str, str], model_ids: list[str], flags: set[str],
@@ -226,7 +212,8 @@ def _save(request: Request, session, store, settings, values: dict[str, str], mo
             saved = audit_service.update_audit(session=session, store=store, settings=settings, audit=audit,
                                                body=AuditUpdate.model_validate(update_request(audit, body)))
     except ValidationError as error:
-        return _form(request, session, values, model_ids, flags, _messages(error), HTTPStatus.UNPROCESSABLE_ENTITY,
+        messages = evaluation_form.form_messages(error, LABELS)
+        return _form(request, session, values, model_ids, flags, messages, HTTPStatus.UNPROCESSABLE_ENTITY,
                      audit)
     except (ApiError, AdvauditError) as error:
         status = error.status if isinstance(error, ApiError) else HTTPStatus.UNPROCESSABLE_ENTITY

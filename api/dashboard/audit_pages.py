@@ -12,7 +12,7 @@ from starlette.responses import RedirectResponse, Response
 from api.audit_schemas import AuditUpdate
 from api.dashboard.auth import PageAuth, SameOrigin
 from api.dashboard.errors import page_not_found
-from api.dashboard.pages import _record_id as page_record_id
+from api.dashboard.pages import record_id as page_record_id
 from api.dashboard.templating import render
 from api.deps import SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError

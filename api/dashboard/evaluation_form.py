@@ -40,7 +40,7 @@ def _choices(session) -> dict[str, Any]:
             "target_policies": TARGET_POLICIES}
 
 
-def _job_request(values: dict[str, str], flags: set[str]) -> dict[str, Any]:
+def job_request(values: dict[str, str], flags: set[str]) -> dict[str, Any]:
     """The POST /jobs body the form describes; empty optional fields are left to the defaults."""
     config: dict[str, Any] = {key: values[key] for key in ("eps", "cam", "cam_eps", "cam_samples", "limit",
                                                          "device", "precision", "batch_size", "seed",
@@ -56,13 +56,16 @@ def _job_request(values: dict[str, str], flags: set[str]) -> dict[str, Any]:
             "config": config}
 
 
-def _messages(error: ValidationError) -> list[str]:
+def form_messages(error: ValidationError, labels: dict[str, str]) -> list[str]:
+    """One readable line per invalid field, named by its form label (`labels`: field → label)."""
     messages = []
     for item in error.errors(include_url=False):
-        field = next((str(part) for part in reversed(item["loc"]) if str(part) in LABELS), None)
-        label = LABELS.get(field, "Form") if field else "Form"
+        field = next((str(part) for part in reversed(item["loc"]) if str(part) in labels), None)
+        label = labels.get(field, "Form") if field else "Form"
         if item.get("input") == "":
             messages.append(f"{label}: choose or enter a value")
+        elif item["type"] == "string_pattern_mismatch":  # the regular expression would mean nothing to a reader
+            messages.append(f"{label}: contains a character that is not allowed here (/, \\ or a control character)")
         else:
             messages.append(f"{label}: {item['msg'].removeprefix('Value error, ')}")
     return messages
@@ -95,11 +98,11 @@ async def submit_evaluation(request: Request, session: SessionDep, store: StoreD
 
 def _submit(request: Request, session, store, enqueue, values: dict[str, str], flags: set[str]) -> Response:
     try:
-        body = JobCreate.model_validate(_job_request(values, flags))
+        body = JobCreate.model_validate(job_request(values, flags))
         job = job_service.submit(session=session, store=store, enqueue=enqueue, model_id=body.model_id,
                                  dataset_id=body.dataset_id, options=body.config.evaluation_options())
     except ValidationError as error:
-        return _form(request, session, values, flags, _messages(error), HTTPStatus.UNPROCESSABLE_ENTITY)
+        return _form(request, session, values, flags, form_messages(error, LABELS), HTTPStatus.UNPROCESSABLE_ENTITY)
     except (ApiError, AdvauditError) as error:
         status = error.status if isinstance(error, ApiError) else HTTPStatus.UNPROCESSABLE_ENTITY
         return _form(request, session, values, flags, [str(error)], status)

@@ -21,7 +21,7 @@ from services.job_states import ACTIVE, SUCCEEDED
 router = APIRouter(include_in_schema=False)
 
 
-def _record_id(text: str, what: str) -> int:
+def record_id(text: str, what: str) -> int:
     """A path id; text that cannot be an id names a record that does not exist (404, not 422)."""
     if not is_decimal(text) or not 1 <= int(text) <= MAX_ID:
         raise page_not_found(f"{what} {text!r}")
@@ -30,14 +30,14 @@ def _record_id(text: str, what: str) -> int:
 
 def page_job(session: SessionDep, job_id: str) -> Job:
     """The job of the URL, or a 404 page (ids that are not numbers are simply unknown jobs)."""
-    job = repo.jobs.get(session=session, job_id=_record_id(job_id, "Job"))
+    job = repo.jobs.get(session=session, job_id=record_id(job_id, "Job"))
     if job is None:
         raise page_not_found(f"Job {job_id}")
     return job
 
 
 def page_model(session: SessionDep, model_id: str) -> ModelRecord:
-    model = repo.models.get(session=session, model_id=_record_id(model_id, "Model"))
+    model = repo.models.get(session=session, model_id=record_id(model_id, "Model"))
     if model is None:
         raise page_not_found(f"Model {model_id}")
     return model

@@ -12,10 +12,12 @@ function camLayers(architecture) {
   }).map((layer) => layer.name);
 }
 
-document.addEventListener("DOMContentLoaded", () => {
-  const form = document.getElementById("evaluation-form");
-  if (!form) return;
-  const model = form.querySelector("#model_id");
+/**
+ * The CAM layer list of `form`, following the model `modelId()` names (undefined: none chosen), and the
+ * class-K field shown for the class policy. Returns fill(), to call when the model changes, and
+ * forgetChoice(), which goes back to "auto" for the next fill.
+ */
+function camLayerPicker(form, modelId) {
   const cam = form.querySelector("#cam");
   const policy = form.querySelector("#targeted");
   const targetClass = form.querySelector("#target_class");
@@ -35,22 +37,31 @@ document.addEventListener("DOMContentLoaded", () => {
     if (![...cam.options].some((item) => item.selected && !item.disabled)) cam.value = "auto";
   };
 
-  const fillLayers = async () => {
-    const modelId = model.value;
-    if (!cache.has(modelId)) {
+  const fill = async () => {
+    const id = modelId();
+    if (!id) { show([], "choose a model to list its conv layers"); return; }
+    if (!cache.has(id)) {
       show([], "loading the model's conv layers…");
       try {
-        cache.set(modelId, camLayers(await Dash.getJSON(`/api/v1/models/${modelId}/architecture`)));
+        cache.set(id, camLayers(await Dash.getJSON(`/api/v1/models/${id}/architecture`)));
       } catch (error) {
-        if (model.value === modelId) show([], `conv layers unavailable: ${error.message}`);
+        if (modelId() === id) show([], `conv layers unavailable: ${error.message}`);
         return;
       }
     }
-    if (model.value === modelId) show(cache.get(modelId), null);
+    if (modelId() === id) show(cache.get(id), null);
   };
 
   cam.addEventListener("change", () => { wanted = cam.value; });
-  model.addEventListener("change", () => { wanted = "auto"; fillLayers(); });
   policy.addEventListener("change", () => { targetClass.hidden = policy.value !== "class"; });
-  fillLayers();
+  return { fill, forgetChoice: () => { wanted = "auto"; } };
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("evaluation-form");
+  if (!form) return;
+  const model = form.querySelector("#model_id");
+  const picker = camLayerPicker(form, () => model.value);
+  model.addEventListener("change", () => { picker.forgetChoice(); picker.fill(); });
+  picker.fill();
 });
