@@ -4,54 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
 from services.checkpoints import demo_model_path
-from tests.conftest import free_port
-
-EXECUTABLE = shutil.which("advaudit") or str(Path(sys.executable).parent / "advaudit")
+from tests.serve_process import EXECUTABLE, serving
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("serve")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADVAUDIT_")}
-    process = subprocess.Popen([EXECUTABLE, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    try:
-        while time.monotonic() < deadline:
-            try:
-                # Celery's SQLite transport cannot broadcast, so the embedded worker does not answer pings:
-                # the database answering is the readiness signal; jobs wait in the queue for the worker.
-                if httpx.get(f"{url}/api/v1/health", timeout=5).json()["database"]["ok"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None:
-                pytest.fail(f"advaudit serve exited: {process.stdout.read()}")
-            time.sleep(0.5)
-        else:
-            pytest.fail("advaudit serve did not answer within 90 s")
-        yield url, data_dir
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    with serving(tmp_path_factory.mktemp("serve")) as served:
+        yield served.url, served.data_dir
 
 
 def cli(url: str, *args: str) -> subprocess.CompletedProcess:

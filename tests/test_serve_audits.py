@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 
 import httpx
 import pytest
 
 from services.checkpoints import demo_model_path
-from tests.conftest import free_port
-from tests.test_serve import EXECUTABLE, cli
+from tests.serve_process import serving
+from tests.test_serve import cli
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -22,32 +19,8 @@ FAST = {"ADVAUDIT_AUDIT_TICK_S": "1", "ADVAUDIT_AUDIT_MIN_INTERVAL_S": "5"}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    data_dir = tmp_path_factory.mktemp("serve-audits")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ADVAUDIT_")} | FAST
-    process = subprocess.Popen([EXECUTABLE, "serve", "--port", str(port), "--data-dir", str(data_dir)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{url}/api/v1/health", timeout=5).json()["database"]["ok"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None:
-                pytest.fail(f"advaudit serve exited: {process.stdout.read()}")
-            if time.monotonic() > deadline:
-                pytest.fail("advaudit serve did not answer within 90 s")
-            time.sleep(0.5)
-        yield url, data_dir
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+    with serving(tmp_path_factory.mktemp("serve-audits"), FAST) as served:
+        yield served.url, served.data_dir
 
 
 def runs(url: str, audit_id: str) -> list[dict]:

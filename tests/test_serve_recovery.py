@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from services.checkpoints import demo_model_path
-from tests.conftest import free_port
-from tests.test_serve import EXECUTABLE
+from tests.serve_process import serving
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -41,14 +40,9 @@ def _wait(check, timeout_s: float, what: str, process: subprocess.Popen):
 
 
 def test_a_killed_worker_is_restarted_and_its_job_succeeds_on_a_second_attempt(tmp_path):
-    port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("ADVAUDIT_")},
-           "ADVAUDIT_JOB_LEASE_S": str(LEASE_S), "ADVAUDIT_PROGRESS_INTERVAL_S": "0.2", "ADVAUDIT_DEVICE": "cpu"}
-    process = subprocess.Popen([EXECUTABLE, "serve", "--port", str(port), "--data-dir", str(tmp_path)], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    api = httpx.Client(base_url=f"http://127.0.0.1:{port}/api/v1", timeout=30)
-    try:
-        _wait(lambda: api.get("/health").json()["database"]["ok"], 90, "the API", process)
+    env = {"ADVAUDIT_JOB_LEASE_S": str(LEASE_S), "ADVAUDIT_PROGRESS_INTERVAL_S": "0.2", "ADVAUDIT_DEVICE": "cpu"}
+    with serving(tmp_path, env) as served:
+        process, api = served.process, httpx.Client(base_url=f"{served.url}/api/v1", timeout=30)
         with open(demo_model_path("dilated-cnn"), "rb") as handle:
             model = api.post("/models", files={"file": ("dilated-cnn.pt", handle)},
                              data={"name": "dilated", "input_shape": "1,32,32"}).json()
@@ -69,9 +63,3 @@ def test_a_killed_worker_is_restarted_and_its_job_succeeds_on_a_second_attempt(t
         assert int(final["worker_host"].rsplit(":", 1)[1]) != worker_pid  # a new worker process ran it
         report = api.get(f"/jobs/{job_id}/report").json()
         assert report["dataset"]["num_samples"] == 360 and len(report["fgsm"]) == len(CONFIG["eps"])
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)

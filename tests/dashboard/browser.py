@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +15,8 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, in_ci, require
+from tests.serve_process import EXECUTABLE
 
-EXECUTABLE = shutil.which("advaudit") or str(Path(sys.executable).parent / "advaudit")
 CHROMIUM = Path(os.environ.get("ADVAUDIT_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
