@@ -6,7 +6,6 @@ since the factory cannot see the host uvicorn binds) or through `advaudit serve`
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -19,8 +18,9 @@ from api import dashboard
 from api.broker import Broker, CeleryBroker
 from api.deps import refuse_cross_site, require_token
 from api.errors import install_error_handlers
+from api.hosts import HostGuard, host_policy, is_loopback
 from api.routers import audits, compare, datasets, health, jobs, models
-from api.schemas import Problem
+from api.schemas import problem_responses
 from api.services.datasets import ensure_builtin_datasets
 from api.services.storage import discard_stale_uploads, upload_dir
 from api.services.validation import warm_up
@@ -33,8 +33,9 @@ from db.storage import LocalArtifactStore
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/api/v1"
-ERROR_RESPONSES = {status: {"model": Problem, "content": {"application/problem+json": {}}}
-                   for status in (401, 404, 409, 422)}
+# What any endpoint may answer: a refused Host or malformed request (400), no token (401), a cross-site
+# request (403), an unknown id (404), a conflict (409), invalid input (422), the database down (503).
+ERROR_RESPONSES = problem_responses(400, 401, 403, 404, 409, 422, 503)
 
 
 def auth_required(mode: str, listen_host: str | None) -> bool:
@@ -42,19 +43,6 @@ def auth_required(mode: str, listen_host: str | None) -> bool:
     if mode in ("required", "off"):
         return mode == "required"
     return not is_loopback(listen_host)
-
-
-def is_loopback(host: str | None) -> bool:
-    """True for localhost / 127.x / ::1; False for wildcard or public addresses, and when unknown (None)."""
-    if host is None:
-        return False
-    name = host.strip().strip("[]").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def _start_up(app: FastAPI) -> None:
@@ -96,6 +84,9 @@ def create_app(settings: Settings | None = None, *, enqueue: Callable[[Job], Non
     app.state.broker = broker or CeleryBroker(settings.broker_url)
     app.state.enqueue = enqueue or app.state.broker.send
     app.state.auth_required = auth_required(settings.auth, listen_host)
+    app.state.host_policy = host_policy(auth_required=app.state.auth_required,
+                                        allowed_hosts=settings.allowed_hosts, listen_host=listen_host)
+    app.add_middleware(HostGuard, policy=app.state.host_policy)
     install_error_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(refuse_cross_site)])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
 
@@ -29,8 +29,19 @@ class Settings(BaseSettings):
     device: str = "auto"
     max_upload_bytes: int = Field(default=512 * MIB, gt=0)
     auth: Literal["auto", "required", "off"] = "auto"
+    # Host names the server answers besides the loopback names and its listen address (comma-separated in
+    # ADVAUDIT_ALLOWED_HOSTS; "*.example.org" matches subdomains). Checked whenever auth is off, and whenever
+    # this list is set: a page whose name rebinds to 127.0.0.1 then cannot talk to the server.
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
     progress_interval_s: float = Field(default=0.5, ge=0)
+    # A running job writes its heartbeat and reads its cancel flag this often (one small UPDATE).
+    heartbeat_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # A job stops at its next check (between batches, ε values and attack steps) once it has run this long …
     job_time_limit_s: int = Field(default=6 * 3600, gt=0)
+    # … and a job that has not stopped this much later (a forward pass that never returns) is killed.
+    job_kill_grace_s: float = Field(default=30.0, gt=0)
+    # A job whose worker died (or was killed) this many times while running it fails instead of running again.
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
     # A running job whose heartbeat is younger than this is left alone by a redelivered task.
     job_lease_s: float = Field(default=120.0, gt=0)
     # Redis redelivers an unacknowledged task after this long (e.g. when a whole worker host died). A job
@@ -54,6 +65,20 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):  # from the environment: "a.example,b.example"
+            value = value.split(",")
+        if isinstance(value, list):
+            return [str(item).strip().lower() for item in value if str(item).strip()]
+        return value
+
+    @property
+    def scratch_root(self) -> Path:
+        """Where jobs keep their working files while they run (one folder per attempt, removed after)."""
+        return self.data_dir / "scratch"
 
     @model_validator(mode="after")
     def _derive_from_data_dir(self) -> Settings:

@@ -31,7 +31,7 @@ def test_the_demo_prints_a_regressed_verdict_with_its_numbers_and_records_it(tmp
     assert "verdict baseline" in out and "verdict regressed" in out
     assert "accuracy at ε=8/255 fell" in out and "REGRESSED" in out
 
-    with TestClient(create_app(Settings(data_dir=data_dir, auth="off"), listen_host="127.0.0.1")) as client:
+    with TestClient(create_app(Settings(data_dir=data_dir, auth="off", allowed_hosts=["testserver"]), listen_host="127.0.0.1")) as client:
         [audit] = client.get("/api/v1/audits").json()["data"]
         assert audit["last_verdict"] == "regressed" and audit["run_on_new_version"]
         runs = client.get(f"/api/v1/audits/{audit['id']}/runs").json()["data"]

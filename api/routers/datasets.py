@@ -7,7 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import DatasetDep, SessionDep, SettingsDep, StoreDep
-from api.schemas import MAX_ID, NO_NUL, DatasetRead, DatasetUploadForm, Page, multipart_body
+from api.schemas import (
+    MAX_ID,
+    NO_NUL,
+    UPLOAD_ERRORS,
+    DatasetRead,
+    DatasetUploadForm,
+    Page,
+    multipart_body,
+)
 from api.services import datasets as service
 
 NameFilter = Annotated[str | None, Query(max_length=200, pattern=NO_NUL)]
@@ -16,7 +24,7 @@ router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
 @router.post("", response_model=DatasetRead, status_code=201, openapi_extra=multipart_body(DatasetUploadForm),
-             responses={200: {"model": DatasetRead,
+             responses=UPLOAD_ERRORS | {200: {"model": DatasetRead,
                               "description": "the same file was already registered under this name"}})
 async def create_dataset(request: Request, response: Response, session: SessionDep, store: StoreDep,
                          settings: SettingsDep):

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from api.deps import ModelDep, SessionDep, SettingsDep, StoreDep
-from api.schemas import MAX_ID, NO_NUL, ModelRead, ModelUploadForm, Page, multipart_body
+from api.schemas import MAX_ID, NO_NUL, UPLOAD_ERRORS, ModelRead, ModelUploadForm, Page, multipart_body
 from api.services import architecture
 from api.services import models as service
 
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/models", tags=["models"])
 
 
 @router.post("", response_model=ModelRead, status_code=201, openapi_extra=multipart_body(ModelUploadForm),
-             responses={200: {"model": ModelRead,
+             responses=UPLOAD_ERRORS | {200: {"model": ModelRead,
                               "description": "the same file and options were already registered"}})
 async def create_model(request: Request, response: Response, session: SessionDep, store: StoreDep,
                        settings: SettingsDep):

@@ -56,7 +56,8 @@ def settings(tmp_path, migrated_db) -> Settings:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     shutil.copy(migrated_db, data_dir / "advaudit.db")
-    return Settings(data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB)
+    return Settings(data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB,
+                    allowed_hosts=["testserver"])  # the name TestClient sends
 
 
 @pytest.fixture

@@ -96,3 +96,22 @@ def test_openapi_documents_the_endpoints_and_the_upload_forms(client):
     assert upload["properties"]["file"]["format"] == "binary" and {"file", "name"} <= set(upload["required"])
     assert "bearer" in str(schema["components"]["securitySchemes"]).lower()
     assert client.get("/docs").status_code == 200
+
+
+def test_openapi_documents_the_errors_the_api_really_gives(client):
+    """Every endpoint may answer 400 (a refused Host, a malformed body) and 403 (cross-site); uploads 413 / 415."""
+    schema = client.get(f"{API}/openapi.json").json()
+    for path, methods in schema["paths"].items():
+        for method, operation in methods.items():
+            if path.endswith("/health"):
+                continue
+            documented = set(operation["responses"])
+            assert {"400", "403", "422", "503"} <= documented, (method, path, sorted(documented))
+    for path in (f"{API}/models", f"{API}/datasets"):
+        assert {"413", "415"} <= set(schema["paths"][path]["post"]["responses"])
+    # and the API does answer them: a JSON body where a multipart upload belongs, a malformed multipart body
+    assert client.post(f"{API}/datasets", json={"name": "x"}).status_code == 415
+    not_text = client.post(f"{API}/datasets", data={"name": b"\xff\xfe"},
+                           files={"file": ("d.npz", b"x", "application/octet-stream")})
+    assert not_text.status_code == 400 and not_text.headers["content-type"] == "application/problem+json"
+    assert client.get(f"{API}/models", headers={"Host": "rebound.example"}).status_code == 400

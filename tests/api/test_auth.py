@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from api.main import auth_required, create_app, is_loopback
+from api.hosts import is_loopback
+from api.main import auth_required, create_app
 from db import repositories as repo
 from db.session import session_scope
 from tests.api.conftest import FakeBroker

@@ -40,7 +40,7 @@ def app(tmp_path_factory):
     """An app whose ids 1… are in use: digits + an npz dataset, gap-cnn, a succeeded and a queued job."""
     data_dir: Path = tmp_path_factory.mktemp("schemathesis") / "data"
     data_dir.mkdir(parents=True)
-    settings_ = Settings(data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB)
+    settings_ = Settings(data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB, allowed_hosts=["testserver"])
     app = create_app(settings_, enqueue=RecordingEnqueue(), broker=FakeBroker(), listen_host="127.0.0.1")
     with TestClient(app) as client:  # runs the lifespan (migrations, digits) once, then registers inputs
         dataset = helpers.upload_dataset(client, "tiny", helpers.npz_bytes())
@@ -66,7 +66,7 @@ def _openapi_document() -> dict:
     defer it to a fixture but does not work with pytest 9.
     """
     with tempfile.TemporaryDirectory() as folder:
-        app = create_app(Settings(data_dir=folder, database_url="sqlite://"), enqueue=RecordingEnqueue(),
+        app = create_app(Settings(data_dir=folder, database_url="sqlite://", allowed_hosts=["testserver"]), enqueue=RecordingEnqueue(),
                          broker=FakeBroker(), listen_host="127.0.0.1")
         document = app.openapi()
         app.state.engine.dispose()

@@ -37,7 +37,7 @@ def judged(tmp_path_factory, migrated_db):
     data_dir = tmp_path_factory.mktemp("audit-pages") / "data"
     data_dir.mkdir()
     shutil.copy(migrated_db, data_dir / "advaudit.db")
-    settings = Settings(data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB)
+    settings = Settings(data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB, allowed_hosts=["testserver"])
     app = create_app(settings, enqueue=RecordingEnqueue(), broker=FakeBroker(), listen_host="127.0.0.1")
     app.state.audit_dispatch = RecordingDispatch()
     with TestClient(app) as client:

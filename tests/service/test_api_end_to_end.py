@@ -73,7 +73,7 @@ def expected_reports(npz_path) -> dict[str, dict]:
 def _app_settings(service, tmp_path, auth: str) -> Settings:
     return Settings(database_url=service.database_url, broker_url=service.broker_url,
                     result_backend=service.broker_url, artifact_root=service.store.root,
-                    data_dir=tmp_path / "api-data", auth=auth)
+                    data_dir=tmp_path / "api-data", auth=auth, allowed_hosts=["testserver"])
 
 
 @pytest.fixture
