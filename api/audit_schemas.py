@@ -7,10 +7,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.schemas import MAX_ID, NO_NUL, JobConfig
+from api.schemas import MAX_ID, NO_NUL, JobConfig, Name
 from services.audit_verdict import THRESHOLD_FLOOR, Thresholds
 
-NAME_PATTERN = r"^[^\x00-\x1f/\\]+$"
 MAX_MODELS = 20
 MAX_INTERVAL_S = 366 * 24 * 3600
 ModelId = Annotated[int, Field(ge=1, le=MAX_ID)]
@@ -42,7 +41,7 @@ class _AuditFields(BaseModel):
 
     model_ids: list[ModelId] | None = Field(default=None, min_length=1, max_length=MAX_MODELS,
                                         description="evaluate exactly these models (or give model_name)")
-    model_name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NO_NUL,
+    model_name: Name | None = Field(default=None,
                                    description="evaluate the newest version of this model name")
     cron: str | None = Field(default=None, max_length=120, pattern=NO_NUL,
                              description="5-field cron, e.g. '0 3 * * 1' (03:00 on Mondays); needs timezone")
@@ -60,7 +59,7 @@ class _AuditFields(BaseModel):
 class AuditCreate(_AuditFields):
     """A new audit: one model selector, a dataset, an evaluation config, an optional schedule and webhook."""
 
-    name: str = Field(min_length=1, max_length=200, pattern=NAME_PATTERN)
+    name: Name
     dataset_id: int = Field(ge=1, le=MAX_ID)
     config: JobConfig = Field(default_factory=JobConfig)
     thresholds: AuditThresholds = Field(default_factory=AuditThresholds)
@@ -73,7 +72,7 @@ class AuditUpdate(_AuditFields):
     """Fields to change. Setting one schedule kind (or model selector) clears the other; `config` is replaced
     as a whole, `thresholds` are merged key by key."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200, pattern=NAME_PATTERN)
+    name: Name | None = None
     dataset_id: int | None = Field(default=None, ge=1, le=MAX_ID)
     config: JobConfig | None = None
     thresholds: AuditThresholds | None = None

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from services.limits import MAX_CLASSES
 
 T = TypeVar("T")
 
 Eps = float | str  # a number or a fraction such as "8/255"
-EpsList = list[Eps] | str  # a list, or a comma-separated string as on the command line
-MAX_EPS_VALUES = 256
+EpsList = list[Eps] | str  # a list, or a comma-separated string as on the command line (one limit for both)
 MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL characters
+NAME_PATTERN = r"^[^\x00-\x1f/\\]+$"  # no control characters, no path separators
+
+
+def _visible(name: str) -> str:
+    stripped = name.strip()
+    if not stripped:
+        raise ValueError("a name needs at least one visible character, not only spaces")
+    return stripped
+
+
+# The name of a model, dataset or audit: surrounding spaces are dropped, and a blank name is refused.
+Name = Annotated[str, Field(min_length=1, max_length=200, pattern=NAME_PATTERN), AfterValidator(_visible)]
 
 
 class Problem(BaseModel):
@@ -24,6 +37,11 @@ class Problem(BaseModel):
     status: int
     detail: str
     instance: str | None = None
+
+
+def problem_responses(*statuses: int) -> dict[int, dict[str, Any]]:
+    """OpenAPI `responses` for error statuses: each answers a problem+json document."""
+    return {status: {"model": Problem, "content": {"application/problem+json": {}}} for status in statuses}
 
 
 class Page(BaseModel, Generic[T]):
@@ -70,9 +88,13 @@ class DatasetRead(BaseModel):
 
 
 class JobConfig(BaseModel):
-    """The `advaudit evaluate` options in snake_case; omitted keys take the CLI defaults."""
+    """The `advaudit evaluate` options in snake_case; omitted keys take the CLI defaults.
 
-    model_config = ConfigDict(extra="forbid")
+    Strict: JSON `true` is not the ε 1.0, nor "yes" a boolean. The dashboard's form, whose values are all
+    text, validates with strict=False.
+    """
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     eps: EpsList | None = Field(default=None, description="ε list in [0, 1]; numbers or fractions like 8/255")
     targeted: str | None = Field(default=None, description="class:K, random, least-likely or next")
@@ -97,10 +119,6 @@ class JobConfig(BaseModel):
             if unknown:
                 raise ValueError(f"unknown option(s) {', '.join(map(str, unknown))}; "
                                  f"known options: {', '.join(cls.model_fields)}")
-            for key in ("eps", "targeted_eps"):
-                if isinstance(data.get(key), list) and len(data[key]) > MAX_EPS_VALUES:
-                    raise ValueError(f"{key} has {len(data[key])} values; "
-                                     f"at most {MAX_EPS_VALUES} are allowed")
         return data
 
     def evaluation_options(self) -> dict[str, Any]:
@@ -126,6 +144,8 @@ class JobRead(BaseModel):
     progress: float
     attempts: int
     error: str | None
+    lost_reason: str | None = Field(description="why the last attempt ended without an outcome (its worker "
+                                                "died or was killed), if one did; the job then ran again")
     queue: str | None
     config: dict[str, Any]
     cancel_requested: bool
@@ -196,10 +216,10 @@ class ModelUploadForm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/\\]+$")
+    name: Name
     arch: str | None = Field(default=None, max_length=200, pattern=NO_NUL,
                              description="architecture of a weights-only file")
-    num_classes: int | None = Field(default=None, ge=2, le=1_000_000)
+    num_classes: int | None = Field(default=None, ge=2, le=MAX_CLASSES)
     mean: str | None = Field(default=None, description="per-channel mean, e.g. 0.485,0.456,0.406")
     std: str | None = Field(default=None, description="per-channel std, e.g. 0.229,0.224,0.225")
     input_shape: str | None = Field(default=None, description="C,H,W; default: the shape of dataset_id")
@@ -212,9 +232,14 @@ class DatasetUploadForm(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f/\\]+$")
+    name: Name
     image_size: int | None = Field(default=None, ge=1, le=4096,
                                    description="resize ImageFolder images to N×N")
+
+
+# What an upload endpoint may answer besides the common errors: a file over the size limit, not a
+# multipart body or not a supported file type.
+UPLOAD_ERRORS = problem_responses(413, 415)
 
 
 def multipart_body(form: type[BaseModel]) -> dict[str, Any]:

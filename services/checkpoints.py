@@ -27,6 +27,7 @@ from services.checkpoint_formats import (
 from services.checkpoint_weights import first_names, list_architectures, network_from_weights
 from services.errors import CheckpointError
 from services.files import sha256_file
+from services.limits import MAX_CLASSES
 
 __all__ = [
     "LoadedModel", "ModelInfo", "NormalizedModel", "demo_model_path", "list_architectures", "load_model", "sha256_file",
@@ -271,6 +272,8 @@ def _check_logits(output: object, batch_size: int) -> int:
     width = output.shape[1]
     if width < 2:
         raise CheckpointError(f"the model predicts {width} class(es); advaudit needs at least 2 (one logit per class)")
+    if width > MAX_CLASSES:
+        raise CheckpointError(f"the model outputs {width} logits per input; at most {MAX_CLASSES} classes are supported")
     if not torch.isfinite(output).all():
         raise CheckpointError(
             "the model outputs NaN or infinite logits on a dummy batch: the weights are probably corrupt or diverged"

@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from services.dataset_types import DatasetInfo, Reader
 from services.errors import DatasetError
 from services.image_folder import load_image_folder
+from services.limits import MAX_CLASSES
 from services.npz_stream import load_npz
 from services.safe_zip import ZipLimits
 
@@ -179,7 +180,18 @@ def load_dataset(
     if image_size is not None and info.input_shape[1:] != (image_size, image_size):
         shape = (info.input_shape[0], image_size, image_size)
         info = replace(info, input_shape=shape)
+    _check_class_count(text, labels)
     return Dataset(info, labels, reader, image_size)
+
+
+def _check_class_count(source: str, labels: np.ndarray) -> None:
+    """Labels are class indices 0..K-1 with K ≤ MAX_CLASSES (the count is stored as K = max label + 1)."""
+    if labels.size and int(labels.max()) >= MAX_CLASSES:
+        index = int(labels.argmax())
+        raise DatasetError(
+            f"{source}: label y[{index}] is {int(labels[index])}, so the dataset would have "
+            f"{int(labels[index]) + 1} classes; at most {MAX_CLASSES} are supported (labels 0..{MAX_CLASSES - 1}): "
+            "labels must be class indices, not ids or hashes")
 
 
 def _load_path(

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 
 from services.errors import ConfigError
+from services.limits import MAX_EPS_VALUES
 
 DEFAULT_EPS: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255)
 DEFAULT_CAM_EPS = 8 / 255
@@ -31,14 +32,19 @@ def parse_eps_value(text: str | float | int) -> float:
     return value
 
 
-def parse_eps_list(text: str | list | tuple) -> tuple[float, ...]:
-    """A comma-separated (or list) ε sweep, e.g. `0,1/255,2/255,8/255`; kept in the given order."""
+def parse_eps_list(text: str | list | tuple, what: str = "the ε list") -> tuple[float, ...]:
+    """A comma-separated (or list) ε sweep, e.g. `0,1/255,2/255,8/255`; kept in the given order.
+
+    The one parser of every ε list, whatever its form, so the MAX_EPS_VALUES limit holds for all of them.
+    """
     items = [part for part in text.split(",") if part.strip()] if isinstance(text, str) else list(text)
     if not items:
-        raise ConfigError("the ε list is empty: give at least one value, e.g. 0,2/255,8/255")
+        raise ConfigError(f"{what} is empty: give at least one value, e.g. 0,2/255,8/255")
+    if len(items) > MAX_EPS_VALUES:
+        raise ConfigError(f"{what} has {len(items)} values; at most {MAX_EPS_VALUES} are allowed")
     values = tuple(parse_eps_value(item) for item in items)
     if len(set(values)) != len(values):
-        raise ConfigError(f"the ε list repeats a value: {list(items)}")
+        raise ConfigError(f"{what} repeats a value: {list(items)}")
     return values
 
 
@@ -88,13 +94,13 @@ class EvaluationConfig:
     save_adversarial: bool = False
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "eps", parse_eps_list(self.eps))
+        object.__setattr__(self, "eps", parse_eps_list(self.eps, "eps"))
         if isinstance(self.targeted, str):
             object.__setattr__(self, "targeted", TargetPolicy.parse(self.targeted))
         if self.targeted_eps is not None:
             if self.targeted is None:
                 raise ConfigError("targeted-eps was given without a targeted policy: add --targeted POLICY")
-            object.__setattr__(self, "targeted_eps", parse_eps_list(self.targeted_eps))
+            object.__setattr__(self, "targeted_eps", parse_eps_list(self.targeted_eps, "targeted_eps"))
         object.__setattr__(self, "cam_eps", parse_eps_value(self.cam_eps))
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose fp32 or bf16")

@@ -207,10 +207,10 @@ def _save(request: Request, session, store, settings, values: dict[str, str], mo
     try:
         if audit is None:
             saved = audit_service.create_audit(session=session, store=store, settings=settings,
-                                               body=AuditCreate.model_validate(body))
+                                               body=AuditCreate.model_validate(body, strict=False))
         else:
             saved = audit_service.update_audit(session=session, store=store, settings=settings, audit=audit,
-                                               body=AuditUpdate.model_validate(update_request(audit, body)))
+                                               body=AuditUpdate.model_validate(update_request(audit, body), strict=False))
     except ValidationError as error:
         messages = evaluation_form.form_messages(error, LABELS)
         return _form(request, session, values, model_ids, flags, messages, HTTPStatus.UNPROCESSABLE_ENTITY,

@@ -98,7 +98,7 @@ async def submit_evaluation(request: Request, session: SessionDep, store: StoreD
 
 def _submit(request: Request, session, store, enqueue, values: dict[str, str], flags: set[str]) -> Response:
     try:
-        body = JobCreate.model_validate(job_request(values, flags))
+        body = JobCreate.model_validate(job_request(values, flags), strict=False)  # form values are text
         job = job_service.submit(session=session, store=store, enqueue=enqueue, model_id=body.model_id,
                                  dataset_id=body.dataset_id, options=body.config.evaluation_options())
     except ValidationError as error:
