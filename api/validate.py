@@ -23,11 +23,18 @@ CPU_THREADS = 2
 
 
 def _architecture(loaded: LoadedModel, input_shape: list[int], filter_grid_path: str | None) -> dict[str, Any]:
-    """{"audit": the architecture audit document, "filter_grid": whether the first layer's grid was written}."""
+    """{"audit": the architecture audit document, "filter_grid": whether the first layer's grid was written}.
+
+    A first convolution whose weight is not a module's (a functional call) has no grid; the audit stays.
+    """
     audit = audit_architecture(loaded.network, tuple(input_shape), exported=loaded.exported)
-    drawn = bool(filter_grid_path and audit.layers)
-    if drawn:
-        render_filter_grid(*filter_weights(loaded.network, audit.layers[0]), filter_grid_path)
+    drawn = False
+    if filter_grid_path and audit.layers:
+        try:
+            render_filter_grid(*filter_weights(loaded.network, audit.layers[0]), filter_grid_path)
+            drawn = True
+        except ConfigError:
+            pass
     return {"audit": audit.to_dict(), "filter_grid": drawn}
 
 

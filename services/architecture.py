@@ -79,6 +79,11 @@ class ArchitectureAudit:
             "method": self.method,
         }
 
+    @classmethod
+    def unavailable(cls, input_shape: tuple[int, int, int]) -> ArchitectureAudit:
+        """The audit of a model that could not be taken apart: no layers, no totals (the report says why)."""
+        return cls(tuple(input_shape), (), {}, None, "unavailable")
+
     def last_spatial_conv(self) -> str | None:
         """The last 2-d conv whose output still has H·W > 1: Grad-CAM's "auto" layer."""
         for layer in reversed(self.layers):
@@ -141,8 +146,12 @@ def filter_weights(network: nn.Module, layer: ConvLayer | str) -> tuple[torch.Te
     name = layer.name if isinstance(layer, ConvLayer) else layer
     module = dict(network.named_modules()).get(name)  # get_submodule is not available on TorchScript modules
     weight = getattr(module, "weight", None) if module is not None else None
+    if module is None:
+        raise ConfigError(f"layer {name!r} does not exist in this model")
     if not isinstance(weight, torch.Tensor) or weight.dim() not in (3, 4):
-        raise ConfigError(f"layer {name!r} is not a convolution with a weight tensor in this model")
+        where = f"layer {name!r}" if name else "the model's top-level module"
+        raise ConfigError(f"{where} has no convolution weight (its convolution is a function call such as "
+                          "torch.nn.functional.conv2d, not a conv module), so its filters cannot be drawn")
     transposed = (layer.kind == "transposed" if isinstance(layer, ConvLayer)
                   else "Transpose" in (getattr(module, "original_name", "") or type(module).__name__))
     if transposed:  # stored as (in, out/g, k…): regroup to (out, in/g, k…) so each tile is one output channel

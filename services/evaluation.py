@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from services.cam_audit import attacked_samples, cam_audit, triptychs
 from services.cams import CAM, GradCAM, feature_map_size
 from services.checkpoints import LoadedModel
 from services.datasets import Dataset
-from services.errors import ConfigError, DatasetError
+from services.errors import ConfigError, DatasetError, EvaluationCancelled
 from services.report import Report
 from services.specs import EvaluationConfig
 from services.sweep import run_sweep
@@ -67,6 +68,21 @@ def _cam_extractor(loaded: LoadedModel, audit: ArchitectureAudit, config: Evalua
     return GradCAM(loaded.module, loaded.network, layer)
 
 
+@contextmanager
+def optional_section(name: str, warnings: list[str]) -> Iterator[None]:
+    """A part of the report the evaluation can do without: its failure becomes a warning, never the job's.
+
+    The sweep is the result; losing it (or a whole job) to a figure or an audit that failed afterwards
+    would throw away the work that was done.
+    """
+    try:
+        yield
+    except EvaluationCancelled:
+        raise
+    except Exception as error:
+        warnings.append(f"{name} skipped: {error}")
+
+
 def _check_labels(dataset: Dataset, num_classes: int, limit: int | None) -> None:
     labels = dataset.labels(limit)
     if len(labels) == 0:
@@ -112,7 +128,9 @@ def evaluate(
         )
     _check_labels(dataset, num_classes, config.limit)
     n = min(len(dataset), config.limit) if config.limit else len(dataset)
-    audit = audit_architecture(loaded.network, dataset.info.input_shape, exported=loaded.exported)
+    audit = ArchitectureAudit.unavailable(dataset.info.input_shape)
+    with optional_section("architecture audit", warnings):
+        audit = audit_architecture(loaded.network, dataset.info.input_shape, exported=loaded.exported)
     audit_seconds = time.perf_counter() - started
 
     model = loaded.module
@@ -121,7 +139,12 @@ def evaluate(
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     try:
-        extractor = _cam_extractor(loaded, audit, config, warnings)
+        extractor = None
+        if config.cam == "auto":
+            with optional_section("CAM audit", warnings):
+                extractor = _cam_extractor(loaded, audit, config, warnings)
+        else:  # a layer the user named: a mistake there is theirs to fix, before any work is done
+            extractor = _cam_extractor(loaded, audit, config, warnings)
         selected, with_cam = _sample_choice(n, config, extractor is not None)
         sweep_started = time.perf_counter()
         sweep = run_sweep(
@@ -137,7 +160,7 @@ def evaluate(
         cam_started = time.perf_counter()
         cam, pictures = None, []
         if selected:
-            with frozen_eval(model):
+            with frozen_eval(model), optional_section("CAM audit and triptychs", warnings):
                 samples = attacked_samples(model, sweep, config.cam_eps, device, config.batch_size)
                 pictures = triptychs(samples, config.triptychs)
                 if extractor is not None and with_cam.any():
@@ -154,8 +177,12 @@ def evaluate(
         "audit_seconds": audit_seconds, "samples_per_second": n / sweep_seconds if sweep_seconds > 0 else None,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
+    first_filters = None
+    if audit.layers:
+        with optional_section("filter grid", warnings):
+            first_filters = filter_weights(loaded.network, audit.layers[0])
     return Report(
         model=loaded.info, dataset=dataset.info, config=config, num_samples=n, sweep=sweep,
         architecture=audit, cam=cam, triptychs=pictures, timing=timing, warnings=warnings,
-        first_filters=filter_weights(loaded.network, audit.layers[0]) if audit.layers else None,
+        first_filters=first_filters,
     )

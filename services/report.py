@@ -106,6 +106,7 @@ class Report:
     timing: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     first_filters: tuple | None = None  # (weight (out, in, k, k), title) of the first conv layer
+    skipped_figures: set[str] = field(default_factory=set)  # figures that failed to render (see warnings)
 
     def class_name(self, index: int) -> str:
         names = self.dataset.class_names
@@ -165,7 +166,7 @@ class Report:
             "summary": summary,
             "timing": self.timing,
             "warnings": self.warnings,
-            "artifacts": self.artifact_names(),
+            "artifacts": [name for name in self.artifact_names() if name not in self.skipped_figures],
         }
         return json_safe(document)
 
@@ -203,10 +204,24 @@ class Report:
             shutil.rmtree(staging, ignore_errors=True)
         return out / "report.json"
 
+    def _figure(self, path: Path, draw) -> None:
+        """Draw one figure; a figure that fails is left out with a warning (the numbers do not depend on it).
+
+        An OSError is not the figure's fault (a full disk): it fails the write, which leaves nothing behind.
+        """
+        try:
+            draw(path)
+        except OSError:
+            raise
+        except Exception as error:
+            path.unlink(missing_ok=True)
+            self.skipped_figures.add(path.name)
+            self.warnings.append(f"{path.name} skipped: {error}")
+
     def _write_files(self, out: Path) -> None:
         document = self.to_dict()
         self._write_outcomes(out / "outcomes.npz")
-        plots.accuracy_curve(document, out / "accuracy_curve.png")
+        self._figure(out / "accuracy_curve.png", lambda path: plots.accuracy_curve(document, path))
         if self.cam is not None:
             c = self.cam
             np.savez_compressed(
@@ -217,13 +232,16 @@ class Report:
                 # the inputs each map belongs to, so a viewer can draw the maps over them
                 images=c.images.astype(np.float32), adversarial_images=c.adversarial_images.astype(np.float32),
             )
-            plots.cam_gallery(c, self.class_name, out / "cam_gallery.png")
+            self._figure(out / "cam_gallery.png", lambda path: plots.cam_gallery(c, self.class_name, path))
         for i, triptych in enumerate(self.triptychs):
-            plots.triptych(triptych, self.class_name, out / f"triptych_{i}.png")
+            self._figure(out / f"triptych_{i}.png",
+                         lambda path, t=triptych: plots.triptych(t, self.class_name, path))
         if self.first_filters is not None:
-            render_filter_grid(*self.first_filters, out / "filters.png")
+            self._figure(out / "filters.png", lambda path: render_filter_grid(*self.first_filters, path))
         if self.config.save_adversarial:
             self._write_adversarial(out / "adversarial.npz")
+        if self.skipped_figures:  # the document names the figures that are really there, and says why not
+            document = self.to_dict()
         (out / "report.json").write_text(json.dumps(document, indent=2))
 
     def _write_outcomes(self, path: Path) -> None:
