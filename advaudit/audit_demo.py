@@ -96,8 +96,8 @@ def run_demo(*, data_dir: str | None, device: str) -> int:
     sessions = make_session_factory(make_engine(settings.database_url))
     ensure_builtin_datasets(sessions)
     store = LocalArtifactStore(settings.artifact_root)
-    worker = WorkerContext(sessions=sessions, store=store, device=device if device != "auto" else settings.device,
-                           host=f"{socket.gethostname()}:audit-demo")
+    worker = WorkerContext.from_settings(settings, sessions, store, host=f"{socket.gethostname()}:audit-demo",
+                                         device=device if device != "auto" else settings.device)
     queue = DemoQueue(worker)
     context = AuditContext(sessions=sessions, send_job=queue.send_job, send_webhook=queue.send_webhook)
 

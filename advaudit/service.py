@@ -101,7 +101,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.no_worker:
         # Child processes, restarted if they die: a model that crashes one cannot take the API down. The control
         # worker embeds beat, so scheduled audits and the requeue of a dead worker's jobs need nothing else.
-        commands = {"worker.log": _worker_command(EMBEDDED_EVALUATION_QUEUES, 1, pool="solo", name="evaluations"),
+        # Evaluations run in a prefork pool child, which Celery's hard time limit can kill (the solo pool
+        # enforces no time limit) and replace without restarting the worker; the control worker stays solo.
+        commands = {"worker.log": _worker_command(EMBEDDED_EVALUATION_QUEUES, 1, name="evaluations"),
                     "control.log": _worker_command(EMBEDDED_CONTROL_QUEUES, 1, pool="solo", name="control",
                                                    beat_schedule=beat_schedule_file(settings.data_dir))}
         workers = [SupervisedWorker(command, settings.data_dir / log, env=os.environ.copy())

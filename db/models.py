@@ -101,6 +101,8 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # Why the last attempt ended without an outcome (its worker died, was killed …); kept across retries.
+    lost_reason: Mapped[str | None] = mapped_column(Text)
     worker_host: Mapped[str | None] = mapped_column(String(NAME_LEN))
     queue: Mapped[str | None] = mapped_column(String(NAME_LEN))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())

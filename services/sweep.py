@@ -99,15 +99,20 @@ def run_sweep(
     wanted = sorted(set(select))
     directions = inputs = t_directions = None
 
+    def check_stop() -> None:
+        # Before every forward pass, not only between batches: a batch with many ε values can take minutes.
+        if should_stop is not None and should_stop():
+            raise EvaluationCancelled("evaluation cancelled")
+
     def forward_all(x_adv: torch.Tensor) -> torch.Tensor:
+        check_stop()
         with autocast_for(device, precision):
             return model(x_adv).float()
 
     start = 0
     with frozen_eval(model):
         for x, y in batches:
-            if should_stop is not None and should_stop():
-                raise EvaluationCancelled("evaluation cancelled")
+            check_stop()
             stop = start + len(y)
             if stop > n:
                 raise DatasetError(f"the dataset yielded more than the {n} samples announced")

@@ -38,6 +38,11 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def parent_of(pid: int) -> int:
+    """The parent process id of `pid` (Linux /proc)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.checkpoints import demo_model_path
-from tests.serve_process import serving
+from tests.serve_process import parent_of, serving, workers
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -53,8 +53,10 @@ def test_a_killed_worker_is_restarted_and_its_job_succeeds_on_a_second_attempt(t
         running = _wait(lambda: (job := api.get(f"/jobs/{job_id}").json())["progress"] > 0.05 and job,
                         120, "the job to be under way", process)
         assert running["status"] == "running" and running["attempts"] == 1
-        worker_pid = int(running["worker_host"].rsplit(":", 1)[1])
-        os.kill(worker_pid, signal.SIGKILL)  # as the OOM killer would
+        worker_pid = int(running["worker_host"].rsplit(":", 1)[1])  # the pool child running the job
+        main_pid = parent_of(worker_pid)  # the worker's main process, which serve supervises
+        assert main_pid in workers(process.pid)
+        os.kill(main_pid, signal.SIGKILL)  # as the OOM killer would; the supervisor kills what is left of it
 
         final = _wait(lambda: (job := api.get(f"/jobs/{job_id}").json())["status"] in ("succeeded", "failed")
                       and job, 180, "the job to finish after the worker was killed", process)

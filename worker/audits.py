@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from db import repositories as repo
 from db.models import Job
 from db.session import make_engine, make_session_factory, session_scope
@@ -83,10 +85,10 @@ def deliver_webhook(self, run_id: int) -> str | None:
     return attempt.status
 
 
-def job_ended(job_id: int) -> None:
+def job_ended(job_id: int, sessions: sessionmaker[Session] | None = None) -> None:
     """Called by the evaluate task when job `job_id` stops: finalize its audit run once all its jobs ended."""
     try:
-        with session_scope(audit_context().sessions) as session:
+        with session_scope(sessions or audit_context().sessions) as session:
             run = repo.audits.get_run_for_job(session=session, job_id=job_id)
             if run is None or run.status != RUNNING:
                 return

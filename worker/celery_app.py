@@ -73,8 +73,12 @@ def make_celery() -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         task_routes={name: {"queue": CONTROL_QUEUE} for name in CONTROL_TASKS},  # also when sent without a queue
         task_track_started=True,
-        task_soft_time_limit=settings.job_time_limit_s,
-        task_time_limit=settings.job_time_limit_s + 60,
+        # The job's own watchdog stops it at the limit (and kills it one grace later); this hard limit is the
+        # backstop for a process that cannot even run its watchdog thread.
+        task_time_limit=settings.job_time_limit_s + 2 * settings.job_kill_grace_s,
+        # A pool child that died is reported after this wait (10 s by default, for a result it might still have
+        # published); ours write their results to the database, so the job is settled and requeued at once.
+        worker_lost_wait=1.0,
         broker_connection_retry_on_startup=True,
         broker_transport_options=broker_transport_options(settings),
         result_expires=24 * 3600,

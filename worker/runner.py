@@ -8,12 +8,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import tempfile
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -25,19 +22,22 @@ from db.base import utcnow
 from db.errors import StaleJob
 from db.models import DatasetRecord, Job, ModelRecord
 from db.session import session_scope
+from db.settings import Settings
 from db.storage import ArtifactStore
 from services.checkpoints import LoadedModel, load_model
 from services.datasets import load_dataset
-from services.errors import AdvauditError, EvaluationCancelled
+from services.errors import DatasetError, EvaluationCancelled, ModelError
 from services.evaluation import evaluate, resolve_device
 from services.job_states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, InvalidTransition
 from services.specs import EvaluationConfig
+from worker import scratch
+from worker.job_control import JobControl, StopReason, kill_this_process, time_limit_message, watched
+from worker.messages import public_message
 
 log = logging.getLogger(__name__)
 
 DATASET_SUFFIX = {"npz": ".npz", "imagefolder-zip": ".zip"}
 ARTIFACT_KINDS = {".json": "report", ".npz": "arrays", ".png": "figure"}
-MAX_HEARTBEAT_INTERVAL_S = 30.0
 
 
 class JobLeased(Exception):  # not an error: the task asks again later
@@ -54,15 +54,31 @@ class JobLeased(Exception):  # not an error: the task asks again later
 
 @dataclass
 class WorkerContext:
-    """What a worker process needs: where rows and files live, which device, how often to report."""
+    """What a worker process needs: where rows and files live, which device, how often to report, its limits."""
 
     sessions: sessionmaker[Session]
     store: ArtifactStore
     device: str = "auto"
     progress_interval_s: float = 0.5
     lease_s: float | None = 120.0
+    heartbeat_interval_s: float = 1.0
+    time_limit_s: float | None = None  # a job stops at its next check after this long …
+    kill_grace_s: float = 10.0  # … and is killed when it has not stopped this much later
+    max_attempts: int | None = None  # runs of one job lost with their worker before it fails
+    scratch_root: Path | None = None  # None: a folder in the system's temp directory (in-process use)
     # A factory, not a default evaluated at import: prefork children would all carry the parent's pid.
     host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    kill: Callable[[], None] = kill_this_process  # what the watchdog does to a job that does not stop
+
+    @classmethod
+    def from_settings(cls, settings: Settings, sessions: sessionmaker[Session], store: ArtifactStore,
+                      **overrides) -> WorkerContext:
+        """The context of a worker configured by `settings` (ADVAUDIT_* variables)."""
+        values = {"device": settings.device, "progress_interval_s": settings.progress_interval_s,
+                  "lease_s": settings.job_lease_s, "heartbeat_interval_s": settings.heartbeat_interval_s,
+                  "time_limit_s": float(settings.job_time_limit_s), "kill_grace_s": settings.job_kill_grace_s,
+                  "max_attempts": settings.job_max_attempts, "scratch_root": settings.scratch_root}
+        return cls(sessions=sessions, store=store, **(values | overrides))
 
 
 class ModelCache:
@@ -92,7 +108,7 @@ MODELS = ModelCache()
 def _load_model(record: ModelRecord, context: WorkerContext, device: str) -> LoadedModel:
     path = context.store.path(record.storage_key)
     if path is None:
-        raise AdvauditError(f"the checkpoint of model {record.name} {record.version} is missing from the store")
+        raise ModelError(f"the checkpoint of model {record.name} {record.version} is missing from the store")
     key = (record.sha256, record.arch, record.num_classes, tuple(record.input_shape),
            tuple(record.mean or ()), tuple(record.std or ()), device)
     return MODELS.get(key, lambda: load_model(
@@ -106,69 +122,12 @@ def _open_dataset(record: DatasetRecord, context: WorkerContext, workdir: Path):
         return load_dataset(record.source)
     path = context.store.path(record.storage_key)
     if path is None:
-        raise AdvauditError(f"the file of dataset {record.name} is missing from the store")
+        raise DatasetError(f"the file of dataset {record.name} is missing from the store")
     # Stored files are named by hash; the loaders read the format from the suffix.
     link = workdir / f"dataset{DATASET_SUFFIX.get(record.format, '')}"
     link.symlink_to(path)
     image_size = record.input_shape[-1] if record.format.startswith("imagefolder") else None
     return load_dataset(link, image_size=image_size)
-
-
-class _Progress:
-    """Throttled progress writes (each one a heartbeat); remembers whether the job should stop."""
-
-    def __init__(self, context: WorkerContext, job_id: int, attempt: int) -> None:
-        self.context, self.job_id, self.attempt = context, job_id, attempt
-        self.stop = False  # cancelled, or taken over by a newer attempt
-        self.fraction = 0.0
-        self._last = 0.0
-        self._lock = threading.Lock()  # the heartbeat thread writes too: keep progress monotonic
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage != "sweep":
-            return
-        # The sweep is most of the work; the last 5 % cover the CAM audit and the result write.
-        self.fraction = 0.95 * done / max(total, 1)
-        if time.monotonic() - self._last >= self.context.progress_interval_s or done >= total:
-            self.beat()
-
-    def beat(self) -> None:
-        """Write the current progress and a heartbeat; learn whether the job should stop."""
-        with self._lock:
-            self._last = time.monotonic()
-            with session_scope(self.context.sessions) as session:
-                lost = repo.jobs.report_progress(session=session, job_id=self.job_id, progress=self.fraction,
-                                                 attempt=self.attempt)
-            self.stop = self.stop or lost
-
-
-@contextmanager
-def _heartbeat(progress: _Progress, lease_s: float | None) -> Iterator[None]:
-    """Keep the claim's lease fresh from a thread while the job runs.
-
-    Progress callbacks come only between sweep batches; model loading, one long batch, the CAM audit or
-    the artifact rendering can each outlast the lease, and a redelivered task would then take over a job
-    whose worker is alive and busy.
-    """
-    if not lease_s:
-        yield
-        return
-    every_s, done = min(lease_s / 4, MAX_HEARTBEAT_INTERVAL_S), threading.Event()
-
-    def beat() -> None:
-        while not done.wait(every_s):
-            try:
-                progress.beat()
-            except Exception:  # a database hiccup must not kill the job; the next beat tries again
-                log.warning("job %s: heartbeat failed", progress.job_id, exc_info=True)
-
-    thread = threading.Thread(target=beat, name=f"advaudit-heartbeat-{progress.job_id}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
 
 
 def _finish(context: WorkerContext, job_id: int, attempt: int, status: str, **fields) -> str | None:
@@ -218,7 +177,7 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
     """
     with session_scope(context.sessions) as session:
         job: Job | None = repo.jobs.claim(session=session, job_id=job_id, worker_host=context.host,
-                                             lease_s=context.lease_s)
+                                             lease_s=context.lease_s, max_attempts=context.max_attempts)
         if job is None:
             retry_after = _leased(repo.jobs.get(session=session, job_id=job_id), context.lease_s)
             if retry_after is not None:
@@ -227,33 +186,93 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
         attempt, model_record, dataset_record = job.attempts, job.model, job.dataset
         config_data = dict(job.config)
         session.expunge_all()
-    progress = _Progress(context, job_id, attempt)
+    _discard_stale_scratch(context)
+    control = JobControl(context, job_id, attempt)
+    aliases: dict[str, str] = {}
     try:
         config = EvaluationConfig(**config_data)
         if config.device == "auto" and context.device != "auto":
             config = replace(config, device=context.device)  # the worker's device, unless the job names one
         device = str(resolve_device(config.device))  # the loaders take a concrete device, never "auto"
-        with _heartbeat(progress, context.lease_s), \
-                tempfile.TemporaryDirectory(prefix=f"advaudit-job-{job_id}-") as tmp:
-            workdir = Path(tmp)
+        with watched(control, context.kill), scratch.job_folder(context.scratch_root, job_id, attempt) as workdir:
+            aliases = _aliases(context, model_record, dataset_record, workdir)
             loaded = _load_model(model_record, context, device)
             dataset = _open_dataset(dataset_record, context, workdir)
-            report = evaluate(loaded, dataset, config, progress=progress, should_stop=lambda: progress.stop)
+            report = evaluate(loaded, dataset, config, progress=control.progress, should_stop=control.should_stop)
             # The files were opened from the store by hash; the report names what the user registered.
             report.model = replace(report.model, source=f"{model_record.name}:{model_record.version}")
             report.dataset = replace(report.dataset, source=dataset_record.name)
             _store_results(context, job_id, attempt, report, workdir)
         return SUCCEEDED
     except EvaluationCancelled:
-        return _finish(context, job_id, attempt, CANCELLED)
+        return _stopped(context, control)
     except (StaleJob, InvalidTransition) as error:
         log.info("job %s attempt %s lost: %s", job_id, attempt, error)
         return None
-    except AdvauditError as error:
-        return _finish(context, job_id, attempt, FAILED, error=str(error))
     except Exception as error:  # a model's own code can raise anything: the job fails with its message
-        log.exception("job %s failed", job_id)
-        return _finish(context, job_id, attempt, FAILED, error=f"{type(error).__name__}: {error}")
+        log.exception("job %s failed", job_id)  # the whole story for the operator …
+        return _finish(context, job_id, attempt, FAILED, error=public_message(error, aliases))  # … the gist here
+
+
+def _discard_stale_scratch(context: WorkerContext) -> None:
+    """Folders of earlier attempts killed on this data directory (a pool child's death restarts no worker)."""
+    if context.scratch_root is None:  # the shared system temp directory: not ours to judge
+        return
+    try:
+        scratch.discard_stale(context.scratch_root, context.sessions)
+    except Exception:  # housekeeping must never fail a job
+        log.warning("could not look for stale job folders in %s", context.scratch_root, exc_info=True)
+
+
+def _stopped(context: WorkerContext, control: JobControl) -> str | None:
+    """The outcome of an evaluation that stopped at a check: cancelled, over its time limit, or lost."""
+    if control.reason is StopReason.TIME_LIMIT:
+        return _finish(context, control.job_id, control.attempt, FAILED,
+                       error=time_limit_message(context.time_limit_s))
+    if control.reason is StopReason.LOST:
+        return None
+    return _finish(context, control.job_id, control.attempt, CANCELLED)
+
+
+def _aliases(context: WorkerContext, model: ModelRecord, dataset: DatasetRecord, workdir: Path) -> dict[str, str]:
+    """Server paths that may appear in an error, and how the user knows them."""
+    names = {str(workdir / f"dataset{DATASET_SUFFIX.get(dataset.format, '')}"): f"dataset {dataset.name}",
+             str(workdir): "the job's folder"}
+    for key, name in ((model.storage_key, f"model {model.name} {model.version}"),
+                      (dataset.storage_key, f"dataset {dataset.name}")):
+        path = context.store.path(key) if key else None
+        if path is not None:
+            names[str(path)] = name
+    return names
+
+
+def settle_lost_process(context: WorkerContext, job_id: int, worker_host: str, *, timed_out: bool,
+                        reason: str) -> str | None:
+    """A job's process died under Celery's eyes (killed at the hard time limit, or lost): settle its row.
+
+    Called by the worker's main process, which outlives its pool child. Only a job still running under that
+    child is touched: timed out, it fails (cancelled when a cancel was pending); lost, it is queued again at
+    once (the redelivered message claims it without waiting for the lease) or fails past max_attempts.
+    """
+    with session_scope(context.sessions) as session:
+        job = repo.jobs.get(session=session, job_id=job_id)
+        if job is None or job.status != RUNNING or job.worker_host != worker_host:
+            return None
+        if timed_out:
+            status = CANCELLED if job.cancel_requested else FAILED
+            error = None if job.cancel_requested else (
+                f"{time_limit_message(context.time_limit_s)}; its process was killed at the worker's hard limit")
+            fields = {"error": error, "lost_reason": reason}
+        else:
+            exhausted = repo.jobs.attempts_exhausted(job.attempts, context.max_attempts, reason)
+            status = FAILED if exhausted else QUEUED
+            fields = {"error": exhausted, "lost_reason": reason} | ({} if exhausted else {"worker_host": None})
+        try:
+            repo.jobs.transition(session=session, job=job, new_status=status, attempt=job.attempts, **fields)
+        except (StaleJob, InvalidTransition):
+            return None
+    log.warning("job %s: its process was lost (%s); now %s", job_id, reason, status)
+    return status
 
 
 def requeue_abandoned(context: WorkerContext, send: Callable[[int, str | None], None]) -> list[int]:
@@ -261,20 +280,26 @@ def requeue_abandoned(context: WorkerContext, send: Callable[[int, str | None], 
 
     Redis hands an unacknowledged task back by itself after the visibility timeout; the embedded SQLite
     broker never does, so without this sweep a job whose worker was killed would stay "running" forever.
-    A duplicate message is harmless: only one claim of each attempt wins.
+    A duplicate message is harmless: only one claim of each attempt wins. A job lost max_attempts times
+    fails instead. Scratch folders of attempts that are over go too.
     """
+    _discard_stale_scratch(context)
     if not context.lease_s:
         return []
     cutoff = utcnow() - timedelta(seconds=context.lease_s)
     requeued: list[tuple[int, str | None]] = []
     with session_scope(context.sessions) as session:
         for job in repo.jobs.list_abandoned(session=session, heartbeat_before=cutoff):
+            exhausted = repo.jobs.attempts_exhausted(job.attempts, context.max_attempts, repo.jobs.SILENT_WORKER)
+            status = FAILED if exhausted else QUEUED
             try:  # fenced by the attempt it was seen with: a worker that just came back keeps its job
-                repo.jobs.transition(session=session, job=job, new_status=QUEUED, attempt=job.attempts,
-                                     worker_host=None)
+                repo.jobs.transition(session=session, job=job, new_status=status, attempt=job.attempts,
+                                     lost_reason=repo.jobs.SILENT_WORKER, error=exhausted,
+                                     **({} if exhausted else {"worker_host": None}))
             except (StaleJob, InvalidTransition):
                 continue
-            requeued.append((job.id, job.queue))
+            if not exhausted:
+                requeued.append((job.id, job.queue))
     for job_id, queue in requeued:  # after the commit: a worker must find the row queued
         log.warning("job %s: its worker stopped sending heartbeats; queued again", job_id)
         send(job_id, queue)

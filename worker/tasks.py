@@ -1,31 +1,89 @@
-"""Celery tasks: thin wrappers that pass ids to worker.runner."""
+"""Celery tasks: thin wrappers that pass ids to worker.runner, and the main-process side of lost pool children."""
 
 from __future__ import annotations
 
+import logging
+import re
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 
-from celery.exceptions import SoftTimeLimitExceeded
+from billiard.exceptions import WorkerLostError
+from celery.signals import worker_init, worker_process_init
+from celery.worker.request import Request
 
 from db.session import make_engine, make_session_factory
 from db.settings import get_settings
 from db.storage import LocalArtifactStore
-from worker.audits import job_ended
+from services.job_states import TERMINAL
+from worker import audits, scratch
 from worker.celery_app import DEFAULT_QUEUE, EVALUATE_TASK, REQUEUE_TASK, app
-from worker.runner import JobLeased, WorkerContext, requeue_abandoned, run_job
+from worker.runner import JobLeased, WorkerContext, requeue_abandoned, run_job, settle_lost_process
+
+log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
 def worker_context() -> WorkerContext:
-    """One engine, session factory and artifact store per worker process."""
+    """One engine, session factory and artifact store per process that runs jobs."""
     settings = get_settings()
     sessions = make_session_factory(make_engine(settings.database_url))
-    return WorkerContext(sessions=sessions, store=LocalArtifactStore(settings.artifact_root),
-                         device=settings.device, progress_interval_s=settings.progress_interval_s,
-                         lease_s=settings.job_lease_s)
+    return WorkerContext.from_settings(settings, sessions, LocalArtifactStore(settings.artifact_root))
+
+
+@contextmanager
+def short_lived_context() -> Iterator[WorkerContext]:
+    """A context whose connections are closed afterwards: for the worker's main process, whose pool children
+    are forked later and must not inherit open database connections."""
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        yield WorkerContext.from_settings(settings, make_session_factory(engine),
+                                          LocalArtifactStore(settings.artifact_root))
+    finally:
+        engine.dispose()
+
+
+def _death(error: BaseException) -> str:
+    found = re.search(r"signal \d+ \(\w+\)|exitcode -?\d+", str(error))
+    return f"its process died ({found[0] if found else error})"
+
+
+class EvaluateRequest(Request):
+    """The worker's main process outlives a pool child that died running a job: it settles the job's row.
+
+    Killed at the hard time limit, the job fails with that reason; otherwise lost (the OOM killer, a crash),
+    it is queued again at once, or fails once it was lost max_attempts times.
+    """
+
+    def on_timeout(self, soft, timeout):
+        if not soft:
+            self._settle(timed_out=True, reason=f"killed at the worker's hard time limit of {timeout:g} s")
+        super().on_timeout(soft, timeout)
+
+    def on_failure(self, exc_info, send_failed_event=True, return_ok=False):
+        error = getattr(exc_info.exception, "exc", exc_info.exception)  # unwrap ExceptionWithTraceback
+        if isinstance(error, WorkerLostError):
+            self._settle(timed_out=False, reason=_death(error))
+        return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+    def _settle(self, *, timed_out: bool, reason: str) -> None:
+        if self.worker_pid is None or not self.args:
+            return
+        job_id = int(self.args[0])
+        try:
+            with short_lived_context() as context:
+                status = settle_lost_process(context, job_id, f"{socket.gethostname()}:{self.worker_pid}",
+                                             timed_out=timed_out, reason=reason)
+                if status in TERMINAL:
+                    audits.job_ended(job_id, sessions=context.sessions)
+        except Exception:  # the sweep settles it later: a running job without heartbeats is requeued
+            log.exception("job %s: could not settle the row of its lost process", job_id)
 
 
 # max_retries=None: a job held under a live lease is asked about again for as long as it runs.
-@app.task(name=EVALUATE_TASK, bind=True, ignore_result=True, max_retries=None, throws=(SoftTimeLimitExceeded,))
+@app.task(name=EVALUATE_TASK, bind=True, ignore_result=True, max_retries=None, Request=EvaluateRequest)
 def evaluate(self, job_id: int) -> str | None:
     """Run evaluation job `job_id` (idempotent: a redelivered or duplicate task finds nothing to do)."""
     try:
@@ -35,12 +93,33 @@ def evaluate(self, job_id: int) -> str | None:
         # cold shutdown): keep a message alive rather than drop it, in case that worker dies too.
         raise self.retry(countdown=leased.retry_after_s) from None
     # Also when this call ran nothing (e.g. the job was cancelled while queued): the job may have ended.
-    job_ended(int(job_id))
+    audits.job_ended(int(job_id))
     return status
 
 
 @app.task(name=REQUEUE_TASK, ignore_result=True)  # on the control queue (worker.celery_app.CONTROL_TASKS)
 def requeue_abandoned_jobs() -> list[int]:
-    """Sent by beat: queue again the jobs whose worker stopped sending heartbeats."""
+    """Sent by beat: queue again the jobs whose worker stopped sending heartbeats; drop stale scratch folders."""
     return requeue_abandoned(worker_context(), send=lambda job_id, queue: evaluate.apply_async(
         args=[job_id], queue=queue or DEFAULT_QUEUE))
+
+
+@worker_init.connect
+def _discard_stale_scratch(**_kwargs) -> None:
+    """At start-up: the folders that attempts killed earlier (SIGKILL, time limits) could not remove."""
+    try:
+        with short_lived_context() as context:
+            removed = scratch.discard_stale(context.scratch_root, context.sessions)
+        if removed:
+            log.info("removed %d stale job folder(s) from %s", len(removed), context.scratch_root)
+    except Exception:  # the database may not be up yet; the requeue sweep tries again
+        log.warning("could not look for stale job folders", exc_info=True)
+
+
+@worker_process_init.connect
+def _forget_inherited_connections(**_kwargs) -> None:
+    """A forked pool child must not reuse the parent's database connections (they would share sockets)."""
+    for cached in (worker_context, audits.audit_context):
+        if cached.cache_info().currsize:
+            cached().sessions.kw["bind"].dispose(close=False)
+        cached.cache_clear()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Select, func, select
 from sqlalchemy import update as sql_update
@@ -18,6 +18,7 @@ from db.repositories._common import count as count_rows
 from services.job_states import (
     ACTIVE,
     CANCELLED,
+    FAILED,
     QUEUED,
     RUNNING,
     SUCCEEDED,
@@ -97,6 +98,12 @@ def list_abandoned(*, session: Session, heartbeat_before: datetime, limit: int =
     return session.scalars(statement.order_by(Job.id).limit(limit)).all()
 
 
+def running_attempts(*, session: Session, job_ids: Iterable[int]) -> set[tuple[int, int]]:
+    """(job id, attempt) of those of `job_ids` that are running now."""
+    statement = select(Job.id, Job.attempts).where(Job.id.in_([*job_ids]), Job.status == RUNNING)
+    return {(row.id, row.attempts) for row in session.execute(statement)}
+
+
 def _current(session: Session, job_id: int):
     row = session.execute(select(Job.status, Job.attempts, Job.cancel_requested, Job.heartbeat_at)
                           .where(Job.id == job_id)).one_or_none()
@@ -152,16 +159,31 @@ def transition(*, session: Session, job: Job, new_status: str, attempt: int | No
     return job
 
 
-def claim(*, session: Session, job_id: int, worker_host: str, lease_s: float | None = None) -> Job | None:
+# Why a running job was taken over: its worker stopped sending heartbeats (what is known without its worker).
+SILENT_WORKER = "its worker stopped sending heartbeats (the process died or was killed, or its host went away)"
+
+
+def attempts_exhausted(attempts: int, max_attempts: int | None, lost_reason: str | None) -> str | None:
+    """The failure message of a job lost `attempts` times when at most `max_attempts` runs are allowed."""
+    if max_attempts is None or attempts < max_attempts:
+        return None
+    times = "once" if attempts == 1 else f"{attempts} times"
+    return (f"the worker died or was killed {times} while running this job, so it is not run again; "
+            f"last: {lost_reason or SILENT_WORKER}")
+
+
+def claim(*, session: Session, job_id: int, worker_host: str, lease_s: float | None = None,
+          max_attempts: int | None = None) -> Job | None:
     """Take a job for this worker: queued → running, attempts + 1, started_at set. None if not ours to run.
 
     One conditional UPDATE on (status, attempts) as read, so of several workers racing for the same job
     exactly one gets it. A running job is re-claimed too (its worker was lost and the broker redelivered
     the task) — unless `lease_s` is given and its heartbeat is younger than that, i.e. it is still alive.
-    A job whose cancellation was requested is marked cancelled instead of being run.
+    A job whose cancellation was requested is marked cancelled instead of being run, and one whose earlier
+    attempts all were lost `max_attempts` times is marked failed with the last reason.
     """
-    row = session.execute(select(Job.status, Job.attempts, Job.cancel_requested, Job.heartbeat_at)
-                          .where(Job.id == job_id)).one_or_none()
+    row = session.execute(select(Job.status, Job.attempts, Job.cancel_requested, Job.heartbeat_at,
+                                 Job.lost_reason).where(Job.id == job_id)).one_or_none()
     if row is None or row.status not in ACTIVE:
         return None
     now = utcnow()
@@ -171,21 +193,45 @@ def claim(*, session: Session, job_id: int, worker_host: str, lease_s: float | N
     if row.cancel_requested:
         _compare_and_set(session, job_id, row.status, row.attempts, {"status": CANCELLED, "finished_at": now})
         return None
+    lost_reason = SILENT_WORKER if row.status == RUNNING else row.lost_reason  # RUNNING: taking over a dead run
+    exhausted = attempts_exhausted(row.attempts, max_attempts, lost_reason)
+    if exhausted is not None:
+        _compare_and_set(session, job_id, row.status, row.attempts, {
+            "status": FAILED, "finished_at": now, "error": exhausted, "lost_reason": lost_reason})
+        return None
     won = _compare_and_set(session, job_id, row.status, row.attempts, {
         "status": RUNNING, "attempts": Job.attempts + 1, "started_at": now, "heartbeat_at": now,
-        "worker_host": worker_host, "progress": 0.0, "error": None, "finished_at": None})
+        "worker_host": worker_host, "progress": 0.0, "error": None, "finished_at": None,
+        "lost_reason": lost_reason})
     return session.get(Job, job_id, populate_existing=True) if won else None
 
 
-def report_progress(*, session: Session, job_id: int, progress: float, attempt: int | None = None) -> bool:
-    """Record progress (clamped to [0, 1]) and a heartbeat; True means stop: cancel requested or job lost."""
-    statement = sql_update(Job).where(Job.id == job_id, Job.status == RUNNING,
-                                      Job.cancel_requested.is_(False))
+class Heartbeat(NamedTuple):
+    """What a running job learns when it reports: whether it still owns the job, whether to stop."""
+
+    lost: bool  # the job is not running under this attempt any more (taken over, or ended elsewhere)
+    cancel_requested: bool
+
+    @property
+    def stop(self) -> bool:
+        return self.lost or self.cancel_requested
+
+
+def report_progress(*, session: Session, job_id: int, progress: float, attempt: int | None = None) -> Heartbeat:
+    """Record progress (clamped to [0, 1]) and a heartbeat, also while a cancel is pending.
+
+    The heartbeat must not stop when a cancel is requested: a job busy in a long batch would then look
+    dead to the requeue sweep and be queued again instead of ending cancelled.
+    """
+    statement = sql_update(Job).where(Job.id == job_id, Job.status == RUNNING)
     if attempt is not None:
         statement = statement.where(Job.attempts == attempt)
     values = {"progress": min(max(float(progress), 0.0), 1.0), "heartbeat_at": utcnow()}
     result = session.execute(statement.values(**values).execution_options(synchronize_session=False))
-    return result.rowcount != 1
+    if result.rowcount != 1:
+        return Heartbeat(lost=True, cancel_requested=False)
+    cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
+    return Heartbeat(lost=False, cancel_requested=bool(cancel))
 
 
 def request_cancel(*, session: Session, job: Job) -> Job:

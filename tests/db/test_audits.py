@@ -6,7 +6,7 @@ import threading
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import IntegrityError
 
 from db import migrate
@@ -134,8 +134,13 @@ def test_upgrading_a_database_with_jobs_adds_the_audit_tables(db_url):
     engine = make_engine(db_url)
     try:
         with session_scope(make_session_factory(engine)) as session:
-            # rows written by the previous version survive the upgrade
-            job_id = add_job(session).id
+            # rows written by the previous version survive the upgrade (the job with 0001's columns only)
+            model_id, dataset_id = add_model(session).id, add_dataset(session).id
+        with engine.begin() as connection:
+            job_id = connection.execute(text(
+                "INSERT INTO jobs (model_id, dataset_id, config, status, progress, attempts, cancel_requested, "
+                "created_at) VALUES (:m, :d, '{}', 'queued', 0, 0, false, :now) RETURNING id"),
+                {"m": model_id, "d": dataset_id, "now": utcnow()}).scalar_one()
         migrate.upgrade(db_url)
         with session_scope(make_session_factory(engine)) as session:
             assert session.get(Job, job_id) is not None

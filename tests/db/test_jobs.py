@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -106,7 +108,7 @@ def test_redelivered_running_job_is_reclaimed(factory, job_id):
         job = jobs.claim(session=session, job_id=job_id, worker_host="second")
         assert (job.status, job.attempts, job.worker_host, job.progress) == ("running", 2, "second", 0.0)
     with session_scope(factory) as session:  # the first run cannot report or finish any more
-        assert jobs.report_progress(session=session, job_id=job_id, progress=0.9, attempt=1) is True
+        assert jobs.report_progress(session=session, job_id=job_id, progress=0.9, attempt=1).lost is True
         with pytest.raises(StaleJob, match="attempt 2, not 1"):
             jobs.transition(session=session, job=jobs.get(session=session, job_id=job_id),
                             new_status="succeeded", attempt=1)
@@ -155,17 +157,61 @@ def test_progress_is_clamped_and_signals_cancel(factory, job_id):
     with session_scope(factory) as session:
         jobs.claim(session=session, job_id=job_id, worker_host="w")
     with session_scope(factory) as session:
-        assert jobs.report_progress(session=session, job_id=job_id, progress=0.25, attempt=1) is False
-        assert jobs.report_progress(session=session, job_id=job_id, progress=7) is False
+        assert jobs.report_progress(session=session, job_id=job_id, progress=0.25, attempt=1).stop is False
+        assert jobs.report_progress(session=session, job_id=job_id, progress=7).stop is False
     assert _get(factory, job_id).progress == 1.0
     with session_scope(factory) as session:
         job = jobs.request_cancel(session=session, job=jobs.get(session=session, job_id=job_id))
         assert (job.status, job.cancel_requested) == ("running", True)
     with session_scope(factory) as session:
-        assert jobs.report_progress(session=session, job_id=job_id, progress=0.5) is True  # stop now
+        assert jobs.report_progress(session=session, job_id=job_id, progress=0.5) == (False, True)  # stop now
         jobs.transition(session=session, job=jobs.get(session=session, job_id=job_id), new_status="cancelled")
     job = _get(factory, job_id)
-    assert (job.status, job.progress) == ("cancelled", 1.0) and job.finished_at is not None
+    # progress is still recorded while the cancel is pending (the job runs until its next check)
+    assert (job.status, job.progress) == ("cancelled", 0.5) and job.finished_at is not None
+
+
+def test_the_heartbeat_goes_on_while_a_cancel_is_pending(factory, job_id):
+    """A job busy in a long batch after a cancel request must not look dead to the requeue sweep."""
+    with session_scope(factory) as session:
+        jobs.claim(session=session, job_id=job_id, worker_host="w")
+        jobs.request_cancel(session=session, job=jobs.get(session=session, job_id=job_id))
+    first = _get(factory, job_id).heartbeat_at
+    time.sleep(0.01)
+    with session_scope(factory) as session:
+        beat = jobs.report_progress(session=session, job_id=job_id, progress=0.3, attempt=1)
+    job = _get(factory, job_id)
+    assert beat.stop and not beat.lost
+    assert job.heartbeat_at > first and job.progress == 0.3 and job.status == "running"
+    with session_scope(factory) as session:
+        cutoff = job.heartbeat_at - timedelta(seconds=1)
+        assert jobs.list_abandoned(session=session, heartbeat_before=cutoff) == []
+
+
+def test_a_job_lost_too_often_fails_with_the_last_reason(factory, job_id):
+    for attempt in (1, 2):
+        with session_scope(factory) as session:
+            assert jobs.claim(session=session, job_id=job_id, worker_host=f"w{attempt}",
+                              max_attempts=2).attempts == attempt
+        with session_scope(factory) as session:  # the worker died; the sweep queues the job again
+            jobs.transition(session=session, job=jobs.get(session=session, job_id=job_id), new_status="queued",
+                            attempt=attempt, lost_reason=f"killed by signal 9 (attempt {attempt})")
+    with session_scope(factory) as session:
+        assert jobs.claim(session=session, job_id=job_id, worker_host="w3", max_attempts=2) is None
+    job = _get(factory, job_id)
+    assert (job.status, job.attempts) == ("failed", 2)
+    assert job.error == ("the worker died or was killed 2 times while running this job, so it is not run "
+                         "again; last: killed by signal 9 (attempt 2)")
+
+
+def test_a_redelivered_message_of_a_dead_run_counts_as_a_lost_attempt(factory, job_id):
+    with session_scope(factory) as session:
+        jobs.claim(session=session, job_id=job_id, worker_host="w1", max_attempts=1)
+    with session_scope(factory) as session:  # still "running", heartbeat long gone: the broker redelivers
+        assert jobs.claim(session=session, job_id=job_id, worker_host="w2", lease_s=0, max_attempts=1) is None
+    job = _get(factory, job_id)
+    assert job.status == "failed" and "died or was killed once" in job.error
+    assert "stopped sending heartbeats" in job.error
 
 
 def test_cancelling_a_queued_job_is_immediate_and_final(factory, job_id):

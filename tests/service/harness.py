@@ -190,12 +190,13 @@ class ServiceEnv:
             "PYTHONUNBUFFERED": "1",
         }
 
-    def start_worker(self, label: str) -> Worker:
+    def start_worker(self, label: str, settings: dict[str, str] | None = None) -> Worker:
+        """A prefork worker (one pool child) on this env's queue; `settings` override ADVAUDIT_* variables."""
         name = f"{label}-{uuid.uuid4().hex[:6]}@advaudit-test"
         command = [sys.executable, "-m", "celery", "-A", "worker.tasks", "worker", "--loglevel=INFO",
                    "--concurrency=1", "--pool=prefork", "-Q", self.queue, f"--hostname={name}",
                    "--without-mingle", "--without-gossip"]
-        worker = Worker(name, command, self.environment(), self.root / f"{label}.log")
+        worker = Worker(name, command, self.environment() | (settings or {}), self.root / f"{label}.log")
         self.workers.append(worker)
         return worker
 

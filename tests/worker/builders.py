@@ -64,9 +64,21 @@ class _NanOnBigBatches(_RaisesOnBigBatches):
         return logits
 
 
+class _HangsOnBigBatches(_RaisesOnBigBatches):
+    """Answers the loader's dummy batches; on any larger batch its forward never returns (a busy loop)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        while x.shape[0] > 2:
+            x = x + 0.0
+        return self.fc(self.pool(self.conv(x)).flatten(1))
+
+
+FAULTS = {"raises": _RaisesOnBigBatches, "nan": _NanOnBigBatches, "hangs": _HangsOnBigBatches}
+
+
 def write_faulty_model(path: Path, kind: str = "raises") -> Path:
-    """A TorchScript file whose forward raises (`raises`) or returns NaN (`nan`) on batches larger than 2."""
+    """A TorchScript file whose forward raises (`raises`), returns NaN (`nan`) or never returns (`hangs`) on
+    batches larger than 2."""
     torch.manual_seed(0)
-    module = (_RaisesOnBigBatches if kind == "raises" else _NanOnBigBatches)().eval()
-    torch.jit.save(torch.jit.script(module), str(path))
+    torch.jit.save(torch.jit.script(FAULTS[kind]().eval()), str(path))
     return path
