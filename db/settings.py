@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     # A job stops at its next check (between batches, ε values and attack steps) once it has run this long …
     job_time_limit_s: int = Field(default=6 * 3600, gt=0)
     # … and a job that has not stopped this much later (a forward pass that never returns) is killed.
-    job_kill_grace_s: float = Field(default=30.0, gt=0)
+    job_kill_grace_s: float = Field(default=10.0, gt=0)
     # A job whose worker died (or was killed) this many times while running it fails instead of running again.
     job_max_attempts: int = Field(default=3, ge=1, le=100)
     # A running job whose heartbeat is younger than this is left alone by a redelivered task.

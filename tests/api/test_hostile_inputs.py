@@ -11,6 +11,7 @@ from services.limits import MAX_CLASSES, MAX_EPS_VALUES
 from tests.api import helpers
 from tests.api.helpers import API
 from tests.api.test_bad_uploads import _assert_refused, _snapshot
+from tests.worker.builders import write_functional_conv_model
 
 
 def _labels_npz(top: int) -> bytes:
@@ -100,3 +101,20 @@ def test_blank_names_are_refused_everywhere(client, app, gap_model, name):
 def test_names_lose_their_surrounding_spaces(client):
     response = helpers.upload_dataset(client, "  spaced  ", helpers.npz_bytes())
     assert response.status_code == 201 and response.json()["name"] == "spaced"
+
+
+def test_a_model_with_a_functional_convolution_registers_and_its_jobs_succeed(client, app, npz_dataset, tmp_path):
+    """Its convolution is F.conv2d on a plain tensor: the audit reports what it can, the job keeps its sweep."""
+    path = write_functional_conv_model(tmp_path / "functional.pt")
+    response = helpers.upload_model(client, "functional", path.read_bytes(), "functional.pt",
+                                    dataset_id=npz_dataset["id"])
+    assert response.status_code == 201, response.text
+    model = response.json()
+    audit = client.get(f"{API}/models/{model['id']}/architecture").json()
+    assert audit["layers"][0]["kernel_size"] == [3, 3]
+    assert client.get(f"{API}/models/{model['id']}/filters.png").status_code == 404
+    job = _submit(client, model, npz_dataset, eps=[0, "8/255"], batch_size=8).json()
+    assert helpers.run_job(app, job["id"]) == "succeeded"
+    report = client.get(f"{API}/jobs/{job['id']}/report").json()
+    assert len(report["fgsm"]) == 2
+    assert any(line.startswith("filter grid skipped") for line in report["warnings"])

@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from services import evaluation, report
 from services.checkpoints import load_model
@@ -15,20 +12,9 @@ from services.datasets import load_dataset
 from services.errors import EvaluationCancelled
 from services.evaluation import evaluate
 from services.specs import EvaluationConfig
+from tests.worker.builders import write_functional_conv_model
 
 EPS = (0.0, 4 / 255, 16 / 255)
-
-
-class FunctionalConv(nn.Module):
-    """Its convolution is a function call on a plain parameter: no conv module holds the weight."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.kernel = nn.Parameter(torch.randn(6, 1, 3, 3) * 0.3)
-        self.fc = nn.Linear(6, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.relu(F.conv2d(x, self.kernel, padding=1)).mean((2, 3)))
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +24,7 @@ def digits():
 
 @pytest.fixture
 def functional_torchscript(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "functional.pt"
-    torch.jit.save(torch.jit.script(FunctionalConv().eval()), str(path))
-    return path
+    return write_functional_conv_model(tmp_path / "functional.pt")
 
 
 def test_a_functional_convolution_keeps_its_sweep_and_explains_the_missing_grid(digits, functional_torchscript,

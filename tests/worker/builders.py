@@ -73,6 +73,25 @@ class _HangsOnBigBatches(_RaisesOnBigBatches):
         return self.fc(self.pool(self.conv(x)).flatten(1))
 
 
+class FunctionalConv(nn.Module):
+    """Its convolution is a function call on a plain parameter: no conv module holds the weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernel = nn.Parameter(torch.randn(6, 1, 3, 3) * 0.3)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(nn.functional.conv2d(x, self.kernel, padding=1)).mean((2, 3)))
+
+
+def write_functional_conv_model(path: Path) -> Path:
+    """A TorchScript file of FunctionalConv (seeded)."""
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(FunctionalConv().eval()), str(path))
+    return path
+
+
 FAULTS = {"raises": _RaisesOnBigBatches, "nan": _NanOnBigBatches, "hangs": _HangsOnBigBatches}
 
 
