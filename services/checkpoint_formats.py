@@ -268,3 +268,42 @@ def exported_network(program: torch.export.ExportedProgram, path: Path) -> nn.Mo
         return torch.export.unflatten(program)
     except Exception as exc:
         raise unrecognised(path, f"the exported program cannot be unflattened into modules ({exc})") from None
+
+
+class ExportedGraph(nn.Module):
+    """torch.export's flat graph module, run as is: its train/eval behaviour was fixed when it was exported.
+
+    The graph module itself refuses .train()/.eval(); this wrapper takes the call (as flags only), so the
+    engine can treat it like any other module.
+    """
+
+    def __init__(self, graph: nn.Module) -> None:
+        super().__init__()
+        self.graph = graph
+
+    def train(self, mode: bool = True) -> ExportedGraph:
+        self.training = mode
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+
+def exported_module(program: torch.export.ExportedProgram, named: nn.Module, path: Path) -> nn.Module:
+    """The program as one flat graph module (as fast as eager), with `named` re-pointed at its weights.
+
+    The unflattened view copies the weights it is built from; pointing its parameters and buffers at the flat
+    module's (which are the program's own) keeps a single copy of the weights in memory.
+    """
+    try:
+        fast = program.module()
+    except Exception as exc:
+        raise unrecognised(path, f"the exported program cannot be turned into a module ({exc})") from None
+    shared = dict(fast.named_parameters(remove_duplicate=False)) | dict(fast.named_buffers(remove_duplicate=False))
+    for name, _ in [*named.named_parameters(remove_duplicate=False), *named.named_buffers(remove_duplicate=False)]:
+        if name in shared:
+            owner, _, attr = name.rpartition(".")
+            holder = named.get_submodule(owner) if owner else named
+            store = holder._parameters if attr in holder._parameters else holder._buffers
+            store[attr] = shared[name]
+    return ExportedGraph(fast)

@@ -19,6 +19,7 @@ from services.checkpoint_formats import (
     TORCH_EXPORT,
     TORCHSCRIPT,
     detect_format,
+    exported_module,
     exported_network,
     load_exported,
     load_torchscript,
@@ -61,16 +62,32 @@ class ModelInfo:
 
 @dataclass
 class LoadedModel:
-    """A validated classifier: `module` takes [0, 1] inputs, `network` is the user's own module tree."""
+    """A validated classifier: `module` takes [0, 1] inputs, `network` is the user's own module tree.
+
+    `module` is the fastest way to run the model (the attacks use it); `named_module` runs it through
+    `network`, so that hooks on `network`'s layers fire (CAMs). They are one module except for torch.export
+    archives, whose named (unflattened) view is slower to run and shares the fast module's weights.
+    """
 
     module: nn.Module
     network: nn.Module
     info: ModelInfo
     exported: torch.export.ExportedProgram | None = None
+    hookable: nn.Module | None = None  # `named_module` when it is not `module`
 
     @property
     def supports_hooks(self) -> bool:
         return not isinstance(self.network, torch.jit.ScriptModule)
+
+    @property
+    def named_module(self) -> nn.Module:
+        return self.hookable if self.hookable is not None else self.module
+
+    def to(self, device: torch.device | str) -> None:
+        """Move both ways of running the model (their parameters are shared; buffers are moved for each)."""
+        self.module.to(device)
+        if self.hookable is not None:
+            self.hookable.to(device)
 
 
 class NormalizedModel(nn.Module):
@@ -101,7 +118,7 @@ def load_model(
     mean_std = _check_mean_std(mean, std, shape[0])
     target = _check_device(device)
     text = os.fspath(source)
-    exported = None
+    exported = fast = None
     if text.startswith(DEMO_PREFIX):
         arch = _check_demo_arch(text.removeprefix(DEMO_PREFIX), arch)
         path, fmt = demo_model_path(arch), DEMO_FORMAT
@@ -119,16 +136,23 @@ def load_model(
             # An exported graph keeps the train/eval behaviour it was captured with; .eval() only sets flags,
             # so a training-mode capture is caught by the buffer/determinism checks of the dummy forward.
             network, arch = exported_network(exported, path), None
+            fast = exported_module(exported, network, path)
         elif fmt == TORCHSCRIPT:
             network, arch = load_torchscript(path, target), None
         else:
             fmt = SAFETENSORS if fmt == SAFETENSORS else STATE_DICT
             network = network_from_weights(arch, read_state_dict(path), num_classes, shape[0], path)
-    module = NormalizedModel(network, *mean_std) if mean_std else network
-    module = _to_device(module, target).eval()
+    named = NormalizedModel(network, *mean_std) if mean_std else network
+    named = _to_device(named, target).eval()
+    module, hookable = named, None
+    if fast is not None:  # attacks run the fast graph; CAM hooks need the named view of the same weights
+        module = _to_device(NormalizedModel(fast, *mean_std) if mean_std else fast, target).eval()
+        hookable = named
     width = _check_forward(module, network, shape, target, num_classes)
+    if hookable is not None:
+        _check_same_outputs(module, hookable, shape, target, path)
     info = ModelInfo(text, fmt, sha256_file(path), width, shape, arch, *(mean_std or (None, None)))
-    return LoadedModel(module, network, info, exported)
+    return LoadedModel(module, network, info, exported, hookable)
 
 
 def demo_model_path(name: str) -> Path:
@@ -239,6 +263,17 @@ def _check_forward(
             "call model.eval() before exporting or saving it"
         )
     return width
+
+
+def _check_same_outputs(module: nn.Module, named: nn.Module, shape: tuple[int, int, int], device: torch.device,
+                        path: Path) -> None:
+    """The fast graph and the named view of an exported program must be the same function."""
+    batch = torch.rand((2, *shape), generator=torch.Generator().manual_seed(1)).to(device)
+    with torch.no_grad():
+        fast, slow = module(batch), _forward(named, batch, "the unflattened (named) view of the program")
+    if not isinstance(slow, torch.Tensor) or not torch.allclose(fast.float(), slow.float(), rtol=1e-4, atol=1e-5):
+        raise CheckpointError(f"{path.name}: the exported program and its unflattened module disagree on the same "
+                              "inputs; re-export the model")
 
 
 def _forward(module: nn.Module, batch: torch.Tensor, what: str) -> object:

@@ -51,21 +51,21 @@ def _cam_extractor(loaded: LoadedModel, audit: ArchitectureAudit, config: Evalua
         return None
 
     def positions(layer: str) -> int:
-        return math.prod(feature_map_size(loaded.module, loaded.network, layer, audit.input_shape))
+        return math.prod(feature_map_size(loaded.named_module, loaded.network, layer, audit.input_shape))
 
     if config.cam != "auto":
         if positions(config.cam) < 2:
             raise ConfigError(f"layer {config.cam!r} outputs a 1×1 (or non-spatial) map at this input size: "
                               "a CAM there is constant; pick an earlier conv layer")
-        return GradCAM(loaded.module, loaded.network, config.cam)
+        return GradCAM(loaded.named_module, loaded.network, config.cam)
     head = audit.cam_head
     if head is not None and positions(head.feature_layer) >= 2:
-        return CAM(loaded.module, loaded.network, head.feature_layer, head.classifier)
+        return CAM(loaded.named_module, loaded.network, head.feature_layer, head.classifier)
     layer = audit.last_spatial_conv()
     if layer is None:
         warnings.append("CAM audit skipped: the model has no conv layer with a spatial output map")
         return None
-    return GradCAM(loaded.module, loaded.network, layer)
+    return GradCAM(loaded.named_module, loaded.network, layer)
 
 
 @contextmanager
@@ -135,7 +135,7 @@ def evaluate(
 
     model = loaded.module
     home = next((p.device for p in model.parameters()), device)
-    model.to(device)
+    loaded.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     try:
@@ -171,7 +171,7 @@ def evaluate(
     finally:
         if config.channels_last:
             model.to(memory_format=torch.contiguous_format)
-        model.to(home)
+        loaded.to(home)
     timing = {
         "seconds": time.perf_counter() - started, "sweep_seconds": sweep_seconds, "cam_seconds": cam_seconds,
         "audit_seconds": audit_seconds, "samples_per_second": n / sweep_seconds if sweep_seconds > 0 else None,

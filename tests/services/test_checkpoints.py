@@ -118,8 +118,14 @@ def test_torch_export_round_trip_with_hooks(exported_file):
     assert not loaded.network.training and all(p.requires_grad for p in loaded.network.parameters())
     seen = []
     loaded.network.get_submodule("features.2").register_forward_hook(lambda m, i, o: seen.append(o.shape))
-    loaded.module(x)
+    loaded.module(x)  # the fast flat graph the attacks run: the named layers' hooks do not fire there …
+    assert seen == []
+    torch.testing.assert_close(loaded.named_module(x), _gap()(x))  # … but do through the named view
     assert seen == [torch.Size([3, 16, 16, 16])]
+    # one copy of the weights: the named view's parameters and buffers are the fast module's own
+    fast = {name.removeprefix("graph."): t.data_ptr() for name, t in loaded.module.state_dict().items()}
+    named = {name: t.data_ptr() for name, t in loaded.network.state_dict().items()}
+    assert named and all(fast[name] == pointer for name, pointer in named.items())
 
 
 @pytest.mark.parametrize("name", ["model.pt", "model.ts", "model.torchscript", "model"])
@@ -183,8 +189,10 @@ def test_demo_errors(tmp_path, monkeypatch):
 def test_mean_std_wrapper_matches_manual_normalisation(exported_file):
     loaded = load_model(exported_file, input_shape=SHAPE, mean=[0.3], std=[0.2])
     x = _inputs()
-    assert isinstance(loaded.module, NormalizedModel) and loaded.module.network is loaded.network
+    assert isinstance(loaded.module, NormalizedModel) and isinstance(loaded.named_module, NormalizedModel)
+    assert loaded.named_module.network is loaded.network  # the named view normalises too (CAMs run it)
     torch.testing.assert_close(loaded.module(x), _gap()((x - 0.3) / 0.2))
+    torch.testing.assert_close(loaded.named_module(x), _gap()((x - 0.3) / 0.2))
     assert loaded.info.to_dict()["mean"] == [0.3] and loaded.info.std == (0.2,)
 
 
