@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from advaudit.console import console
-from advaudit.supervisor import SupervisedWorker
+from advaudit.supervisor import Lifeline, SupervisedWorker
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker.tasks"]
 DEFAULT_WORKER_QUEUES = "evaluations,control"
@@ -106,7 +106,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         commands = {"worker.log": _worker_command(EMBEDDED_EVALUATION_QUEUES, 1, name="evaluations"),
                     "control.log": _worker_command(EMBEDDED_CONTROL_QUEUES, 1, pool="solo", name="control",
                                                    beat_schedule=beat_schedule_file(settings.data_dir))}
-        workers = [SupervisedWorker(command, settings.data_dir / log, env=os.environ.copy())
+        lifeline = Lifeline()  # the workers die with serve, even when serve is killed and this code never runs
+        workers = [SupervisedWorker(command, settings.data_dir / log, env=os.environ.copy(), lifeline=lifeline)
                    for log, command in commands.items()]
         for worker in workers:
             worker.start()

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from advaudit.console import console
+from worker.lifeline import LIFELINE_ENV
 
 FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
@@ -23,11 +24,26 @@ STABLE_S = 60.0  # a worker that lived this long resets the backoff: it was not 
 STOP_TIMEOUT_S = 20.0
 
 
-class SupervisedWorker:
-    """Runs `command` with its output appended to `log_path`, restarting it with backoff until stop()."""
+class Lifeline:
+    """A pipe whose write end only this process holds: its children see end-of-file when it dies, however."""
 
-    def __init__(self, command: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.command, self.log_path, self.env = command, log_path, env
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe()  # both non-inheritable; the read end is passed explicitly
+
+    def env(self) -> dict[str, str]:
+        return {LIFELINE_ENV: str(self.read_fd)}
+
+
+class SupervisedWorker:
+    """Runs `command` with its output appended to `log_path`, restarting it with backoff until stop().
+
+    With a `lifeline`, the worker also dies when this process dies (worker.lifeline watches the pipe).
+    """
+
+    def __init__(self, command: list[str], log_path: Path, env: dict[str, str],
+                 lifeline: Lifeline | None = None) -> None:
+        self.command, self.log_path, self.lifeline = command, log_path, lifeline
+        self.env = env | (lifeline.env() if lifeline else {})
         self.restarts = 0
         self._process: subprocess.Popen | None = None
         self._stopping = threading.Event()
@@ -43,8 +59,9 @@ class SupervisedWorker:
                 return None
             with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
                 # A process group of its own: the worker forks its beat, which must go when the worker goes.
-                self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env,
-                                                 start_new_session=True)
+                self._process = subprocess.Popen(
+                    self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
+                    pass_fds=(self.lifeline.read_fd,) if self.lifeline else ())
             return self._process
 
     def _supervise(self) -> None:

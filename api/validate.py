@@ -7,8 +7,10 @@ child; the server only sees "could not be validated".
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import signal
 from typing import Any
 
 from services.architecture import audit_architecture, filter_weights
@@ -18,6 +20,7 @@ from services.datasets import load_dataset
 from services.errors import AdvauditError, ConfigError
 from services.filter_grid import render_filter_grid
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 MEMORY_BUDGET_BYTES = 8 * 1024**3  # address space a validation may add on top of the preloaded modules
 CPU_THREADS = 2
 
@@ -85,7 +88,7 @@ def check_cam_layer(*, path: str, input_shape: list[int], layer: str, arch: str 
                           "the weights with arch, or export the model with torch.export (.pt2); "
                           "or use cam auto/none")
     resolve_layer(loaded.network, layer)
-    positions = math.prod(feature_map_size(loaded.module, loaded.network, layer, tuple(input_shape)))
+    positions = math.prod(feature_map_size(loaded.named_module, loaded.network, layer, tuple(input_shape)))
     if positions < 2:
         raise ConfigError(f"layer {layer!r} outputs a 1×1 (or non-spatial) map at this input size: "
                           "a CAM there is constant; pick an earlier conv layer")
@@ -114,8 +117,36 @@ def _limit_resources() -> None:
     torch.set_num_threads(CPU_THREADS)
 
 
+def _die_with_parent() -> None:
+    """SIGKILL this child when its parent (the forkserver, which exits with the server) goes, on Linux.
+
+    The server kills a validation that outlasts its time limit; a server that was itself killed cannot, and a
+    hostile file that hangs the loader would otherwise run on for ever. The forkserver exits when the last
+    holder of its "alive" pipe is gone, and multiprocessing hands that pipe to every child too: this child
+    starts no processes, so it lets go of it, or it would keep its own parent alive.
+    """
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver  # no public way to reach the inherited descriptor
+    alive_fd = getattr(server, "_forkserver_alive_fd", None)
+    if alive_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(alive_fd)
+        server._forkserver_alive_fd = None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        parent = os.getppid()
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and (parent == 1 or os.getppid() != parent):
+            os._exit(1)  # the parent went before the prctl: this child was handed to init
+    except (OSError, AttributeError):  # not Linux: the server's own time limit still applies while it lives
+        pass
+
+
 def run(request: dict[str, Any], connection) -> None:
     """Child entry point: run ACTIONS[request["action"]](**request["args"]) and send back one result dict."""
+    _die_with_parent()
     _limit_resources()
     try:
         result = {"ok": True, "result": ACTIONS[request["action"]](**request["args"])}

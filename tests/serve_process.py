@@ -38,6 +38,25 @@ def children(pid: int) -> set[int]:
     return found
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid`: its children, theirs, and so on."""
+    found, todo = set(), [pid]
+    while todo:
+        for child in children(todo.pop()):
+            if child not in found and alive(child):
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def command(pid: int) -> str:
+    """The command line of `pid`, for messages (empty once it is gone)."""
+    try:
+        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return f"{pid}: (gone)"
+
+
 def parent_of(pid: int) -> int:
     """The parent process id of `pid` (Linux /proc)."""
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])

@@ -17,7 +17,7 @@ from db.session import make_engine, make_session_factory
 from db.settings import get_settings
 from db.storage import LocalArtifactStore
 from services.job_states import TERMINAL
-from worker import audits, scratch
+from worker import audits, lifeline, scratch
 from worker.celery_app import DEFAULT_QUEUE, EVALUATE_TASK, REQUEUE_TASK, app
 from worker.runner import JobLeased, WorkerContext, requeue_abandoned, run_job, settle_lost_process
 
@@ -102,6 +102,12 @@ def requeue_abandoned_jobs() -> list[int]:
     """Sent by beat: queue again the jobs whose worker stopped sending heartbeats; drop stale scratch folders."""
     return requeue_abandoned(worker_context(), send=lambda job_id, queue: evaluate.apply_async(
         args=[job_id], queue=queue or DEFAULT_QUEUE))
+
+
+@worker_init.connect
+def _follow_the_server(**_kwargs) -> None:
+    """An embedded worker of `advaudit serve` dies with it, even when serve is killed (worker.lifeline)."""
+    lifeline.watch()
 
 
 @worker_init.connect
