@@ -16,8 +16,8 @@ def test_serve_runs_an_evaluation_worker_and_a_control_worker_with_beat(tmp_path
     started = []
 
     class Supervised:
-        def __init__(self, command, log, env) -> None:
-            started.append(command)
+        def __init__(self, command, log, env, lifeline) -> None:
+            started.append((command, lifeline))
 
         def start(self) -> None:
             pass
@@ -31,6 +31,10 @@ def test_serve_runs_an_evaluation_worker_and_a_control_worker_with_beat(tmp_path
         assert main(["serve", "--data-dir", str(tmp_path), "--port", "1"]) == 0
     finally:
         clear_settings_cache()
+    lifelines = {id(lifeline) for _, lifeline in started}
+    assert len(lifelines) == 1 and started[0][1] is not None  # both workers die with serve, by one pipe
+    started = [command for command, _ in started]
+    assert ["--pool=prefork" in command for command in started] == [True, False]  # the evaluations' is killable
     queues = [next(arg for arg in command if arg.startswith("--queues=")).removeprefix("--queues=")
               for command in started]
     assert queues == ["evaluations,gpu", "control"]  # a running evaluation never holds up the bookkeeping
