@@ -18,11 +18,11 @@ from api.audit_schemas import AuditCreate
 from api.services.audit_runs import read_run, record_new_version
 from api.services.audits import create_audit
 from api.services.datasets import ensure_builtin_datasets
+from contracts.settings import get_settings
 from db import migrate
 from db import repositories as repo
 from db.models import ModelRecord
 from db.session import make_engine, make_session_factory, session_scope
-from db.settings import get_settings
 from db.storage import LocalArtifactStore
 from services.audit_schedule import manual_slot_key
 from services.audit_states import MANUAL

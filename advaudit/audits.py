@@ -13,13 +13,14 @@ from rich.table import Table
 from advaudit.client import Client
 from advaudit.console import console, pct
 from advaudit.options import add_evaluation_options, config_from_args
+from services.audit_states import BASELINE, ERROR, PASSED, REFERENCE_VERDICTS, REGRESSED
 
 INTERVAL = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 DEFAULT_WAIT_S = 3600
 TIMEOUT_EXIT = 3  # `audits run --wait` ran out of --timeout (1: regressed or error, 2: bad input)
 POLL_S = 1.0
-VERDICT_STYLE = {"passed": "green", "baseline": "cyan", "regressed": "bold red", "error": "red"}
+VERDICT_STYLE = {PASSED: "green", BASELINE: "cyan", REGRESSED: "bold red", ERROR: "red"}
 THRESHOLD_OPTIONS = (("--max-clean-drop", "clean_accuracy_drop_pp", "clean accuracy, pp (default 2)"),
                      ("--max-accuracy-drop", "accuracy_drop_pp", "accuracy at each ε, pp (default 5)"),
                      ("--max-auc-drop", "robust_auc_drop_pp", "robust AUC, pp (default 3)"),
@@ -209,7 +210,7 @@ def cmd_run(args) -> int:
         time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0.0)))
         run = client.request("GET", f"/audits/{args.audit_id}/runs/{run['id']}")
     print_run(run)
-    return 0 if run["verdict"] in ("passed", "baseline") else 1
+    return 0 if run["verdict"] in REFERENCE_VERDICTS else 1  # a CI gate passes what may serve as a baseline
 
 
 def cmd_show(args) -> int:

@@ -15,8 +15,7 @@ from rich.table import Table
 from advaudit.console import console, pct, summary_table
 from advaudit.options import add_evaluation_options, config_from_args
 from services.errors import AdvauditError
-
-TERMINAL = ("succeeded", "failed", "cancelled")
+from services.job_states import QUEUED, RUNNING, SUCCEEDED, TERMINAL
 
 
 class ServerError(AdvauditError):
@@ -138,13 +137,13 @@ def cmd_jobs_submit(args) -> int:
     if args.wait:
         job = _wait(client, job["id"])
         _show(client, job)
-    return 0 if job["status"] in ("queued", "running", "succeeded") else 1
+    return 0 if job["status"] in (QUEUED, RUNNING, SUCCEEDED) else 1
 
 
 def _wait(client: Client, job_id: int) -> dict:
     with Progress(TextColumn("[bold]job {task.fields[job]}: {task.fields[status]}"), BarColumn(),
                   TextColumn("{task.percentage:>3.0f} %"), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("job", total=1.0, job=job_id, status="queued")
+        task = bar.add_task("job", total=1.0, job=job_id, status=QUEUED)
         while True:
             job = client.request("GET", f"/jobs/{job_id}")
             bar.update(task, completed=job["progress"], status=job["status"])
@@ -157,7 +156,7 @@ def _show(client: Client, job: dict) -> None:
     console.print(f"job {job['id']}: {job['status']} ({100 * job['progress']:.0f} %), attempts {job['attempts']}")
     if job.get("error"):
         console.print(f"[red]error:[/] {escape(job['error'])}")
-    if job["status"] == "succeeded":
+    if job["status"] == SUCCEEDED:
         console.print(summary_table(client.request("GET", f"/jobs/{job['id']}/report")))
 
 

@@ -6,10 +6,10 @@ import socket
 from pathlib import Path
 
 from api.services.datasets import ensure_builtin_datasets
+from contracts.settings import get_settings
 from db import migrate
 from db import repositories as repo
 from db.session import make_engine, make_session_factory, session_scope
-from db.settings import get_settings
 from db.storage import LocalArtifactStore
 from services.checkpoints import demo_model_path
 from worker.runner import WorkerContext, record_results

@@ -10,18 +10,19 @@ from pathlib import Path
 
 from advaudit.console import console
 from advaudit.supervisor import Lifeline, SupervisedWorker
+from contracts.tasks import Queue
 
 CELERY = [sys.executable, "-m", "celery", "-A", "worker.tasks"]
-DEFAULT_WORKER_QUEUES = "evaluations,control"
+DEFAULT_WORKER_QUEUES = f"{Queue.EVALUATIONS},{Queue.CONTROL}"
 # `advaudit serve` runs two workers: one for the evaluations, one (with beat) for the control queue, so
 # ticks, verdicts, webhooks and the requeue sweep never wait for an evaluation to finish.
-EMBEDDED_EVALUATION_QUEUES = "evaluations,gpu"
-EMBEDDED_CONTROL_QUEUES = "control"
+EMBEDDED_EVALUATION_QUEUES = f"{Queue.EVALUATIONS},{Queue.GPU}"
+EMBEDDED_CONTROL_QUEUES = str(Queue.CONTROL)
 
 
 def _use_data_dir(path: str | None) -> None:
     """Point every setting that follows data_dir there, before any settings are read."""
-    from db.settings import clear_settings_cache
+    from contracts.settings import clear_settings_cache
 
     if path:
         os.environ["ADVAUDIT_DATA_DIR"] = str(Path(path).expanduser().absolute())
@@ -85,17 +86,16 @@ def _exit_on_signal(signum: int, _frame) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from api.broker import CONTROL_QUEUE, DEFAULT_QUEUE, GPU_QUEUE
     from api.main import create_app
-    from db import embedded_broker
-    from db.settings import get_settings
+    from contracts import embedded_broker
+    from contracts.settings import get_settings
 
     _use_data_dir(args.data_dir)
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if embedded_broker.is_embedded(settings.broker_url):
         # before the worker and its beat start writing to it
-        embedded_broker.prepare(settings.broker_url, (DEFAULT_QUEUE, GPU_QUEUE, CONTROL_QUEUE))
+        embedded_broker.prepare(settings.broker_url, tuple(Queue))
     app = create_app(settings, listen_host=args.host)
     workers: list[SupervisedWorker] = []
     if not args.no_worker:
@@ -130,7 +130,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_beat(args: argparse.Namespace) -> int:
-    from db.settings import get_settings
+    from contracts.settings import get_settings
 
     _use_data_dir(args.data_dir)
     schedule = beat_schedule_file(get_settings().data_dir)
@@ -140,8 +140,8 @@ def cmd_beat(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
+    from contracts.settings import get_settings
     from db import migrate
-    from db.settings import get_settings
 
     _use_data_dir(args.data_dir)
     settings = get_settings()
@@ -153,10 +153,10 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
+    from contracts.settings import get_settings
     from db import migrate
     from db.repositories import tokens
     from db.session import make_engine, make_session_factory, session_scope
-    from db.settings import get_settings
     from services.errors import ConfigError
 
     _use_data_dir(args.data_dir)

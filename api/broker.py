@@ -1,7 +1,6 @@
-"""The API's Celery *client*: sends tasks by name and probes the broker; it never imports the worker code.
+"""The API's one Celery *client*: sends tasks by name (contracts.tasks) and probes the broker.
 
-The names below duplicate worker.celery_app on purpose (the API must not import the worker);
-tests/api/test_broker.py asserts they stay equal and that the task name is registered by worker.tasks.
+It never imports the worker code; tests/api/test_app.py asserts every name it sends is a registered task.
 """
 
 from __future__ import annotations
@@ -10,13 +9,9 @@ from typing import Any, Protocol
 
 from celery import Celery
 
-from db import embedded_broker
+from contracts import embedded_broker
+from contracts.tasks import Queue, Task
 from db.models import Job
-
-EVALUATE_TASK_NAME = "advaudit.evaluate"
-DEFAULT_QUEUE = "evaluations"
-GPU_QUEUE = "gpu"
-CONTROL_QUEUE = "control"  # light bookkeeping tasks (audit launch, tick, …), never behind long evaluations
 
 CONNECT_TIMEOUT_S = 2.0
 PING_TIMEOUT_S = 1.0
@@ -24,15 +19,12 @@ PING_TIMEOUT_S = 1.0
 SEND_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.25, "interval_max": 0.5}
 
 
-def queue_for(device: str) -> str:
-    """GPU jobs go to the GPU workers' queue, everything else to the default queue."""
-    return GPU_QUEUE if device.strip().lower().startswith("cuda") else DEFAULT_QUEUE
-
-
 class Broker(Protocol):
-    """What the API needs from a task queue: send one job, and say whether the broker and workers answer."""
+    """What the API needs from a task queue: send a job or an audit run, say whether broker and workers answer."""
 
     def send(self, job: Job) -> None: ...
+
+    def launch_audit_run(self, run_id: int) -> None: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -44,15 +36,20 @@ class CeleryBroker:
         # Celery's SQLAlchemy transport (the embedded SQLite broker) has no broadcast: workers cannot be pinged.
         self.can_ping = not broker_url.startswith("sqla+")
         self.app = Celery("advaudit-api", broker=broker_url, set_as_current=False)
-        self.app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT_S, task_default_queue=DEFAULT_QUEUE,
+        self.app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT_S, task_default_queue=Queue.EVALUATIONS,
                              broker_connection_retry_on_startup=False)
         if embedded_broker.is_embedded(broker_url):
             self.app.conf.broker_transport_options = embedded_broker.transport_options()
 
     def send(self, job: Job) -> None:
         """Enqueue job `job.id` (the id only: the worker re-reads the row)."""
-        self.app.send_task(EVALUATE_TASK_NAME, args=[job.id], queue=job.queue or DEFAULT_QUEUE,
+        self.app.send_task(Task.EVALUATE, args=[job.id], queue=job.queue or Queue.EVALUATIONS,
                            retry=True, retry_policy=SEND_RETRY_POLICY)
+
+    def launch_audit_run(self, run_id: int) -> None:
+        """Enqueue the launch of audit run `run_id` on the control queue."""
+        self.app.send_task(Task.AUDIT_LAUNCH, args=[run_id], queue=Queue.CONTROL, retry=True,
+                           retry_policy=SEND_RETRY_POLICY)
 
     def status(self) -> dict[str, Any]:
         """{"broker": {"ok", "error"}, "workers": {"count", "names", "error"}} within a few seconds."""

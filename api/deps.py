@@ -13,10 +13,10 @@ from api.broker import Broker
 from api.errors import Forbidden, NotFound, Unauthorized
 from api.origin import SAFE_METHODS, is_cross_site
 from api.schemas import MAX_ID
+from contracts.settings import Settings
 from db import repositories as repo
-from db.models import ApiToken, DatasetRecord, Job, ModelRecord
+from db.models import ApiToken, Audit, DatasetRecord, Job, ModelRecord
 from db.session import session_scope
-from db.settings import Settings
 from db.storage import LocalArtifactStore
 
 
@@ -42,12 +42,18 @@ def get_enqueue(request: Request) -> Callable[[Job], None]:
     return request.app.state.enqueue
 
 
+def get_audit_dispatch(request: Request) -> Callable[[int], None]:
+    """Enqueues the launch of an audit run (the broker's, unless a test replaced app.state.audit_dispatch)."""
+    return request.app.state.audit_dispatch
+
+
 # scope="function": the commit runs before the response is sent, so a client never sees an uncommitted write.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[LocalArtifactStore, Depends(get_store)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 EnqueueDep = Annotated[Callable[[Job], None], Depends(get_enqueue)]
+DispatchDep = Annotated[Callable[[int], None], Depends(get_audit_dispatch)]
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `advaudit token create NAME`")
 
@@ -66,6 +72,11 @@ def presented_token(request: Request, credentials: HTTPAuthorizationCredentials 
     return cookie or None
 
 
+def valid_token(session: Session, plaintext: str | None) -> ApiToken | None:
+    """The live token whose plaintext this is, or None."""
+    return None if plaintext is None else repo.tokens.verify(session=session, plaintext=plaintext)
+
+
 def require_token(request: Request, session: SessionDep, credentials: BearerDep) -> ApiToken | None:
     """The caller's token when auth is on (401 without a valid one); None when auth is off."""
     if not request.app.state.auth_required:
@@ -75,7 +86,7 @@ def require_token(request: Request, session: SessionDep, credentials: BearerDep)
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' "
                            "(create a token with `advaudit token create NAME`)",
                            headers={"WWW-Authenticate": "Bearer"})
-    token = repo.tokens.verify(session=session, plaintext=plaintext)
+    token = valid_token(session, plaintext)
     if token is None:
         raise Unauthorized("invalid or revoked bearer token",
                            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
@@ -113,6 +124,14 @@ def get_job(session: SessionDep, job_id: Annotated[int, Path(ge=1, le=MAX_ID)]) 
     return job
 
 
+def get_audit(session: SessionDep, audit_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> Audit:
+    audit = repo.audits.get(session=session, audit_id=audit_id)
+    if audit is None:
+        raise NotFound(f"audit {audit_id} does not exist")
+    return audit
+
+
 ModelDep = Annotated[ModelRecord, Depends(get_model)]
+AuditDep = Annotated[Audit, Depends(get_audit)]
 DatasetDep = Annotated[DatasetRecord, Depends(get_dataset)]
 JobDep = Annotated[Job, Depends(get_job)]

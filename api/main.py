@@ -24,10 +24,10 @@ from api.schemas import problem_responses
 from api.services.datasets import ensure_builtin_datasets
 from api.services.storage import discard_stale_uploads, upload_dir
 from api.services.validation import warm_up
+from contracts.settings import Settings, get_settings
 from db import migrate
 from db.models import Job
 from db.session import make_engine, make_session_factory
-from db.settings import Settings, get_settings
 from db.storage import LocalArtifactStore
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,8 @@ def create_app(settings: Settings | None = None, *, enqueue: Callable[[Job], Non
                broker: Broker | None = None, listen_host: str | None = None) -> FastAPI:
     """The API with its engine, session factory, artifact store and task queue client on `app.state`.
 
-    `enqueue(job)` defaults to sending the evaluate task by name through a Celery client on
-    settings.broker_url; `broker` (health probes and the default enqueue) defaults to that client.
+    `broker` (the task-queue client: jobs, audit launches, health probes) defaults to a Celery client on
+    settings.broker_url; `enqueue(job)` defaults to its `send`.
     Migrations run and `digits` is registered at start-up (the lifespan), not here.
     """
     settings = settings or get_settings()
@@ -81,8 +81,9 @@ def create_app(settings: Settings | None = None, *, enqueue: Callable[[Job], Non
     app.state.engine = engine
     app.state.sessions = make_session_factory(engine)
     app.state.store = LocalArtifactStore(settings.artifact_root)
-    app.state.broker = broker or CeleryBroker(settings.broker_url)
+    app.state.broker = broker or CeleryBroker(settings.broker_url)  # the API's one task-queue client
     app.state.enqueue = enqueue or app.state.broker.send
+    app.state.audit_dispatch = app.state.broker.launch_audit_run
     app.state.auth_required = auth_required(settings.auth, listen_host)
     app.state.host_policy = host_policy(auth_required=app.state.auth_required,
                                         allowed_hosts=settings.allowed_hosts, listen_host=listen_host)

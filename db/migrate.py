@@ -26,7 +26,7 @@ def alembic_config() -> Config:
 
 
 def _with_connection(url: str | URL | None, action) -> None:
-    from db.settings import get_settings
+    from contracts.settings import get_settings
 
     engine = make_engine(url if url is not None else get_settings().database_url)
     try:
@@ -55,7 +55,7 @@ def downgrade(url: str | URL | None, revision: str) -> None:
 
 def current(url: str | URL | None = None) -> str | None:
     """The revision the database is at, or None for an empty (never migrated) database."""
-    from db.settings import get_settings
+    from contracts.settings import get_settings
 
     engine = make_engine(url if url is not None else get_settings().database_url)
     try:

@@ -35,7 +35,7 @@ NullableJSON = JSON(none_as_null=True)
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
 
 
 class ModelRecord(Base):

@@ -1,31 +1,67 @@
-"""Audit run lifecycle, verdicts and triggers (pure value sets shared by the database, worker and API)."""
+"""Audit run lifecycle, verdicts, triggers and webhook states (pure value sets shared by db, worker, API, CLI)."""
 
 from __future__ import annotations
 
-# Lifecycle: pending (recorded, no jobs yet) → running (jobs created) → finished (verdict written once).
-PENDING = "pending"
-RUNNING = "running"
-FINISHED = "finished"
-RUN_STATUSES = (PENDING, RUNNING, FINISHED)
+from enum import StrEnum
 
-# passed: within every threshold; regressed: at least one metric beyond its threshold;
-# error: the run could not be judged (a job failed, a model vanished, the pinned baseline is unusable);
-# baseline: nothing earlier to compare with, so this run becomes the reference for the next ones.
-PASSED = "passed"
-REGRESSED = "regressed"
-ERROR = "error"
-BASELINE = "baseline"
-VERDICTS = (PASSED, REGRESSED, ERROR, BASELINE)
+from services.errors import AdvauditError
+
+
+class RunStatus(StrEnum):
+    """pending (recorded, no jobs yet) → running (jobs created) → finished (verdict written once)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+class RunVerdict(StrEnum):
+    PASSED = "passed"  # within every threshold
+    REGRESSED = "regressed"  # at least one metric beyond its threshold
+    # the run could not be judged (a job failed, a model vanished, the pinned baseline is unusable)
+    ERROR = "error"
+    BASELINE = "baseline"  # nothing earlier to compare with: this run becomes the reference for the next ones
+
+
+class Trigger(StrEnum):
+    SCHEDULE = "schedule"
+    MANUAL = "manual"
+    NEW_VERSION = "new_version"
+
+
+class WebhookStatus(StrEnum):
+    """Delivery of a finished run's summary; never part of the verdict."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+PENDING, RUNNING, FINISHED = RunStatus
+PASSED, REGRESSED, ERROR, BASELINE = RunVerdict
+SCHEDULE, MANUAL, NEW_VERSION = Trigger
+WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED = WebhookStatus
+RUN_STATUSES, VERDICTS, TRIGGERS, WEBHOOK_STATUSES = tuple(RunStatus), tuple(RunVerdict), tuple(Trigger), tuple(WebhookStatus)
 # A run with one of these verdicts can serve as the "previous run" baseline of a later run.
-REFERENCE_VERDICTS = (PASSED, BASELINE)
+REFERENCE_VERDICTS = frozenset({PASSED, BASELINE})
 
-SCHEDULE = "schedule"
-MANUAL = "manual"
-NEW_VERSION = "new_version"
-TRIGGERS = (SCHEDULE, MANUAL, NEW_VERSION)
+# A run is launched once and finished once; an undone "run now" (broker down) is deleted while still pending.
+RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
+    PENDING: frozenset({RUNNING, FINISHED}),  # → finished: nothing to launch (an `error` verdict at once)
+    RUNNING: frozenset({FINISHED}),
+    FINISHED: frozenset(),
+}
 
-# Webhook delivery of a finished run's summary; never part of the verdict.
-WEBHOOK_PENDING = "pending"
-WEBHOOK_DELIVERED = "delivered"
-WEBHOOK_FAILED = "failed"
-WEBHOOK_STATUSES = (WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED)
+
+class InvalidRunTransition(AdvauditError):
+    """An audit run was asked to move between two statuses that RUN_TRANSITIONS does not connect."""
+
+
+def check_run_transition(old: str, new: str) -> None:
+    """Raise InvalidRunTransition unless `old` → `new` is in RUN_TRANSITIONS."""
+    for status in (old, new):
+        if status not in RUN_TRANSITIONS:
+            raise InvalidRunTransition(f"unknown audit run status {status!r}; expected one of "
+                                       f"{', '.join(RUN_STATUSES)}")
+    if new not in RUN_TRANSITIONS[RunStatus(old)]:
+        raise InvalidRunTransition(f"an audit run that is {old} cannot become {new}")

@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from advaudit.audit_demo import MODEL_NAME, run_demo
 from api.main import create_app
 from api.services.datasets import ensure_builtin_datasets
+from contracts.settings import Settings, clear_settings_cache
 from db import migrate
 from db import repositories as repo
 from db.base import utcnow
 from db.session import make_engine, make_session_factory, session_scope
-from db.settings import Settings, clear_settings_cache
 from tests.serve_process import EXECUTABLE
 
 pytestmark = pytest.mark.timeout(180)

@@ -90,7 +90,7 @@ def test_demo_evaluates_every_demo_model_and_records_the_runs(tmp_path):
     from fastapi.testclient import TestClient
 
     from api.main import create_app
-    from db.settings import Settings
+    from contracts.settings import Settings
 
     with TestClient(create_app(Settings(data_dir=data_dir, auth="off", allowed_hosts=["testserver"]), listen_host="127.0.0.1")) as client:
         jobs = client.get("/api/v1/jobs").json()["data"]

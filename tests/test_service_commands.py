@@ -8,7 +8,7 @@ import uvicorn
 
 from advaudit import service
 from advaudit.cli import build_parser, main
-from db.settings import clear_settings_cache
+from contracts.settings import clear_settings_cache
 
 
 def test_serve_runs_an_evaluation_worker_and_a_control_worker_with_beat(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from contracts.tasks import queue_for
 from db import repositories as repo
 from db.base import utcnow
 from db.models import Audit, AuditRun, Job, ModelRecord
@@ -24,7 +25,6 @@ from services.errors import AdvauditError
 from services.job_states import FAILED, QUEUED, TERMINAL
 from services.specs import EvaluationConfig
 from worker.audit_baseline import baseline_pairs
-from worker.celery_app import queue_for
 from worker.webhooks import WebhookSettings
 
 log = logging.getLogger(__name__)

@@ -7,35 +7,27 @@ from functools import lru_cache
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from contracts.settings import get_settings
+from contracts.tasks import Queue, Task
 from db import repositories as repo
 from db.models import Job
 from db.session import make_engine, make_session_factory, session_scope
-from db.settings import get_settings
 from services.audit_states import RUNNING
 from services.job_states import TERMINAL
 from worker.audit_runs import AuditContext, finalize_run, launch_run
 from worker.audit_tick import tick as run_tick
-from worker.celery_app import (
-    AUDIT_FINALIZE_TASK,
-    AUDIT_LAUNCH_TASK,
-    AUDIT_QUEUE,
-    AUDIT_TICK_TASK,
-    AUDIT_WEBHOOK_TASK,
-    DEFAULT_QUEUE,
-    EVALUATE_TASK,
-    app,
-)
+from worker.celery_app import app
 from worker.webhooks import WebhookSettings, attempt_delivery
 
 log = logging.getLogger(__name__)
 
 
 def _send_job(job: Job) -> None:
-    app.send_task(EVALUATE_TASK, args=[job.id], queue=job.queue or DEFAULT_QUEUE)
+    app.send_task(Task.EVALUATE, args=[job.id], queue=job.queue or Queue.EVALUATIONS)
 
 
 def _send_webhook(run_id: int) -> None:
-    deliver_webhook.apply_async(args=[run_id], queue=AUDIT_QUEUE)
+    deliver_webhook.apply_async(args=[run_id], queue=Queue.CONTROL)
 
 
 @lru_cache(maxsize=1)
@@ -54,7 +46,7 @@ def webhook_settings() -> WebhookSettings:
                            allow_private=settings.webhook_allow_private)
 
 
-@app.task(name=AUDIT_TICK_TASK, ignore_result=True)
+@app.task(name=Task.AUDIT_TICK, ignore_result=True)
 def tick() -> dict:
     """Finalize finished runs, record due scheduled runs, launch pending ones, re-send lost messages."""
     report = run_tick(audit_context())
@@ -63,20 +55,20 @@ def tick() -> dict:
     return vars(report)
 
 
-@app.task(name=AUDIT_LAUNCH_TASK, ignore_result=True)
+@app.task(name=Task.AUDIT_LAUNCH, ignore_result=True)
 def launch(run_id: int) -> str | None:
     """Create and enqueue the jobs of pending run `run_id` (no-op if the tick launched it first)."""
     return launch_run(int(run_id), audit_context())
 
 
-@app.task(name=AUDIT_FINALIZE_TASK, ignore_result=True)
+@app.task(name=Task.AUDIT_FINALIZE, ignore_result=True)
 def finalize(run_id: int) -> str | None:
     """Write the verdict of run `run_id` once all its jobs ended (no-op before, and after the first time)."""
     return finalize_run(int(run_id), audit_context())
 
 
 # max_retries=None: the attempt count is kept on the run and capped by settings.webhook_max_attempts.
-@app.task(name=AUDIT_WEBHOOK_TASK, bind=True, ignore_result=True, max_retries=None)
+@app.task(name=Task.AUDIT_WEBHOOK, bind=True, ignore_result=True, max_retries=None)
 def deliver_webhook(self, run_id: int) -> str | None:
     """POST run `run_id`'s summary; retried with exponential backoff, then recorded as failed."""
     attempt = attempt_delivery(int(run_id), audit_context().sessions, webhook_settings())
@@ -96,6 +88,6 @@ def job_ended(job_id: int, sessions: sessionmaker[Session] | None = None) -> Non
             if any(job.status not in TERMINAL for _, job in jobs):
                 return
             run_id = run.id
-        finalize.apply_async(args=[run_id], queue=AUDIT_QUEUE)
+        finalize.apply_async(args=[run_id], queue=Queue.CONTROL)
     except Exception:  # never fail the evaluation for its audit; the next tick finalizes the run instead
         log.warning("job %s: could not hand its audit run over for finalizing", job_id, exc_info=True)

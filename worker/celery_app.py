@@ -5,22 +5,10 @@ from __future__ import annotations
 from celery import Celery
 from celery.signals import worker_init
 
-from db import embedded_broker
-from db.settings import Settings, get_settings
+from contracts import embedded_broker
+from contracts.settings import Settings, get_settings
+from contracts.tasks import CONTROL_TASKS, Queue, Task
 
-EVALUATE_TASK = "advaudit.evaluate"
-REQUEUE_TASK = "advaudit.jobs.requeue_abandoned"
-DEFAULT_QUEUE = "evaluations"
-GPU_QUEUE = "gpu"
-AUDIT_TICK_TASK = "advaudit.audits.tick"
-AUDIT_LAUNCH_TASK = "advaudit.audits.launch"
-AUDIT_FINALIZE_TASK = "advaudit.audits.finalize"
-AUDIT_WEBHOOK_TASK = "advaudit.audits.webhook"
-# Light bookkeeping (audit tick, launch, finalize, webhooks, the requeue sweep) has a queue of its own: behind
-# the FIFO of long evaluations, a tick would wait past its expiry and every tick could be dropped unprocessed.
-CONTROL_QUEUE = "control"
-AUDIT_QUEUE = CONTROL_QUEUE
-CONTROL_TASKS = (AUDIT_TICK_TASK, AUDIT_LAUNCH_TASK, AUDIT_FINALIZE_TASK, AUDIT_WEBHOOK_TASK, REQUEUE_TASK)
 REDIS_SCHEMES = ("redis", "rediss", "sentinel")
 
 
@@ -45,19 +33,14 @@ def broker_transport_options(settings: Settings) -> dict:
     }
 
 
-def queue_for(device: str) -> str:
-    """GPU jobs go to the GPU workers' queue, everything else to the default queue (as the API routes them)."""
-    return GPU_QUEUE if device.strip().lower().startswith("cuda") else DEFAULT_QUEUE
-
-
 def beat_schedule(settings: Settings) -> dict:
     """Periodic tasks that read the database: the audit tick, and the sweep that requeues a dead worker's jobs."""
     # A tick that waited longer than one period is dropped: the next one does the same work.
     every_s = max(settings.job_lease_s / 2, 1.0)  # a dead worker's job waits at most 1.5 leases
-    return {"audit-tick": {"task": AUDIT_TICK_TASK, "schedule": settings.audit_tick_s,
-                           "options": {"queue": AUDIT_QUEUE, "expires": settings.audit_tick_s}},
-            "requeue-abandoned-jobs": {"task": REQUEUE_TASK, "schedule": every_s,
-                                       "options": {"queue": CONTROL_QUEUE, "expires": every_s}}}
+    return {"audit-tick": {"task": Task.AUDIT_TICK, "schedule": settings.audit_tick_s,
+                           "options": {"queue": Queue.CONTROL, "expires": settings.audit_tick_s}},
+            "requeue-abandoned-jobs": {"task": Task.REQUEUE_ABANDONED, "schedule": every_s,
+                                       "options": {"queue": Queue.CONTROL, "expires": every_s}}}
 
 
 def make_celery() -> Celery:
@@ -70,8 +53,8 @@ def make_celery() -> Celery:
         task_acks_late=True,  # a task is acknowledged only after it finished …
         task_reject_on_worker_lost=True,  # … and requeued when its worker process dies mid-run
         worker_prefetch_multiplier=1,  # one job at a time per process: evaluations are long
-        task_default_queue=DEFAULT_QUEUE,
-        task_routes={name: {"queue": CONTROL_QUEUE} for name in CONTROL_TASKS},  # also when sent without a queue
+        task_default_queue=Queue.EVALUATIONS,
+        task_routes={str(name): {"queue": Queue.CONTROL} for name in CONTROL_TASKS},  # also when sent without a queue
         task_track_started=True,
         # The job's own watchdog stops it at the limit (and kills it one grace later); this hard limit is the
         # backstop for a process that cannot even run its watchdog thread.

@@ -17,12 +17,12 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from contracts.settings import Settings
 from db import repositories as repo
 from db.base import utcnow
 from db.errors import StaleJob
 from db.models import DatasetRecord, Job, ModelRecord
 from db.session import session_scope
-from db.settings import Settings
 from db.storage import ArtifactStore
 from services.checkpoints import LoadedModel, load_model
 from services.datasets import load_dataset

@@ -13,12 +13,13 @@ from billiard.exceptions import WorkerLostError
 from celery.signals import worker_init, worker_process_init
 from celery.worker.request import Request
 
+from contracts.settings import get_settings
+from contracts.tasks import Queue, Task
 from db.session import make_engine, make_session_factory
-from db.settings import get_settings
 from db.storage import LocalArtifactStore
 from services.job_states import TERMINAL
 from worker import audits, lifeline, scratch
-from worker.celery_app import DEFAULT_QUEUE, EVALUATE_TASK, REQUEUE_TASK, app
+from worker.celery_app import app
 from worker.runner import JobLeased, WorkerContext, requeue_abandoned, run_job, settle_lost_process
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class EvaluateRequest(Request):
 
 
 # max_retries=None: a job held under a live lease is asked about again for as long as it runs.
-@app.task(name=EVALUATE_TASK, bind=True, ignore_result=True, max_retries=None, Request=EvaluateRequest)
+@app.task(name=Task.EVALUATE, bind=True, ignore_result=True, max_retries=None, Request=EvaluateRequest)
 def evaluate(self, job_id: int) -> str | None:
     """Run evaluation job `job_id` (idempotent: a redelivered or duplicate task finds nothing to do)."""
     try:
@@ -97,11 +98,11 @@ def evaluate(self, job_id: int) -> str | None:
     return status
 
 
-@app.task(name=REQUEUE_TASK, ignore_result=True)  # on the control queue (worker.celery_app.CONTROL_TASKS)
+@app.task(name=Task.REQUEUE_ABANDONED, ignore_result=True)  # on the control queue (contracts.tasks.CONTROL_TASKS)
 def requeue_abandoned_jobs() -> list[int]:
     """Sent by beat: queue again the jobs whose worker stopped sending heartbeats; drop stale scratch folders."""
     return requeue_abandoned(worker_context(), send=lambda job_id, queue: evaluate.apply_async(
-        args=[job_id], queue=queue or DEFAULT_QUEUE))
+        args=[job_id], queue=queue or Queue.EVALUATIONS))
 
 
 @worker_init.connect

@@ -14,13 +14,11 @@ from api.dashboard.auth import PageAuth, SameOrigin
 from api.dashboard.errors import page_not_found
 from api.dashboard.pages import record_id as page_record_id
 from api.dashboard.templating import render
-from api.deps import SessionDep, SettingsDep, StoreDep
+from api.deps import DispatchDep, SessionDep, SettingsDep, StoreDep
 from api.errors import ApiError
-from api.routers.audits import DispatchDep
 from api.services import audit_pages as views
 from api.services import audit_runs as run_service
 from api.services import audits as audit_service
-from db import repositories as repo
 from db.models import Audit, AuditRun
 from services.audit_verdict import METRIC_NAMES
 from services.errors import AdvauditError
@@ -33,7 +31,7 @@ SAVED_NOTICE = "The audit was saved; a changed schedule counts its slots from no
 
 def page_audit(session: SessionDep, audit_id: str) -> Audit:
     """The audit of the URL, or a 404 page (ids that are not numbers are simply unknown audits)."""
-    audit = repo.audits.get(session=session, audit_id=page_record_id(audit_id, "Audit"))
+    audit = audit_service.find(session=session, audit_id=page_record_id(audit_id, "Audit"))
     if audit is None:
         raise page_not_found(f"Audit {audit_id}")
     return audit
@@ -123,7 +121,7 @@ def disable(request: Request, session: SessionDep, store: StoreDep, settings: Se
 @router.get("/audits/{audit_id}/delete", dependencies=[PageAuth])
 def confirm_delete(request: Request, session: SessionDep, audit: PageAudit) -> Response:
     """The confirmation step: what goes (the audit, its runs) and what stays (jobs, reports)."""
-    runs = repo.audits.count_runs(session=session, audit_id=audit.id)
+    runs = run_service.run_count(session=session, audit=audit)
     return render(request, "audit_delete.html", {"audit": audit, "runs": runs})
 
 

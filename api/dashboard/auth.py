@@ -10,9 +10,8 @@ from starlette.responses import RedirectResponse, Response
 
 from api.dashboard.errors import LoginRequired, PageError
 from api.dashboard.templating import render
-from api.deps import TOKEN_COOKIE, SessionDep, presented_token
+from api.deps import TOKEN_COOKIE, SessionDep, presented_token, valid_token
 from api.origin import is_cross_site
-from db import repositories as repo
 
 COOKIE_MAX_AGE_S = 30 * 24 * 3600
 MAX_TOKEN_CHARS = 512
@@ -22,7 +21,7 @@ router = APIRouter(include_in_schema=False)
 
 def _signed_in(request: Request, session: SessionDep) -> bool:
     plaintext = presented_token(request, None)
-    return plaintext is not None and repo.tokens.verify(session=session, plaintext=plaintext) is not None
+    return valid_token(session, plaintext) is not None
 
 
 def require_page_token(request: Request, session: SessionDep) -> None:
@@ -69,7 +68,7 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form()] =
     plaintext = token.strip()
     if not plaintext or len(plaintext) > MAX_TOKEN_CHARS:
         error = "Paste a token: `advaudit token create NAME` on the server prints one."
-    elif repo.tokens.verify(session=session, plaintext=plaintext) is None:
+    elif valid_token(session, plaintext) is None:
         error = "That token is invalid or was revoked; create a new one with `advaudit token create NAME`."
     else:
         response = RedirectResponse(safe_next(next), status_code=HTTPStatus.SEE_OTHER)

@@ -14,7 +14,8 @@ from api.deps import SessionDep, SettingsDep, StoreDep
 from api.schemas import MAX_ID
 from api.services import cam_images, is_decimal
 from api.services import dashboard as views
-from db import repositories as repo
+from api.services import jobs as job_service
+from api.services import models as model_service
 from db.models import Job, ModelRecord
 from services.job_states import ACTIVE, SUCCEEDED
 
@@ -30,14 +31,14 @@ def record_id(text: str, what: str) -> int:
 
 def page_job(session: SessionDep, job_id: str) -> Job:
     """The job of the URL, or a 404 page (ids that are not numbers are simply unknown jobs)."""
-    job = repo.jobs.get(session=session, job_id=record_id(job_id, "Job"))
+    job = job_service.find(session=session, job_id=record_id(job_id, "Job"))
     if job is None:
         raise page_not_found(f"Job {job_id}")
     return job
 
 
 def page_model(session: SessionDep, model_id: str) -> ModelRecord:
-    model = repo.models.get(session=session, model_id=record_id(model_id, "Model"))
+    model = model_service.find(session=session, model_id=record_id(model_id, "Model"))
     if model is None:
         raise page_not_found(f"Model {model_id}")
     return model

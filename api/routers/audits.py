@@ -2,42 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from api.audit_schemas import AuditCreate, AuditRead, AuditRunRead, AuditUpdate
-from api.deps import SessionDep, SettingsDep, StoreDep
+from api.deps import AuditDep, DispatchDep, SessionDep, SettingsDep, StoreDep
 from api.errors import NotFound
 from api.schemas import MAX_ID, NO_NUL, Page
 from api.services import audit_runs as run_service
 from api.services import audits as service
-from db import repositories as repo
-from db.models import Audit, AuditRun
+from db.models import AuditRun
+from services.audit_states import RunStatus
 
 router = APIRouter(prefix="/audits", tags=["audits"])
 
-RunStatus = Literal["pending", "running", "finished"]
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
-
-
-def get_audit(session: SessionDep, audit_id: IdPath) -> Audit:
-    audit = repo.audits.get(session=session, audit_id=audit_id)
-    if audit is None:
-        raise NotFound(f"audit {audit_id} does not exist")
-    return audit
-
-
-def get_dispatch(request: Request) -> run_service.Dispatch:
-    """The launch-task sender: app.state.audit_dispatch if set (tests), else a Celery client made once."""
-    state = request.app.state
-    if getattr(state, "audit_dispatch", None) is None:
-        state.audit_dispatch = run_service.CeleryAuditDispatch(state.settings.broker_url)
-    return state.audit_dispatch
-
-
-AuditDep = Annotated[Audit, Depends(get_audit)]
-DispatchDep = Annotated[run_service.Dispatch, Depends(get_dispatch)]
 
 
 @router.post("", response_model=AuditRead, status_code=201)
@@ -93,7 +73,7 @@ def list_runs(audit: AuditDep, session: SessionDep, status: RunStatus | None = N
 
 @router.get("/{audit_id}/runs/{run_id}", response_model=AuditRunRead)
 def read_run(audit: AuditDep, run_id: IdPath, session: SessionDep):
-    run: AuditRun | None = repo.audits.get_run(session=session, run_id=run_id)
-    if run is None or run.audit_id != audit.id:
+    run: AuditRun | None = run_service.audit_run(session=session, audit=audit, run_id=run_id)
+    if run is None:
         raise NotFound(f"audit {audit.id} has no run {run_id}")
     return run_service.read_run(session=session, run=run)

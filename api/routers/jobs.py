@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse, JSONResponse
@@ -10,10 +10,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from api.deps import EnqueueDep, JobDep, SessionDep, StoreDep
 from api.schemas import MAX_ID, NO_NUL, ArtifactRead, JobCreate, JobRead, Page
 from api.services import jobs as service
+from services.job_states import JobStatus
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
-Status = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 
 
 @router.post("", response_model=JobRead, status_code=201)
@@ -24,7 +24,7 @@ def create_job(body: JobCreate, session: SessionDep, store: StoreDep, enqueue: E
 
 
 @router.get("", response_model=Page[JobRead])
-def list_jobs(session: SessionDep, status: Status | None = None,
+def list_jobs(session: SessionDep, status: JobStatus | None = None,
               model_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
               dataset_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
               limit: Annotated[int, Query(ge=1, le=1000)] = 50,

@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict, NotFound
 from api.services.storage import upload_dir
 from api.services.validation import run_isolated
+from contracts.settings import Settings
 from db import repositories as repo
 from db.models import ArchitectureAuditRecord, ModelRecord
-from db.settings import Settings
 from db.storage import LocalArtifactStore
 from services.errors import CheckpointError
 from services.files import sha256_file

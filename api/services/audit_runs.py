@@ -7,13 +7,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from celery import Celery
 from sqlalchemy.orm import Session
 
-from api.broker import CONNECT_TIMEOUT_S, CONTROL_QUEUE, SEND_RETRY_POLICY
 from api.errors import ServiceUnavailable
 from api.services import page
-from db import embedded_broker
 from db import repositories as repo
 from db.models import Audit, AuditRun, Job, ModelRecord
 from db.repositories._common import MAX_LIMIT
@@ -22,24 +19,7 @@ from services.audit_states import MANUAL, NEW_VERSION, PENDING
 
 log = logging.getLogger(__name__)
 
-# Names of worker tasks, duplicated on purpose (the API never imports the worker); a test keeps them equal.
-AUDIT_LAUNCH_TASK_NAME = "advaudit.audits.launch"
-AUDIT_QUEUE = CONTROL_QUEUE
-Dispatch = Callable[[int], None]  # enqueue the launch of audit run `id`
-
-
-class CeleryAuditDispatch:
-    """Sends the launch task of a run by name through a Celery client (nothing connects until the first send)."""
-
-    def __init__(self, broker_url: str) -> None:
-        self.app = Celery("advaudit-api-audits", broker=broker_url, set_as_current=False)
-        self.app.conf.update(broker_connection_timeout=CONNECT_TIMEOUT_S, broker_connection_retry_on_startup=False)
-        if embedded_broker.is_embedded(broker_url):  # wait for a busy SQLite broker as CeleryBroker does
-            self.app.conf.broker_transport_options = embedded_broker.transport_options()
-
-    def __call__(self, run_id: int) -> None:
-        self.app.send_task(AUDIT_LAUNCH_TASK_NAME, args=[run_id], queue=AUDIT_QUEUE, retry=True,
-                           retry_policy=SEND_RETRY_POLICY)
+Dispatch = Callable[[int], None]  # enqueue the launch of audit run `id` (Broker.launch_audit_run)
 
 
 def _report_url(job_id: int) -> str:
@@ -103,6 +83,16 @@ def list_runs(*, session: Session, audit: Audit, status: str | None, limit: int,
 
 def read_run(*, session: Session, run: AuditRun) -> dict[str, Any]:
     return _read_many(session, [run])[0]
+
+
+def audit_run(*, session: Session, audit: Audit, run_id: int) -> AuditRun | None:
+    """Run `run_id` of `audit` (None when there is none, or it belongs to another audit)."""
+    run = repo.audits.get_run(session=session, run_id=run_id)
+    return run if run is not None and run.audit_id == audit.id else None
+
+
+def run_count(*, session: Session, audit: Audit) -> int:
+    return repo.audits.count_runs(session=session, audit_id=audit.id)
 
 
 def run_now(*, session: Session, audit: Audit, dispatch: Dispatch) -> dict[str, Any]:

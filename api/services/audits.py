@@ -11,10 +11,10 @@ from api.errors import Conflict, Unprocessable
 from api.services import page
 from api.services.audit_runs import brief
 from api.services.jobs import build_config, check_cam_layer, check_compatible
+from contracts.settings import Settings
 from db import repositories as repo
 from db.base import utcnow
 from db.models import Audit, ModelRecord
-from db.settings import Settings
 from db.storage import LocalArtifactStore
 from services.audit_schedule import Schedule
 from services.audit_states import FINISHED
@@ -25,6 +25,10 @@ from services.webhook_targets import check_webhook_url
 SCHEDULE_FIELDS = ("cron", "timezone", "interval_s")
 FIELDS = ("name", "enabled", *SCHEDULE_FIELDS, "model_ids", "model_name", "dataset_id", "config",
           "baseline_job_id", "thresholds", "webhook_url", "run_on_new_version")
+
+
+def find(*, session: Session, audit_id: int) -> Audit | None:
+    return repo.audits.get(session=session, audit_id=audit_id)
 
 
 def _check_webhook(url: str | None, settings: Settings) -> None:

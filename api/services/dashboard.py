@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from api.errors import ApiError, NotFound
 from api.services import architecture
+from contracts.settings import Settings
 from db import repositories as repo
 from db.models import Artifact, DatasetRecord, Job, ModelRecord
-from db.settings import Settings
 from db.storage import LocalArtifactStore
 from services.errors import AdvauditError
 from services.job_states import ACTIVE, SUCCEEDED

@@ -15,10 +15,10 @@ from api.services import page
 from api.services.storage import store_and_create, upload_dir
 from api.services.uploads import ReceivedUpload, parse_form, receive_upload
 from api.services.validation import run_isolated
+from contracts.settings import Settings
 from db import repositories as repo
 from db.models import DatasetRecord
 from db.session import session_scope
-from db.settings import Settings
 from db.storage import LocalArtifactStore
 from services.datasets import load_dataset
 from services.errors import DatasetError

@@ -11,10 +11,10 @@ from typing import Any
 import torch
 from sqlalchemy.orm import Session
 
-from api.broker import queue_for
 from api.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from api.services import page
 from api.services.validation import run_isolated
+from contracts.tasks import queue_for
 from db import repositories as repo
 from db.models import Artifact, DatasetRecord, Job, ModelRecord
 from db.storage import LocalArtifactStore
@@ -25,6 +25,10 @@ from services.specs import EvaluationConfig
 Enqueue = Callable[[Job], None]
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 MEDIA_TYPES = {".json": "application/json", ".png": "image/png", ".npz": "application/octet-stream"}
+
+
+def find(*, session: Session, job_id: int) -> Job | None:
+    return repo.jobs.get(session=session, job_id=job_id)
 
 
 def build_config(options: dict[str, Any]) -> EvaluationConfig:

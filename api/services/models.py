@@ -14,9 +14,9 @@ from api.services.audit_runs import record_new_version
 from api.services.storage import store_and_create, upload_dir
 from api.services.uploads import ReceivedUpload, parse_floats, parse_form, parse_shape, receive_upload
 from api.services.validation import run_isolated
+from contracts.settings import Settings
 from db import repositories as repo
 from db.models import DatasetRecord, ModelRecord
-from db.settings import Settings
 from db.storage import LocalArtifactStore
 from services.errors import CheckpointError
 
@@ -30,6 +30,10 @@ async def upload_model(request: Request, *, session: Session, store: LocalArtifa
                               suffixes=MODEL_SUFFIXES, kind="model") as upload:
         form = parse_form(ModelUploadForm, upload.fields)
         return await run_in_threadpool(register_model, session=session, store=store, upload=upload, form=form)
+
+
+def find(*, session: Session, model_id: int) -> ModelRecord | None:
+    return repo.models.get(session=session, model_id=model_id)
 
 
 def _dataset_for(session: Session, dataset_id: int | None) -> DatasetRecord | None:

@@ -10,8 +10,8 @@ from typing import TypeVar
 
 from sqlalchemy.orm import Session
 
+from contracts.settings import Settings
 from db import repositories as repo
-from db.settings import Settings
 from db.storage import LocalArtifactStore
 
 RecordT = TypeVar("RecordT")

@@ -28,7 +28,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from db.settings import get_settings
+    from contracts.settings import get_settings
 
     return get_settings().database_url
 

@@ -21,9 +21,9 @@ from services.audit_states import (
     FINISHED,
     PENDING,
     REFERENCE_VERDICTS,
-    RUN_STATUSES,
     RUNNING,
     WEBHOOK_PENDING,
+    check_run_transition,
 )
 
 # The run's status moves only through transition_run (compare-and-set); slot and audit never change.
@@ -152,8 +152,7 @@ def transition_run(*, session: Session, run_id: int, from_status: str, to_status
 
     Of two workers launching or finishing the same run, exactly one wins; the other finds nothing to do.
     """
-    if to_status not in RUN_STATUSES:
-        raise ValueError(f"unknown audit run status {to_status!r}")
+    check_run_transition(from_status, to_status)
     statement = (sql_update(AuditRun).where(AuditRun.id == run_id, AuditRun.status == from_status)
                  .values(status=to_status, **fields).execution_options(synchronize_session=False))
     won = session.execute(statement).rowcount == 1

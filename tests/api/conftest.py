@@ -10,8 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from contracts.settings import MIB, Settings
 from db import migrate
-from db.settings import MIB, Settings
 from tests.api import helpers
 
 
@@ -36,6 +36,9 @@ class FakeBroker:
 
     def send(self, job) -> None:  # pragma: no cover - create_app gets its own enqueue in these tests
         raise AssertionError("tests pass a recording enqueue")
+
+    def launch_audit_run(self, run_id: int) -> None:  # pragma: no cover - audit tests record launches
+        raise AssertionError("audit tests set app.state.audit_dispatch")
 
     def status(self) -> dict:
         names = [f"worker{i}@test" for i in range(self.workers)]

@@ -7,8 +7,9 @@ from fastapi.testclient import TestClient
 
 from api import broker as api_broker
 from api.main import create_app
+from contracts.settings import clear_settings_cache
+from contracts.tasks import CONTROL_TASKS, Queue, Task
 from db.session import make_engine, make_session_factory
-from db.settings import clear_settings_cache
 from tests.api.helpers import API
 
 
@@ -41,7 +42,7 @@ def test_an_unreachable_broker_is_reported_quickly():
     assert status["broker"]["ok"] is False and "Connection refused" in status["broker"]["error"]
 
 
-def test_the_task_name_sent_is_a_registered_worker_task(monkeypatch, tmp_path):
+def test_every_task_name_the_api_may_send_is_a_registered_worker_task(monkeypatch, tmp_path):
     monkeypatch.setenv("ADVAUDIT_DATA_DIR", str(tmp_path))
     clear_settings_cache()
     try:
@@ -49,10 +50,11 @@ def test_the_task_name_sent_is_a_registered_worker_task(monkeypatch, tmp_path):
         from worker import celery_app
     finally:
         clear_settings_cache()
-    assert api_broker.EVALUATE_TASK_NAME == celery_app.EVALUATE_TASK
-    assert api_broker.EVALUATE_TASK_NAME in celery_app.app.tasks
-    assert api_broker.DEFAULT_QUEUE == celery_app.DEFAULT_QUEUE
-    assert api_broker.GPU_QUEUE == celery_app.GPU_QUEUE
+    assert {str(name) for name in Task} <= set(celery_app.app.tasks)
+    for name in CONTROL_TASKS:  # bookkeeping never waits behind evaluations, also when sent without a queue
+        assert celery_app.app.amqp.router.route({}, name)["queue"].name == Queue.CONTROL
+    tick = celery_app.app.conf.beat_schedule["audit-tick"]
+    assert tick["task"] == Task.AUDIT_TICK and tick["options"]["queue"] == Queue.CONTROL
 
 
 def test_the_default_enqueue_sends_the_job_id_by_task_name(monkeypatch):
@@ -64,8 +66,10 @@ def test_the_default_enqueue_sends_the_job_id_by_task_name(monkeypatch):
         id, queue = 7, "gpu"
 
     client.send(Job())
-    assert sent[0][0] == api_broker.EVALUATE_TASK_NAME
+    assert sent[0][0] == Task.EVALUATE
     assert sent[0][1]["args"] == [7] and sent[0][1]["queue"] == "gpu"
+    client.launch_audit_run(5)  # the same client launches audit runs, on the control queue
+    assert sent[1][0] == Task.AUDIT_LAUNCH and sent[1][1]["args"] == [5] and sent[1][1]["queue"] == "control"
 
 
 def test_unexpected_errors_are_a_generic_500_problem(app):

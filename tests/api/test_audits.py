@@ -6,10 +6,7 @@ from dataclasses import fields
 
 import pytest
 
-from api import broker as api_broker
 from api.audit_schemas import AuditThresholds
-from api.services import audit_runs as api_audit_runs
-from db.settings import clear_settings_cache
 from services.audit_verdict import THRESHOLD_FLOOR, Thresholds
 from tests.api import helpers
 from tests.api.helpers import API
@@ -221,30 +218,3 @@ def test_unknown_audits_and_runs_are_404(client, create):
     audit = create()
     assert client.get(f"{API}/audits/{audit['id']}/runs/77").status_code == 404
     assert client.post(f"{API}/audits/9/run").status_code == 404
-
-
-def test_the_launch_task_name_is_a_registered_worker_task(monkeypatch, tmp_path):
-    monkeypatch.setenv("ADVAUDIT_DATA_DIR", str(tmp_path))
-    clear_settings_cache()
-    try:
-        import worker.tasks  # noqa: F401 - registers every task on the worker's app
-        from worker import celery_app
-    finally:
-        clear_settings_cache()
-    assert api_audit_runs.AUDIT_LAUNCH_TASK_NAME == celery_app.AUDIT_LAUNCH_TASK
-    assert api_audit_runs.AUDIT_QUEUE == celery_app.AUDIT_QUEUE == celery_app.CONTROL_QUEUE == "control"
-    assert api_broker.CONTROL_QUEUE == celery_app.CONTROL_QUEUE
-    for name in (celery_app.AUDIT_TICK_TASK, celery_app.AUDIT_LAUNCH_TASK, celery_app.AUDIT_FINALIZE_TASK,
-                 celery_app.AUDIT_WEBHOOK_TASK):
-        assert name in celery_app.app.tasks and name in celery_app.CONTROL_TASKS
-    tick = celery_app.app.conf.beat_schedule["audit-tick"]
-    assert tick["task"] == celery_app.AUDIT_TICK_TASK and tick["options"]["queue"] == "control"
-
-
-def test_run_now_sends_the_launch_to_the_control_queue(monkeypatch):
-    dispatch = api_audit_runs.CeleryAuditDispatch("memory://")
-    sent = []
-    monkeypatch.setattr(dispatch.app, "send_task", lambda name, **kwargs: sent.append((name, kwargs)))
-    dispatch(5)
-    assert sent[0][0] == api_audit_runs.AUDIT_LAUNCH_TASK_NAME
-    assert sent[0][1]["args"] == [5] and sent[0][1]["queue"] == "control"

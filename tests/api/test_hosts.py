@@ -85,7 +85,7 @@ def test_with_auth_on_a_configured_list_is_enforced(settings, enqueue):
 
 
 def test_env_list_is_comma_separated(monkeypatch, tmp_path):
-    from db.settings import Settings
+    from contracts.settings import Settings
 
     monkeypatch.setenv("ADVAUDIT_ALLOWED_HOSTS", " a.example, *.b.example ,,")
     assert Settings(data_dir=tmp_path).allowed_hosts == ["a.example", "*.b.example"]

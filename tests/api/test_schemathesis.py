@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
 from api.main import create_app
-from db.settings import MIB, Settings
+from contracts.settings import MIB, Settings
 from tests.api import helpers
 from tests.api.conftest import FakeBroker, RecordingEnqueue
 from tests.conftest import in_ci

@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
+from contracts.settings import MIB, Settings
 from db import repositories as repo
 from db.session import session_scope
-from db.settings import MIB, Settings
 from tests.api.conftest import FakeBroker, RecordingEnqueue
 from tests.api.helpers import API
 from tests.dashboard.audit_helpers import (

@@ -8,7 +8,7 @@ import time
 from types import SimpleNamespace
 
 from api.broker import CeleryBroker
-from db import embedded_broker
+from contracts import embedded_broker
 
 QUEUES = ("evaluations", "gpu")
 HOLD_S = 11.0  # longer than two of SQLite's default 5 s lock waits (the API's send tries more than once)

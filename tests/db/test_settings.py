@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from db.settings import Settings, clear_settings_cache, get_settings
+from contracts.settings import Settings, clear_settings_cache, get_settings
 
 VARIABLES = ("DATA_DIR", "DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "ARTIFACT_ROOT", "DEVICE",
              "MAX_UPLOAD_BYTES", "AUTH", "PROGRESS_INTERVAL_S")

@@ -26,6 +26,7 @@ from celery import Celery
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
+from contracts.tasks import Task
 from db import migrate
 from db import repositories as repo
 from db.models import Artifact, CamAuditRecord, Job, SweepPoint
@@ -33,7 +34,6 @@ from db.session import make_engine, make_session_factory, session_scope
 from db.storage import LocalArtifactStore
 from tests.conftest import free_port, in_ci
 from tests.db.conftest import POSTGRES_URL
-from worker.celery_app import EVALUATE_TASK
 
 REDIS_URL = os.environ.get("ADVAUDIT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -205,7 +205,7 @@ class ServiceEnv:
         with session_scope(self.sessions) as session:
             job_id = repo.jobs.create(session=session, model_id=model_id, dataset_id=dataset_id,
                                       config=config, queue=self.queue).id
-        self.client.send_task(EVALUATE_TASK, args=[job_id], queue=self.queue)
+        self.client.send_task(Task.EVALUATE, args=[job_id], queue=self.queue)
         return job_id
 
     def job(self, job_id: int) -> Job:

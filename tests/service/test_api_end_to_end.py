@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from api.broker import DEFAULT_QUEUE
 from api.main import create_app
+from contracts.settings import Settings
+from contracts.tasks import Queue
 from db import repositories as repo
 from db.session import session_scope
-from db.settings import Settings
 from services.checkpoints import demo_model_path, load_model
 from services.datasets import load_dataset
 from services.evaluation import evaluate
@@ -47,7 +47,7 @@ def _npz_bytes(n: int = 64, seed: int = 7) -> bytes:
 @pytest.fixture(scope="module")
 def worker(service):
     """One worker on the queue the API sends to (`evaluations`, in this session's own Redis database)."""
-    service.queue = DEFAULT_QUEUE
+    service.queue = Queue.EVALUATIONS
     return service.start_worker("api").wait_ready()
 
 
@@ -112,7 +112,7 @@ def _submit(client, model_id: int, dataset_id: int, headers=None) -> dict:
                                                 "config": CONFIG}, headers=headers)
     assert response.status_code == 201, response.text
     job = response.json()
-    assert job["status"] == "queued" and job["queue"] == DEFAULT_QUEUE
+    assert job["status"] == "queued" and job["queue"] == Queue.EVALUATIONS
     return job
 
 

@@ -13,7 +13,8 @@ from datetime import timedelta
 
 import pytest
 
-from api.services.audit_runs import AUDIT_LAUNCH_TASK_NAME, AUDIT_QUEUE, record_new_version
+from api.services.audit_runs import record_new_version
+from contracts.tasks import Queue, Task
 from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
@@ -22,7 +23,6 @@ from tests.service.harness import Worker, wait_for
 from tests.worker.audit_helpers import add_audit, add_version, regressed_metrics
 from tests.worker.builders import add_digits
 from tests.worker.webhook_server import WebhookReceiver, refusing_endpoint
-from worker.celery_app import CONTROL_QUEUE, DEFAULT_QUEUE
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -37,10 +37,10 @@ RUN_DEADLINE_S = 90
 def worker(service) -> Worker:
     """One worker consuming the control queue (audit tasks) and the default one (their jobs), with beat embedded
     as `advaudit serve` does."""
-    service.queue = DEFAULT_QUEUE
+    service.queue = Queue.EVALUATIONS
     name = f"audits-{uuid.uuid4().hex[:6]}@advaudit-test"
     command = [sys.executable, "-m", "celery", "-A", "worker.tasks", "worker", "--loglevel=INFO", "--concurrency=1",
-               "--pool=prefork", "-Q", f"{CONTROL_QUEUE},{DEFAULT_QUEUE}", f"--hostname={name}", "--without-mingle", "--without-gossip",
+               "--pool=prefork", "-Q", f"{Queue.CONTROL},{Queue.EVALUATIONS}", f"--hostname={name}", "--without-mingle", "--without-gossip",
                "--beat", f"--schedule={service.root / 'beat-schedule'}"]
     started = Worker(name, command, service.environment() | AUDIT_SETTINGS, service.root / "audits.log")
     service.workers.append(started)
@@ -107,7 +107,7 @@ def test_run_now_through_the_launch_task_and_a_dead_webhook(service, worker, inp
                               model_ids=[inputs["v1"]], webhook_url=dead_url)
             run_id = repo.audits.create_run(session=session, audit=audit, slot="manual:e2e", trigger="manual").id
             audit_id = audit.id
-        service.client.send_task(AUDIT_LAUNCH_TASK_NAME, args=[run_id], queue=AUDIT_QUEUE)  # as the API does
+        service.client.send_task(Task.AUDIT_LAUNCH, args=[run_id], queue=Queue.CONTROL)  # as the API does
         run = wait_for_run(service, worker, audit_id, lambda r: r.webhook_status == "failed",
                            "the webhook to fail")
     assert run.id == run_id and run.verdict == "baseline"  # a dead webhook never changes the verdict

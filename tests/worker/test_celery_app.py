@@ -6,18 +6,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from contracts.settings import Settings, clear_settings_cache
+from contracts.tasks import CONTROL_TASKS, Queue, Task
 from db.session import session_scope
-from db.settings import Settings, clear_settings_cache
 from worker import celery_app
-from worker.celery_app import (
-    CONTROL_QUEUE,
-    CONTROL_TASKS,
-    DEFAULT_QUEUE,
-    EVALUATE_TASK,
-    REQUEUE_TASK,
-    broker_transport_options,
-    make_celery,
-)
+from worker.celery_app import broker_transport_options, make_celery
 
 
 @pytest.fixture
@@ -55,10 +48,10 @@ def test_the_app_acknowledges_late_and_prefetches_one(settings_env, monkeypatch)
 def test_the_embedded_sqlite_broker_carries_a_task(settings_env):
     """Regression: Redis-only transport options made kombu's SQLAlchemy transport fail every publish."""
     app = make_celery()
-    app.send_task(EVALUATE_TASK, args=[7], queue=DEFAULT_QUEUE)
+    app.send_task(Task.EVALUATE, args=[7], queue=Queue.EVALUATIONS)
     with app.connection_for_read() as connection:
-        message = connection.SimpleQueue(DEFAULT_QUEUE).get(timeout=10)
-        assert message.headers["task"] == EVALUATE_TASK and message.payload[0] == [7]
+        message = connection.SimpleQueue(Queue.EVALUATIONS).get(timeout=10)
+        assert message.headers["task"] == Task.EVALUATE and message.payload[0] == [7]
         message.ack()
 
 
@@ -66,7 +59,7 @@ def test_the_evaluate_task_is_registered_and_retries_a_leased_job(sessions, cont
     from db import repositories as repo
     from worker import tasks
 
-    assert EVALUATE_TASK in celery_app.app.tasks and tasks.evaluate.name == EVALUATE_TASK
+    assert Task.EVALUATE in celery_app.app.tasks and tasks.evaluate.name == Task.EVALUATE
     with session_scope(sessions) as session:
         job_id = repo.jobs.create(session=session, model_id=demo_ids[0], dataset_id=demo_ids[1], config={}).id
         repo.jobs.claim(session=session, job_id=job_id, worker_host="busy-worker", lease_s=context.lease_s)
@@ -90,9 +83,9 @@ def test_bookkeeping_has_a_queue_of_its_own(settings_env):
     """Ticks, launches, verdicts, webhooks and the requeue sweep never wait behind queued evaluations."""
     app = make_celery()
     schedule = app.conf.beat_schedule
-    assert {entry["options"]["queue"] for entry in schedule.values()} == {CONTROL_QUEUE}
-    assert REQUEUE_TASK in CONTROL_TASKS and {entry["task"] for entry in schedule.values()} <= set(CONTROL_TASKS)
+    assert {entry["options"]["queue"] for entry in schedule.values()} == {Queue.CONTROL}
+    assert Task.REQUEUE_ABANDONED in CONTROL_TASKS and {entry["task"] for entry in schedule.values()} <= set(CONTROL_TASKS)
     for name in CONTROL_TASKS:  # also when a sender names no queue
-        assert app.amqp.router.route({}, name)["queue"].name == CONTROL_QUEUE
-    assert app.amqp.router.route({}, EVALUATE_TASK)["queue"].name == DEFAULT_QUEUE
-    assert CONTROL_QUEUE != DEFAULT_QUEUE
+        assert app.amqp.router.route({}, name)["queue"].name == Queue.CONTROL
+    assert app.amqp.router.route({}, Task.EVALUATE)["queue"].name == Queue.EVALUATIONS
+    assert Queue.CONTROL != Queue.EVALUATIONS

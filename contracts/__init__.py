@@ -1,0 +1,1 @@
+"""What the API and the workers agree on: settings, task and queue names, the embedded broker."""

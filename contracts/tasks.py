@@ -1,0 +1,31 @@
+"""Task and queue names: the API sends tasks by these names, the workers register and consume them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Queue(StrEnum):
+    EVALUATIONS = "evaluations"  # CPU jobs
+    GPU = "gpu"  # jobs with device cuda…
+    # Light bookkeeping (audit tick, launch, finalize, webhooks, the requeue sweep) has a queue of its own:
+    # behind the FIFO of long evaluations a tick would wait past its expiry, and every tick could be dropped.
+    CONTROL = "control"
+
+
+class Task(StrEnum):
+    EVALUATE = "advaudit.evaluate"
+    REQUEUE_ABANDONED = "advaudit.jobs.requeue_abandoned"
+    AUDIT_TICK = "advaudit.audits.tick"
+    AUDIT_LAUNCH = "advaudit.audits.launch"
+    AUDIT_FINALIZE = "advaudit.audits.finalize"
+    AUDIT_WEBHOOK = "advaudit.audits.webhook"
+
+
+# Every task but the evaluation goes to the control queue, also when sent without a queue.
+CONTROL_TASKS = frozenset(Task) - {Task.EVALUATE}
+
+
+def queue_for(device: str) -> Queue:
+    """GPU jobs go to the GPU workers' queue, everything else to the default queue."""
+    return Queue.GPU if device.strip().lower().startswith("cuda") else Queue.EVALUATIONS
