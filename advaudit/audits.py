@@ -14,6 +14,7 @@ from advaudit.client import Client
 from advaudit.console import console, pct
 from advaudit.options import add_evaluation_options, config_from_args
 from services.audit_states import BASELINE, ERROR, PASSED, REFERENCE_VERDICTS, REGRESSED
+from services.audit_verdict import THRESHOLD_SPECS
 
 INTERVAL = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -21,13 +22,6 @@ DEFAULT_WAIT_S = 3600
 TIMEOUT_EXIT = 3  # `audits run --wait` ran out of --timeout (1: regressed or error, 2: bad input)
 POLL_S = 1.0
 VERDICT_STYLE = {PASSED: "green", BASELINE: "cyan", REGRESSED: "bold red", ERROR: "red"}
-THRESHOLD_OPTIONS = (("--max-clean-drop", "clean_accuracy_drop_pp", "clean accuracy, pp (default 2)"),
-                     ("--max-accuracy-drop", "accuracy_drop_pp", "accuracy at each ε, pp (default 5)"),
-                     ("--max-auc-drop", "robust_auc_drop_pp", "robust AUC, pp (default 3)"),
-                     ("--max-target-rise", "target_success_rise_pp", "target success rate at each ε, pp (default 5)"),
-                     ("--max-drift-rise", "cam_drift_rise", "CAM drift, drift units (default 0.1)"))
-
-
 def interval_seconds(text: str) -> int:
     """argparse type: 3600, 90s, 15m, 6h or 1d → seconds."""
     match = INTERVAL.match(text)
@@ -58,8 +52,8 @@ def add_commands(commands) -> None:
     p.add_argument("--timezone", help="IANA time zone of --cron, e.g. UTC or Europe/Paris")
     p.add_argument("--baseline-job-id", type=int, help="pin this succeeded job as the baseline "
                                                        "(default: the previous run that passed)")
-    for flag, _, help in THRESHOLD_OPTIONS:
-        p.add_argument(flag, type=float, help=f"largest allowed change of {help}")
+    for name, spec in THRESHOLD_SPECS.items():
+        p.add_argument(spec.flag, type=float, dest=name, help=spec.describe())
     p.add_argument("--webhook", help="URL POSTed a JSON summary of every finished run")
     p.add_argument("--on-new-version", action="store_true", help="also run when a new version of --model-name "
                                                                 "is registered")
@@ -91,7 +85,7 @@ def _client(args) -> Client:
 
 
 def cmd_add(args) -> int:
-    thresholds = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key, _ in THRESHOLD_OPTIONS}
+    thresholds = {name: getattr(args, name) for name in THRESHOLD_SPECS}
     body = {"name": args.name, "model_name": args.model_name, "model_ids": args.model_id,
             "dataset_id": args.dataset_id, "cron": args.cron, "timezone": args.timezone,
             "interval_s": args.interval, "baseline_job_id": args.baseline_job_id, "webhook_url": args.webhook,

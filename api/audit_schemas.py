@@ -5,35 +5,24 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.schemas import MAX_ID, NO_NUL, JobConfig, Name
-from services.audit_verdict import THRESHOLD_FLOOR, Thresholds
+from services.audit_verdict import THRESHOLD_FLOOR, THRESHOLD_SPECS, ThresholdSpec
 
 MAX_MODELS = 20
 MAX_INTERVAL_S = 366 * 24 * 3600
 ModelId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
-DEFAULT_THRESHOLDS = Thresholds()
+def _threshold_field(spec: ThresholdSpec) -> tuple[Any, Any]:
+    return float | None, Field(default=spec.default, ge=THRESHOLD_FLOOR, le=spec.ceiling, description=spec.describe())
 
 
-def _threshold(name: str, description: str | None = None) -> Any:
-    """A threshold field whose default and bounds are the verdict's own (services.audit_verdict.Thresholds)."""
-    return Field(default=getattr(DEFAULT_THRESHOLDS, name), ge=THRESHOLD_FLOOR, le=Thresholds.ceiling(name),
-                 description=description)
-
-
-class AuditThresholds(BaseModel):
-    """How far each metric may move before a run is `regressed`; null: not checked. pp = percentage points."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    clean_accuracy_drop_pp: float | None = _threshold("clean_accuracy_drop_pp")
-    accuracy_drop_pp: float | None = _threshold("accuracy_drop_pp", "at each ε of the sweep")
-    robust_auc_drop_pp: float | None = _threshold("robust_auc_drop_pp")
-    target_success_rise_pp: float | None = _threshold("target_success_rise_pp", "at each ε of the targeted sweep")
-    cam_drift_rise: float | None = _threshold("cam_drift_rise", "in drift units (1 − correlation)")
+AuditThresholds = create_model(
+    "AuditThresholds", __config__=ConfigDict(extra="forbid"),
+    __doc__="How far each metric may move before a run is `regressed`; null: not checked. pp = percentage points.",
+    **{name: _threshold_field(spec) for name, spec in THRESHOLD_SPECS.items()})
 
 
 class _AuditFields(BaseModel):

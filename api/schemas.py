@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model, model_validator
 
 from services.limits import MAX_CLASSES
+from services.specs import OPTIONS, Option
 
 T = TypeVar("T")
 
@@ -87,29 +88,14 @@ class DatasetRead(BaseModel):
     created_at: datetime
 
 
-class JobConfig(BaseModel):
+class _JobConfigBase(BaseModel):
     """The `advaudit evaluate` options in snake_case; omitted keys take the CLI defaults.
 
     Strict: JSON `true` is not the ε 1.0, nor "yes" a boolean. The dashboard's form, whose values are all
-    text, validates with strict=False.
+    text, validates with strict=False. The fields come from services.specs.OPTIONS, declared once.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
-
-    eps: EpsList | None = Field(default=None, description="ε list in [0, 1]; numbers or fractions like 8/255")
-    targeted: str | None = Field(default=None, description="class:K, random, least-likely or next")
-    targeted_eps: EpsList | None = None
-    cam: str = Field(default="auto", max_length=200, description="auto, none, or a layer path (features.6)")
-    cam_eps: Eps | None = None
-    cam_samples: int = Field(default=16, ge=0, le=10_000)
-    triptychs: int = Field(default=4, ge=0, le=1_000)
-    limit: int | None = Field(default=None, ge=1)
-    batch_size: int = Field(default=128, ge=1, le=65_536)
-    device: str = Field(default="auto", max_length=32, description="auto, cpu, cuda or cuda:N")
-    precision: str = Field(default="fp32", description="fp32 or bf16")
-    seed: int = Field(default=0, ge=0, le=2**32 - 1)
-    channels_last: bool = False
-    save_adversarial: bool = False
 
     @model_validator(mode="before")
     @classmethod
@@ -124,6 +110,24 @@ class JobConfig(BaseModel):
     def evaluation_options(self) -> dict[str, Any]:
         """Keyword arguments for EvaluationConfig (unset and null options left to its defaults)."""
         return {key: value for key, value in self.model_dump(exclude_unset=True).items() if value is not None}
+
+
+# Per kind of option: its JSON type, and whether the API shows the declared default (ε values: a text form).
+_OPTION_TYPES: dict[str, Any] = {"eps_list": EpsList, "eps": Eps, "policy": str, "int": int, "choice": str,
+                                 "flag": bool, "text": str}
+
+
+def _option_field(option: Option) -> tuple[Any, Any]:
+    annotation = _OPTION_TYPES[option.kind]
+    text_default = option.kind in ("eps_list", "eps", "policy") or option.default is None
+    if text_default:
+        annotation = annotation | None
+    return annotation, Field(default=None if text_default else option.default, ge=option.minimum,
+                             le=option.maximum, max_length=option.max_length, description=option.describe())
+
+
+JobConfig = create_model("JobConfig", __base__=_JobConfigBase, __doc__=_JobConfigBase.__doc__,
+                         **{option.name: _option_field(option) for option in OPTIONS})
 
 
 class JobCreate(BaseModel):

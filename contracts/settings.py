@@ -21,45 +21,45 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ADVAUDIT_", extra="ignore")
 
-    data_dir: Path = Path("~/.advaudit")
-    database_url: str | None = None
-    broker_url: str | None = None
-    result_backend: str | None = None
-    artifact_root: Path | None = None
-    device: str = "auto"
-    max_upload_bytes: int = Field(default=512 * MIB, gt=0)
-    auth: Literal["auto", "required", "off"] = "auto"
-    # Host names the server answers besides the loopback names and its listen address (comma-separated in
-    # ADVAUDIT_ALLOWED_HOSTS; "*.example.org" matches subdomains). Checked whenever auth is off, and whenever
-    # this list is set: a page whose name rebinds to 127.0.0.1 then cannot talk to the server.
-    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    progress_interval_s: float = Field(default=0.5, ge=0)
-    # A running job writes its heartbeat and reads its cancel flag this often (one small UPDATE).
-    heartbeat_interval_s: float = Field(default=1.0, gt=0, le=60)
-    # A job stops at its next check (between batches, ε values and attack steps) once it has run this long …
-    job_time_limit_s: int = Field(default=6 * 3600, gt=0)
-    # … and a job that has not stopped this much later (a forward pass that never returns) is killed.
-    job_kill_grace_s: float = Field(default=10.0, gt=0)
-    # A job whose worker died (or was killed) this many times while running it fails instead of running again.
-    job_max_attempts: int = Field(default=3, ge=1, le=100)
-    # A running job whose heartbeat is younger than this is left alone by a redelivered task.
-    job_lease_s: float = Field(default=120.0, gt=0)
-    # Redis redelivers an unacknowledged task after this long (e.g. when a whole worker host died). A job
-    # still running then keeps its worker: the redelivered task sees the fresh heartbeat and retries later.
-    visibility_timeout_s: int = Field(default=900, gt=0)
-    # Regression audits: beat sends one tick this often; it starts due runs and finishes completed ones.
-    audit_tick_s: float = Field(default=30.0, gt=0)
-    audit_min_interval_s: int = Field(default=60, gt=0)  # the shortest interval schedule accepted
-    # A run whose jobs have not all finished after this long gets an `error` verdict (e.g. a lost job).
-    audit_run_timeout_s: int = Field(default=24 * 3600, gt=0)
-    webhook_max_attempts: int = Field(default=5, ge=1, le=50)
-    webhook_backoff_s: float = Field(default=10.0, ge=0)  # doubled after each failed attempt
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
-    # Webhooks go to public addresses only (no loopback, private, link-local, … targets: an SSRF guard);
-    # true allows them, e.g. for a receiver on the same host or network.
-    webhook_allow_private: bool = False
-    # Base URL of the API as its users reach it, for links in webhook payloads (paths only when unset).
-    public_url: str | None = None
+    data_dir: Path = Field(Path("~/.advaudit"), description="where the database, broker, artifacts and job "
+                           "scratch folders of `advaudit serve` live; every path below follows it when unset")
+    database_url: str | None = Field(None, description="SQLAlchemy URL (default: SQLite in the data directory)")
+    broker_url: str | None = Field(None, description="Celery broker (default: the embedded SQLite broker)")
+    result_backend: str | None = Field(None, description="Celery result backend (default: SQLite)")
+    artifact_root: Path | None = Field(None, description="the artifact store's folder (default: data dir/artifacts)")
+    device: str = Field("auto", description="the device of jobs whose own device is auto: auto, cpu, cuda, cuda:N")
+    max_upload_bytes: int = Field(512 * MIB, gt=0, description="largest model or dataset upload (413 beyond)")
+    auth: Literal["auto", "required", "off"] = Field(
+        "auto", description="bearer tokens: required, off, or auto (required unless listening on loopback)")
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="host names answered besides the loopback names and the listen address "
+        "(comma-separated; *.example.org matches subdomains, * any); checked when auth is off or this is set")
+    progress_interval_s: float = Field(0.5, ge=0, description="how often a job writes its progress at most")
+    heartbeat_interval_s: float = Field(
+        1.0, gt=0, le=60, description="how often a running job writes its heartbeat and reads its cancel flag")
+    job_time_limit_s: int = Field(6 * 3600, gt=0, description="a job stops at its next check after running this "
+                                  "long and fails with \"exceeded the time limit\"")
+    job_kill_grace_s: float = Field(10.0, gt=0, description="a job still running this long after it was told to "
+                                    "stop (cancel, time limit) is ended and its process killed")
+    job_max_attempts: int = Field(3, ge=1, le=100, description="runs of a job lost with their worker (died, "
+                                  "killed) before it fails instead of running again")
+    job_lease_s: float = Field(120.0, gt=0, description="a running job whose heartbeat is older than this is "
+                               "taken for dead and queued again")
+    visibility_timeout_s: int = Field(900, gt=0, description="Redis hands an unacknowledged task back after this "
+                                      "long (a worker host that died); must exceed the lease")
+    audit_tick_s: float = Field(30.0, gt=0, description="how often beat sends the audit tick (due runs start, "
+                                "finished ones get their verdict)")
+    audit_min_interval_s: int = Field(60, gt=0, description="the shortest interval schedule an audit may have")
+    audit_run_timeout_s: int = Field(24 * 3600, gt=0, description="an audit run whose jobs have not all ended "
+                                     "after this long gets an error verdict")
+    webhook_max_attempts: int = Field(5, ge=1, le=50, description="deliveries tried per finished audit run")
+    webhook_backoff_s: float = Field(10.0, ge=0, description="wait before a webhook's second attempt, doubled "
+                                     "after each failed one")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="how long one webhook delivery may take")
+    webhook_allow_private: bool = Field(False, description="also POST to loopback, private and link-local "
+                                        "addresses (off: an SSRF guard)")
+    public_url: str | None = Field(None, description="the API's base URL as users reach it, for links in "
+                                   "webhook payloads (paths only when unset)")
 
     @field_validator("data_dir", "artifact_root")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from services.audit_states import BASELINE, ERROR, PASSED, REGRESSED
@@ -35,19 +35,54 @@ DRIFT_CEILING = 2.0  # CAM drift = 1 − correlation ∈ [0, 2]
 
 
 @dataclass(frozen=True)
-class Thresholds:
-    """The largest change each metric may make before a run counts as regressed (None: not checked)."""
+class ThresholdSpec:
+    """How one threshold is offered (form label, unit, CLI flag, bounds); declared once in Thresholds below."""
 
-    clean_accuracy_drop_pp: float | None = 2.0
-    accuracy_drop_pp: float | None = 5.0  # at each ε of the FGSM sweep
-    robust_auc_drop_pp: float | None = 3.0
-    target_success_rise_pp: float | None = 5.0  # at each ε of the targeted sweep
-    cam_drift_rise: float | None = 0.10
+    label: str
+    unit: str  # "pp" (percentage points) or "drift" (1 − correlation)
+    flag: str
+    where: str = ""  # "at each ε": the metric is compared per ε
+    name: str = ""
+    default: float | None = None
+
+    @property
+    def ceiling(self) -> float:
+        return DRIFT_CEILING if self.unit == DRIFT else PP_CEILING
+
+    @property
+    def unit_text(self) -> str:
+        return " pp" if self.unit == PP else " (drift: 1 − correlation)"
+
+    def describe(self) -> str:
+        where = f" {self.where}" if self.where else ""
+        return f"{self.label}{where}: the largest allowed, in {self.unit} (default {self.default:g}; none: not checked)"
+
+
+def _threshold(default: float, **spec: str) -> Any:
+    return field(default=default, metadata={"threshold": ThresholdSpec(**spec)})
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """The largest change each metric may make before a run counts as regressed (None: not checked).
+
+    The one declaration of the thresholds: the API's model, the CLI's flags, the dashboard's form and pages
+    and the README take their names, labels, units, defaults and bounds from THRESHOLD_SPECS.
+    """
+
+    clean_accuracy_drop_pp: float | None = _threshold(2.0, label="Clean accuracy drop", unit=PP,
+                                                      flag="--max-clean-drop")
+    accuracy_drop_pp: float | None = _threshold(5.0, label="FGSM accuracy drop", unit=PP, where="at each ε",
+                                                flag="--max-accuracy-drop")
+    robust_auc_drop_pp: float | None = _threshold(3.0, label="Robust AUC drop", unit=PP, flag="--max-auc-drop")
+    target_success_rise_pp: float | None = _threshold(5.0, label="Target success rise", unit=PP,
+                                                      where="at each targeted ε", flag="--max-target-rise")
+    cam_drift_rise: float | None = _threshold(0.10, label="CAM drift rise", unit=DRIFT, flag="--max-drift-rise")
 
     @staticmethod
     def ceiling(name: str) -> float:
         """The largest value threshold `name` accepts (the smallest is THRESHOLD_FLOOR)."""
-        return DRIFT_CEILING if name == "cam_drift_rise" else PP_CEILING
+        return THRESHOLD_SPECS[name].ceiling
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -57,7 +92,7 @@ class Thresholds:
             ceiling = self.ceiling(item.name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                     or not THRESHOLD_FLOOR <= value <= ceiling:
-                unit = "" if item.name == "cam_drift_rise" else " percentage points"
+                unit = " percentage points" if THRESHOLD_SPECS[item.name].unit == PP else ""
                 raise ConfigError(f"threshold {item.name} must be a number in [{THRESHOLD_FLOOR:g}, {ceiling:g}]"
                                   f"{unit}, got {value!r}")
             object.__setattr__(self, item.name, float(value))
@@ -264,3 +299,7 @@ def judge(pairs: Sequence[tuple[JobResult, JobResult | None]], thresholds: Thres
     against = ", ".join(f"job {entry['baseline']['job_id']}" for entry in compared)
     return Verdict(PASSED, f"all {checked} compared metrics within their thresholds (baseline {against})",
                    comparisons)
+
+
+THRESHOLD_SPECS: dict[str, ThresholdSpec] = {
+    item.name: replace(item.metadata["threshold"], name=item.name, default=item.default) for item in fields(Thresholds)}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
 
 from services.errors import ConfigError
@@ -75,23 +75,110 @@ class TargetPolicy:
 
 
 @dataclass(frozen=True)
-class EvaluationConfig:
-    """Every option of one evaluation; the CLI, the API and the worker all build this."""
+class Option:
+    """How one evaluation option is offered: the CLI flag, the API field, the form field, the README row.
 
-    eps: tuple[float, ...] = DEFAULT_EPS
-    targeted: TargetPolicy | None = None
-    targeted_eps: tuple[float, ...] | None = None  # None: same as eps
-    cam: str = "auto"  # "auto", "none" or a module path such as "features.6"
-    cam_eps: float = DEFAULT_CAM_EPS
-    cam_samples: int = 16
-    triptychs: int = 4
-    limit: int | None = None
-    batch_size: int = 128
-    device: str = "auto"
-    precision: str = "fp32"
-    channels_last: bool = False
-    seed: int = 0
-    save_adversarial: bool = False
+    Declared once, in EvaluationConfig's field table below; its default is the field's. Kinds: `eps_list`,
+    `eps`, `policy` (targeted), `int`, `choice`, `flag` (a boolean) and `text`.
+    """
+
+    kind: str
+    help: str
+    label: str
+    minimum: int | None = None
+    maximum: int | None = None
+    choices: tuple[str, ...] = ()
+    max_length: int | None = None
+    name: str = ""  # the field's name (snake_case: the report's config key, the API's key), filled in below
+    default: object = None
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def default_text(self) -> str:
+        """The default as a person writes it (`0,1/255,…`, `8/255`, `16`), empty when there is none."""
+        if self.default is None or self.default is False:
+            return ""
+        if self.kind == "eps_list":
+            return ",".join(format_eps(value) for value in self.default)
+        if self.kind == "eps":
+            return format_eps(self.default)
+        return str(self.default)
+
+    def describe(self) -> str:
+        """The help text with its bounds, choices and default: what the CLI, the API and the README say."""
+        extra = []
+        if self.choices:
+            extra.append(" or ".join(self.choices))
+        if self.minimum is not None or self.maximum is not None:
+            low = "" if self.minimum is None else f"{self.minimum} ≤ "
+            high = "" if self.maximum is None else f" ≤ {self.maximum}"
+            extra.append(f"{low}N{high}")
+        if self.default_text:
+            extra.append(f"default {self.default_text}")
+        return f"{self.help} ({'; '.join(extra)})" if extra else self.help
+
+
+def format_eps(value: float) -> str:
+    """`8/255` for a multiple of 1/255, else the number itself."""
+    scaled = value * 255
+    if scaled == 0:
+        return "0"
+    if abs(scaled - round(scaled)) < 1e-9:
+        return f"{round(scaled)}/255"
+    return f"{value:g}"
+
+
+def _option(default: object, **spec: object):
+    return field(default=default, metadata={"option": Option(**spec)})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Every option of one evaluation; the CLI, the API and the worker all build this.
+
+    The one declaration of the options: their surfaces (argparse flags, the API's JobConfig, the dashboard's
+    form, the README table) are derived from this field table through OPTIONS.
+    """
+
+    eps: tuple[float, ...] = _option(
+        DEFAULT_EPS, kind="eps_list", label="ε list",
+        help="ε values in [0, 1] pixel units, comma-separated; fractions such as 8/255 are fine")
+    targeted: TargetPolicy | None = _option(
+        None, kind="policy", label="Targeted policy",
+        help="also run targeted FGSM: class:K, random (seeded, never the true class), least-likely, "
+             "next ((y+1) mod C)")
+    targeted_eps: tuple[float, ...] | None = _option(
+        None, kind="eps_list", label="Targeted ε list",
+        help="ε list of the targeted sweep (needs a targeted policy; default: the ε list)")
+    cam: str = _option(
+        "auto", kind="text", label="CAM layer", max_length=200,
+        help="CAM audit: auto (CAM on a GAP→Linear head, else Grad-CAM on the last conv layer with a spatial "
+             "map), none, or a module path such as features.6 for Grad-CAM (a layer whose map is 1×1 at the "
+             "dataset's size is refused: its CAM would be constant)")
+    cam_eps: float = _option(DEFAULT_CAM_EPS, kind="eps", label="CAM ε", help="ε of the adversarial maps")
+    cam_samples: int = _option(16, kind="int", label="CAM samples", minimum=0, maximum=10_000,
+                               help="images in the CAM gallery")
+    triptychs: int = _option(4, kind="int", label="Triptychs", minimum=0, maximum=1_000,
+                             help="clean + perturbation = adversarial pictures to draw")
+    limit: int | None = _option(None, kind="int", label="Sample limit", minimum=1,
+                                help="evaluate the first N samples only")
+    batch_size: int = _option(128, kind="int", label="Batch size", minimum=1, maximum=65_536,
+                              help="samples per forward pass")
+    device: str = _option("auto", kind="text", label="Device", max_length=32,
+                          help="auto (CUDA if present), cpu, cuda or cuda:N")
+    precision: str = _option("fp32", kind="choice", label="Precision", choices=PRECISIONS,
+                             help="bf16 autocasts the model (the loss stays fp32)")
+    channels_last: bool = _option(False, kind="flag", label="Channels-last",
+                                  help="channels_last memory format (for CUDA)")
+    seed: int = _option(0, kind="int", label="Seed", minimum=0, maximum=2**32 - 1,
+                        help="seeds the random target policy and the CAM sample choice")
+    save_adversarial: bool = _option(
+        False, kind="flag", label="Save adversarial examples",
+        help="also write the float32 adversarial inputs (adversarial.npz, lossless; N·C·H·W·6 bytes of host "
+             "memory while running)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eps", parse_eps_list(self.eps, "eps"))
@@ -104,12 +191,9 @@ class EvaluationConfig:
         object.__setattr__(self, "cam_eps", parse_eps_value(self.cam_eps))
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch size must be ≥ 1, got {self.batch_size}")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"limit must be ≥ 1, got {self.limit}")
-        if self.cam_samples < 0 or self.triptychs < 0:
-            raise ConfigError("cam-samples and triptychs must be ≥ 0")
+        for option in OPTIONS:  # the declared bounds, for every surface alike
+            if option.kind == "int" and getattr(self, option.name) is not None:
+                _check_bounds(option, getattr(self, option.name))
         if not self.cam.strip():
             raise ConfigError("cam must be 'auto', 'none' or a layer path")
 
@@ -124,3 +208,22 @@ class EvaluationConfig:
         data["targeted"] = str(self.targeted) if self.targeted else None
         data["targeted_eps"] = list(self.sweep_targeted_eps) if self.targeted else None
         return data
+
+
+def _check_bounds(option: Option, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{option.name} must be a whole number, got {value!r}")
+    low, high = option.minimum, option.maximum
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if low is not None and high is not None else \
+            f"at least {low}" if low is not None else f"at most {high}"
+        raise ConfigError(f"{option.name} must be {bounds}, got {value}")
+
+
+def _declared_options() -> tuple[Option, ...]:
+    return tuple(replace(item.metadata["option"], name=item.name, default=item.default)
+                 for item in fields(EvaluationConfig))
+
+
+OPTIONS: tuple[Option, ...] = _declared_options()
+OPTIONS_BY_NAME = {option.name: option for option in OPTIONS}

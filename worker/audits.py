@@ -40,10 +40,7 @@ def audit_context() -> AuditContext:
 
 
 def webhook_settings() -> WebhookSettings:
-    settings = get_settings()
-    return WebhookSettings(max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,
-                           timeout_s=settings.webhook_timeout_s, public_url=settings.public_url,
-                           allow_private=settings.webhook_allow_private)
+    return WebhookSettings.from_settings(get_settings())
 
 
 @app.task(name=Task.AUDIT_TICK, ignore_result=True)

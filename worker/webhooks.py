@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
+from contracts.settings import Settings
 from db import repositories as repo
 from db.base import utcnow
 from db.models import AuditRun
@@ -32,13 +33,25 @@ MAX_ERROR_CHARS = 500
 EARLY_FRACTION = 0.1
 
 
+def _default(name: str):
+    return Settings.model_fields[name].default
+
+
 @dataclass(frozen=True)
 class WebhookSettings:
-    max_attempts: int = 5
-    backoff_s: float = 10.0  # wait before attempt n + 1 = backoff_s · 2^(n − 1)
-    timeout_s: float = 10.0
-    public_url: str | None = None  # base URL of the API for links; paths only when None
-    allow_private: bool = False  # POST to loopback, private, link-local, … addresses too
+    """The webhook_* settings (contracts.settings declares them and their defaults)."""
+
+    max_attempts: int = _default("webhook_max_attempts")
+    backoff_s: float = _default("webhook_backoff_s")  # wait before attempt n + 1 = backoff_s · 2^(n − 1)
+    timeout_s: float = _default("webhook_timeout_s")
+    public_url: str | None = _default("public_url")  # base URL of the API for links; paths only when None
+    allow_private: bool = _default("webhook_allow_private")  # POST to loopback, private, … addresses too
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookSettings:
+        return cls(max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,
+                   timeout_s=settings.webhook_timeout_s, public_url=settings.public_url,
+                   allow_private=settings.webhook_allow_private)
 
     def wait_after(self, attempts: int) -> float:
         """Seconds between attempt `attempts` and the next one (0 before the first)."""

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse, Response
 
-from api.audit_schemas import AuditCreate, AuditThresholds, AuditUpdate
+from api.audit_schemas import AuditCreate, AuditUpdate
 from api.dashboard import evaluation_form
 from api.dashboard.audit_pages import PageAudit
 from api.dashboard.auth import PageAuth, SameOrigin
@@ -24,22 +24,18 @@ from api.services import audit_pages as views
 from api.services import audits as audit_service
 from api.services import dashboard as dashboard_views
 from db.models import Audit
+from services.audit_verdict import THRESHOLD_SPECS
 from services.errors import AdvauditError
-from services.specs import EvaluationConfig
+from services.specs import OPTIONS, EvaluationConfig
 
 router = APIRouter(include_in_schema=False)
 
-THRESHOLDS = {  # form field: (label, unit): the largest change allowed before a run counts as regressed
-    "clean_accuracy_drop_pp": ("Clean accuracy drop", "pp"),
-    "accuracy_drop_pp": ("FGSM accuracy drop", "pp at each ε"),
-    "robust_auc_drop_pp": ("Robust AUC drop", "pp"),
-    "target_success_rise_pp": ("Target success rise", "pp at each targeted ε"),
-    "cam_drift_rise": ("CAM drift rise", "drift (1 − correlation)"),
-}
+# form field: (label, unit) of each threshold, the largest change allowed before a run counts as regressed
+THRESHOLDS = {name: (spec.label, f"{spec.unit} {spec.where}".strip()) for name, spec in THRESHOLD_SPECS.items()}
 DEFAULTS = {**evaluation_form.DEFAULTS, "cam": "none", "name": "", "selector": "name", "model_name": "",
             "dataset_id": "", "schedule": "cron", "cron": "0 3 * * *", "timezone": "UTC", "interval": "1d",
             "baseline_job_id": "", "webhook_url": "",
-            **{key: f"{AuditThresholds.model_fields[key].default:g}" for key in THRESHOLDS}}
+            **{key: f"{spec.default:g}" for key, spec in THRESHOLD_SPECS.items()}}
 LABELS = {**evaluation_form.LABELS, "name": "Name", "model_name": "Model name", "model_ids": "Models",
           "cron": "Cron", "timezone": "Time zone", "interval_s": "Interval", "baseline_job_id": "Baseline",
           "webhook_url": "Webhook URL", "enabled": "Enabled", "run_on_new_version": "Run on new versions",
@@ -47,8 +43,10 @@ LABELS = {**evaluation_form.LABELS, "name": "Name", "model_name": "Model name", 
 FLAGS = (*evaluation_form.FLAGS, "enabled", "run_on_new_version")
 INTERVAL = re.compile(r"^\s*(\d{1,9})\s*(s|m|min|h|d)?\s*$")
 INTERVAL_UNITS = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-# Options the form has no field for: an edit keeps the audit's own values.
-KEPT_OPTIONS = {"triptychs": 4, "save_adversarial": False}
+# Options the audit form has no field for (the evaluation form's but save_adversarial: an audit keeps no
+# adversarial examples): an edit keeps the audit's own values.
+KEPT_OPTIONS = {option.name: option.default for option in OPTIONS
+                if option not in evaluation_form.FORM_OPTIONS or option.name == "save_adversarial"}
 
 
 @functools.cache
@@ -91,6 +89,7 @@ def _form(request: Request, session, values: dict[str, str], model_ids: list[str
           errors: list[str], status: int = HTTPStatus.OK, audit: Audit | None = None) -> Response:
     """The form, blank for a new audit or for editing `audit` (its action and wording change)."""
     return render(request, "audit_form.html", {
+        "other_options": tuple(option for option in evaluation_form.OTHER_OPTIONS if option.name not in KEPT_OPTIONS),
         "values": values, "model_ids": set(model_ids), "flags": flags, "errors": errors, "audit": audit,
         "models": dashboard_views.models(session=session), "model_names": views.newest_versions(session=session),
         "datasets": dashboard_views.datasets(session=session), "jobs": dashboard_views.succeeded_jobs(session=session),

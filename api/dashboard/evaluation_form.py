@@ -18,20 +18,24 @@ from api.schemas import JobCreate
 from api.services import dashboard as views
 from api.services import jobs as job_service
 from services.errors import AdvauditError
+from services.specs import OPTIONS
 
 router = APIRouter(include_in_schema=False)
 
-DEFAULTS = {"eps": "0,1/255,2/255,4/255,8/255,16/255", "targeted": "", "target_class": "0",
-            "targeted_eps": "", "cam": "auto", "cam_eps": "8/255", "cam_samples": "16", "limit": "",
-            "device": "auto", "precision": "fp32", "batch_size": "128", "seed": "0"}
-LABELS = {"model_id": "Model", "dataset_id": "Dataset", "eps": "ε list", "targeted": "Targeted policy",
-          "targeted_eps": "Targeted ε list", "cam": "CAM layer", "cam_eps": "CAM ε",
-          "cam_samples": "CAM samples", "limit": "Sample limit", "device": "Device", "precision": "Precision",
-          "batch_size": "Batch size", "seed": "Seed", "save_adversarial": "Save adversarial examples",
-          "channels_last": "Channels-last"}
+# The form's fields are the declared evaluation options (services.specs.OPTIONS), with their defaults and
+# labels; triptychs keep their default (the report draws them, nobody tunes their count in a form).
+FORM_OPTIONS = tuple(option for option in OPTIONS if option.name != "triptychs")
+DEFAULTS = {option.name: option.default_text for option in FORM_OPTIONS if option.kind != "flag"} \
+    | {"target_class": "0"}  # the K of the "class K" target policy, a field of its own
+LABELS = {"model_id": "Model", "dataset_id": "Dataset", **{option.name: option.label for option in OPTIONS}}
 TARGET_POLICIES = ("next", "random", "least-likely", "class")
-TEXT_FIELDS = tuple(DEFAULTS) + ("model_id", "dataset_id")
-FLAGS = ("save_adversarial", "channels_last")
+# The options the form templates lay out by hand; any other declared option gets a generic field of its kind
+# (_form_fields.html's other_options), so a new option needs no template change.
+LAID_OUT = frozenset({"eps", "targeted", "targeted_eps", "cam", "cam_eps", "cam_samples", "limit", "batch_size",
+                      "device", "precision", "seed", "channels_last", "save_adversarial"})
+OTHER_OPTIONS = tuple(option for option in FORM_OPTIONS if option.name not in LAID_OUT)
+TEXT_FIELDS = (*DEFAULTS, "model_id", "dataset_id")
+FLAGS = tuple(option.name for option in FORM_OPTIONS if option.kind == "flag")
 
 
 def _choices(session) -> dict[str, Any]:
@@ -42,9 +46,8 @@ def _choices(session) -> dict[str, Any]:
 
 def job_request(values: dict[str, str], flags: set[str]) -> dict[str, Any]:
     """The POST /jobs body the form describes; empty optional fields are left to the defaults."""
-    config: dict[str, Any] = {key: values[key] for key in ("eps", "cam", "cam_eps", "cam_samples", "limit",
-                                                         "device", "precision", "batch_size", "seed",
-                                                         "targeted_eps") if values.get(key, "").strip()}
+    config: dict[str, Any] = {key: values[key] for key in DEFAULTS
+                              if key not in ("targeted", "target_class") and values.get(key, "").strip()}
     policy = values.get("targeted", "").strip()
     if policy == "class":
         config["targeted"] = f"class:{values.get('target_class', '').strip()}"
@@ -74,6 +77,7 @@ def form_messages(error: ValidationError, labels: dict[str, str]) -> list[str]:
 def _form(request: Request, session, values: dict[str, str], flags: set[str], errors: list[str],
           status: int = HTTPStatus.OK) -> Response:
     return render(request, "new_evaluation.html", {"values": values, "flags": flags, "errors": errors,
+                                                   "other_options": OTHER_OPTIONS,
                                                    **_choices(session)}, status_code=status)
 
 

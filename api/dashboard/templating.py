@@ -13,6 +13,8 @@ from starlette.responses import HTMLResponse
 
 from api.dashboard.nav import NAV_LINKS, active_link
 from api.deps import TOKEN_COOKIE
+from services.audit_verdict import THRESHOLD_SPECS
+from services.specs import OPTIONS_BY_NAME
 
 TEMPLATES = Path(__file__).parent / "templates"
 # Scripts and styles only from this server (the product works offline, and a page cannot be made to load
@@ -90,7 +92,8 @@ def _nav(request: Request) -> dict[str, Any]:
 templates = Jinja2Templates(directory=TEMPLATES, context_processors=[_nav])
 templates.env.filters.update(pct=pct, eps255=eps255, fixed=fixed, si=si, thousands=thousands, when=when,
                              pair=pair, day=day, kind_label=lambda kind: KIND_LABELS.get(kind, kind))
-templates.env.globals.update(duration=duration)
+# the declared catalogues: labels, help, choices and units of the evaluation options and the audit thresholds
+templates.env.globals.update(duration=duration, options=OPTIONS_BY_NAME, threshold_specs=THRESHOLD_SPECS)
 
 
 def render(request: Request, name: str, context: dict[str, Any] | None = None,

@@ -101,7 +101,7 @@ def test_audit_page_shows_the_definition_timeline_runs_and_latest_diff(judged):
     definition = section(page.text, "audit-definition")
     assert "cron 0 3 * * * (Europe/Paris)" in definition and "0/255, 2/255, 8/255" in definition
     assert "newest version of <strong>digits-net</strong>" in definition and "v2" in definition
-    assert "https://hooks.example.com/advaudit" in definition and "robust AUC drop: <strong>3 pp" in definition
+    assert "https://hooks.example.com/advaudit" in definition and "Robust AUC drop: <strong>3 pp" in definition
     points = embedded(page.text, "timeline-data")
     assert [(p["run_id"], p["verdict"], p["regressed"], p["version"]) for p in points] == [
         (baseline["id"], "baseline", False, "v1"), (regressed["id"], "regressed", True, "v2")]
