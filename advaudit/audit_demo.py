@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import socket
 
-from advaudit.audits import print_run
-from advaudit.console import console
+from advaudit.console import console, print_run
 from advaudit.service import _use_data_dir
 from api.audit_schemas import AuditCreate
 from api.services.audit_runs import read_run, record_new_version

@@ -8,12 +8,11 @@ import re
 import time
 
 from rich.markup import escape
-from rich.table import Table
 
 from advaudit.client import Client
-from advaudit.console import console, pct
+from advaudit.console import audits_table, console, describe_schedule, print_run, runs_table
 from advaudit.options import add_evaluation_options, config_from_args
-from services.audit_states import BASELINE, ERROR, PASSED, REFERENCE_VERDICTS, REGRESSED
+from services.audit_states import REFERENCE_VERDICTS
 from services.audit_verdict import THRESHOLD_SPECS
 
 INTERVAL = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -21,7 +20,6 @@ UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 DEFAULT_WAIT_S = 3600
 TIMEOUT_EXIT = 3  # `audits run --wait` ran out of --timeout (1: regressed or error, 2: bad input)
 POLL_S = 1.0
-VERDICT_STYLE = {PASSED: "green", BASELINE: "cyan", REGRESSED: "bold red", ERROR: "red"}
 def interval_seconds(text: str) -> int:
     """argparse type: 3600, 90s, 15m, 6h or 1d → seconds."""
     match = INTERVAL.match(text)
@@ -97,95 +95,9 @@ def cmd_add(args) -> int:
     return 0
 
 
-def describe_schedule(audit: dict) -> str:
-    """The schedule in words, markup-safe (user text escaped)."""
-    return escape(_schedule_words(audit))
-
-
-def _schedule_words(audit: dict) -> str:
-    if audit["cron"]:
-        when = f"cron '{audit['cron']}' ({audit['timezone']})"
-    elif audit["interval_s"]:
-        when = f"every {audit['interval_s']} s"
-    else:
-        when = "on demand"
-    if audit["run_on_new_version"]:
-        when += ", and on each new version"
-    if not audit["enabled"]:
-        when += " [disabled]"
-    nxt = audit.get("next_run_at")
-    return when + (f"; next run {nxt}" if nxt else "")
-
-
-def _verdict(value: str | None) -> str:
-    if value is None:
-        return "—"
-    style = VERDICT_STYLE.get(value)
-    return f"[{style}]{escape(value)}[/]" if style else escape(value)
-
-
 def cmd_list(args) -> int:
-    audits = _client(args).request("GET", "/audits", params={"limit": 1000})["data"]
-    table = Table(title="Audits")
-    for column in ("id", "name", "models", "dataset", "schedule", "last verdict"):
-        table.add_column(column)
-    for audit in audits:
-        models = audit["model_name"] or ",".join(map(str, audit["model_ids"]))
-        table.add_row(str(audit["id"]), escape(audit["name"]), escape(models), str(audit["dataset_id"]),
-                      describe_schedule(audit),
-                      _verdict(audit["last_verdict"]))
-    console.print(table)
+    console.print(audits_table(_client(args).request("GET", "/audits", params={"limit": 1000})["data"]))
     return 0
-
-
-def runs_table(runs: list[dict]) -> Table:
-    """Recent runs: trigger, state, verdict, clean accuracy and robust AUC of the candidate."""
-    table = Table(title="Runs (newest first)")
-    for column in ("run", "trigger", "slot", "status", "verdict", "clean %", "AUC", "regressed metrics"):
-        table.add_column(column, justify="right" if column in ("clean %", "AUC") else "left")
-    for run in runs:
-        auc = "—" if run["robust_auc"] is None else f"{run['robust_auc']:.3f}"
-        table.add_row(str(run["id"]), escape(run["trigger"]), escape(run["slot"]), escape(run["status"]),
-                      _verdict(run["verdict"]),
-                      pct(run["clean_accuracy"]), auc, str(run["regressed_metrics"]))
-    return table
-
-
-def _value(value: float | None, unit: str) -> str:
-    return "—" if value is None else (f"{value:.1f}" if unit == "pp" else f"{value:.3f}")
-
-
-def diff_tables(run: dict) -> list[Table]:
-    """Per candidate job: every metric against the baseline, regressions marked."""
-    tables = []
-    for entry in run["comparisons"]:
-        candidate, baseline = entry["candidate"], entry["baseline"]
-        if baseline is None or not entry["rows"]:
-            continue
-        table = Table(title=escape(f"{candidate['model_name']} {candidate['model_version']} "
-                                   f"(job {candidate['job_id']}) vs baseline {baseline['model_name']} "
-                                   f"{baseline['model_version']} (job {baseline['job_id']})"))
-        for column in ("metric", "ε×255", "baseline", "candidate", "Δ", "allowed", ""):
-            table.add_column(column, justify="left" if column == "metric" else "right")
-        for row in entry["rows"]:
-            eps = "" if row["eps"] is None else f"{row['eps'] * 255:g}"
-            allowed = "—" if row["threshold"] is None else \
-                f"{'-' if row['direction'] == 'drop' else '+'}{row['threshold']:g}"
-            delta = "—" if row["delta"] is None else f"{row['delta']:+.{1 if row['unit'] == 'pp' else 3}f}"
-            mark = "[bold red]REGRESSED[/]" if row["regressed"] else ""
-            table.add_row(escape(row["metric"]), eps, _value(row["baseline"], row["unit"]),
-                          _value(row["candidate"], row["unit"]), delta, allowed, mark)
-        tables.append(table)
-    return tables
-
-
-def print_run(run: dict) -> None:
-    console.print(f"run {run['id']} ({escape(run['trigger'])}): {escape(run['status'])}, "
-                  f"verdict {_verdict(run['verdict'])}")
-    if run["reason"]:
-        console.print(f"  {escape(run['reason'])}")
-    for table in diff_tables(run):
-        console.print(table)
 
 
 def cmd_run(args) -> int:

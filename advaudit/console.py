@@ -1,4 +1,4 @@
-"""Terminal output: progress bars and summary tables (rich)."""
+"""Terminal output (rich): progress bars, report summaries, audits, runs and their diff tables."""
 
 from __future__ import annotations
 
@@ -6,8 +6,11 @@ import contextlib
 from collections.abc import Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from services.audit_states import BASELINE, ERROR, PASSED, REGRESSED
 
 console = Console()
 if not console.is_terminal:
@@ -80,3 +83,95 @@ def comparison_table(documents: list[dict]) -> Table:
             "—" if drift is None else f"{drift:.3f}", f"{summary['macs'] / 1e6:.2f} M" if summary.get("macs") else "—",
         )
     return table
+
+
+VERDICT_STYLE = {PASSED: "green", BASELINE: "cyan", REGRESSED: "bold red", ERROR: "red"}
+
+
+def describe_schedule(audit: dict) -> str:
+    """The schedule in words, markup-safe (user text escaped)."""
+    return escape(_schedule_words(audit))
+
+
+def _schedule_words(audit: dict) -> str:
+    if audit["cron"]:
+        when = f"cron '{audit['cron']}' ({audit['timezone']})"
+    elif audit["interval_s"]:
+        when = f"every {audit['interval_s']} s"
+    else:
+        when = "on demand"
+    if audit["run_on_new_version"]:
+        when += ", and on each new version"
+    if not audit["enabled"]:
+        when += " [disabled]"
+    nxt = audit.get("next_run_at")
+    return when + (f"; next run {nxt}" if nxt else "")
+
+
+def _verdict(value: str | None) -> str:
+    if value is None:
+        return "—"
+    style = VERDICT_STYLE.get(value)
+    return f"[{style}]{escape(value)}[/]" if style else escape(value)
+
+
+def audits_table(audits: list[dict]) -> Table:
+    """Every audit with its models, dataset, schedule and last verdict."""
+    table = Table(title="Audits")
+    for column in ("id", "name", "models", "dataset", "schedule", "last verdict"):
+        table.add_column(column)
+    for audit in audits:
+        models = audit["model_name"] or ",".join(map(str, audit["model_ids"]))
+        table.add_row(str(audit["id"]), escape(audit["name"]), escape(models), str(audit["dataset_id"]),
+                      describe_schedule(audit), _verdict(audit["last_verdict"]))
+    return table
+
+
+def runs_table(runs: list[dict]) -> Table:
+    """Recent runs: trigger, state, verdict, clean accuracy and robust AUC of the candidate."""
+    table = Table(title="Runs (newest first)")
+    for column in ("run", "trigger", "slot", "status", "verdict", "clean %", "AUC", "regressed metrics"):
+        table.add_column(column, justify="right" if column in ("clean %", "AUC") else "left")
+    for run in runs:
+        auc = "—" if run["robust_auc"] is None else f"{run['robust_auc']:.3f}"
+        table.add_row(str(run["id"]), escape(run["trigger"]), escape(run["slot"]), escape(run["status"]),
+                      _verdict(run["verdict"]),
+                      pct(run["clean_accuracy"]), auc, str(run["regressed_metrics"]))
+    return table
+
+
+def _value(value: float | None, unit: str) -> str:
+    return "—" if value is None else (f"{value:.1f}" if unit == "pp" else f"{value:.3f}")
+
+
+def diff_tables(run: dict) -> list[Table]:
+    """Per candidate job: every metric against the baseline, regressions marked."""
+    tables = []
+    for entry in run["comparisons"]:
+        candidate, baseline = entry["candidate"], entry["baseline"]
+        if baseline is None or not entry["rows"]:
+            continue
+        table = Table(title=escape(f"{candidate['model_name']} {candidate['model_version']} "
+                                   f"(job {candidate['job_id']}) vs baseline {baseline['model_name']} "
+                                   f"{baseline['model_version']} (job {baseline['job_id']})"))
+        for column in ("metric", "ε×255", "baseline", "candidate", "Δ", "allowed", ""):
+            table.add_column(column, justify="left" if column == "metric" else "right")
+        for row in entry["rows"]:
+            eps = "" if row["eps"] is None else f"{row['eps'] * 255:g}"
+            allowed = "—" if row["threshold"] is None else \
+                f"{'-' if row['direction'] == 'drop' else '+'}{row['threshold']:g}"
+            delta = "—" if row["delta"] is None else f"{row['delta']:+.{1 if row['unit'] == 'pp' else 3}f}"
+            mark = "[bold red]REGRESSED[/]" if row["regressed"] else ""
+            table.add_row(escape(row["metric"]), eps, _value(row["baseline"], row["unit"]),
+                          _value(row["candidate"], row["unit"]), delta, allowed, mark)
+        tables.append(table)
+    return tables
+
+
+def print_run(run: dict) -> None:
+    console.print(f"run {run['id']} ({escape(run['trigger'])}): {escape(run['status'])}, "
+                  f"verdict {_verdict(run['verdict'])}")
+    if run["reason"]:
+        console.print(f"  {escape(run['reason'])}")
+    for table in diff_tables(run):
+        console.print(table)

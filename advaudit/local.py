@@ -7,12 +7,10 @@ from pathlib import Path
 
 from advaudit.console import comparison_table, console, progress_bar, summary_table
 from advaudit.options import add_evaluation_options, config_from_args, floats
-from services.checkpoints import load_model
-from services.datasets import load_dataset
 from services.errors import ConfigError
-from services.evaluation import evaluate, resolve_device
 from services.specs import DEFAULT_EPS, EvaluationConfig
-from services.zoo import DEMO_MODELS
+
+# torch and the engine are imported by the commands that run it, never by `advaudit --help` or client commands.
 
 
 def add_commands(commands) -> None:
@@ -39,6 +37,10 @@ def add_commands(commands) -> None:
 def run_evaluation(model: str, dataset_source: str, out: Path, config: EvaluationConfig, *, arch=None,
                    num_classes=None, mean=None, std=None, image_size=None, label: str | None = None) -> dict:
     """Load, evaluate with a progress bar, write the report folder; returns the report document."""
+    from services.checkpoints import load_model
+    from services.datasets import load_dataset
+    from services.evaluation import evaluate, resolve_device
+
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a folder for the report")
     dataset = load_dataset(dataset_source, image_size=image_size)
@@ -66,6 +68,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from services.zoo import DEMO_MODELS
+
     out = Path(args.out)
     config = EvaluationConfig(eps=DEFAULT_EPS, targeted="next", cam="auto", device=args.device)
     documents = []
