@@ -58,15 +58,24 @@ class DemoQueue:
             console.print(f"  job {job_id} ({label}): {status}")
 
 
-def _register(session, store: LocalArtifactStore, variant: str,
-              audit_id: int | None = None) -> tuple[ModelRecord, int | None]:
+def _register(
+    session, store: LocalArtifactStore, variant: str, audit_id: int | None = None
+) -> tuple[ModelRecord, int | None]:
     """A new version of MODEL_NAME holding the shipped checkpoint `variant`, as POST /models registers it, and
     the id of the run it triggered for audit `audit_id` (the runs of other audits stay for the service's tick)."""
     key, sha256, size = store.put_file(demo_model_path(variant))
     digits = repo.datasets.get_by_name(session=session, name="digits")
-    model = repo.models.create(session=session, name=MODEL_NAME, sha256=sha256, format="torchscript",
-                               num_classes=10, input_shape=list(digits.input_shape), storage_key=key,
-                               size_bytes=size, class_names=digits.class_names)
+    model = repo.models.create(
+        session=session,
+        name=MODEL_NAME,
+        sha256=sha256,
+        format="torchscript",
+        num_classes=10,
+        input_shape=list(digits.input_shape),
+        storage_key=key,
+        size_bytes=size,
+        class_names=digits.class_names,
+    )
     runs = record_new_version(session=session, model=model)
     return model, next((run.id for run in runs if run.audit_id == audit_id), None)
 
@@ -95,8 +104,13 @@ def run_demo(*, data_dir: str | None, device: str) -> int:
     sessions = make_session_factory(make_engine(settings.database_url))
     ensure_builtin_datasets(sessions)
     store = LocalArtifactStore(settings.artifact_root)
-    worker = WorkerContext.from_settings(settings, sessions, store, host=f"{socket.gethostname()}:audit-demo",
-                                         device=device if device != "auto" else settings.device)
+    worker = WorkerContext.from_settings(
+        settings,
+        sessions,
+        store,
+        host=f"{socket.gethostname()}:audit-demo",
+        device=device if device != "auto" else settings.device,
+    )
     queue = DemoQueue(worker)
     context = AuditContext(sessions=sessions, send_job=queue.send_job, send_webhook=queue.send_webhook)
 
@@ -106,23 +120,37 @@ def run_demo(*, data_dir: str | None, device: str) -> int:
             repo.audits.delete(session=session, audit=old)
         stable, _ = _register(session, store, STABLE)
         digits = repo.datasets.get_by_name(session=session, name="digits")
-        body = AuditCreate(name=AUDIT_NAME, model_name=MODEL_NAME, dataset_id=digits.id, config=CONFIG,
-                           cron="0 3 * * *", timezone="UTC", run_on_new_version=True)
+        body = AuditCreate(
+            name=AUDIT_NAME,
+            model_name=MODEL_NAME,
+            dataset_id=digits.id,
+            config=CONFIG,
+            cron="0 3 * * *",
+            timezone="UTC",
+            run_on_new_version=True,
+        )
         audit = create_audit(session=session, store=store, settings=settings, body=body)
-        first = repo.audits.create_run(session=session, audit=audit, slot=manual_slot_key("demo-baseline"),
-                                       trigger=MANUAL)
+        first = repo.audits.create_run(
+            session=session, audit=audit, slot=manual_slot_key("demo-baseline"), trigger=MANUAL
+        )
         audit_id, first_id = audit.id, first.id
-    console.print(f"audit {audit_id} [bold]{AUDIT_NAME}[/]: the newest {MODEL_NAME} on digits, daily at 03:00 UTC "
-                  f"and on every new version\n{MODEL_NAME} {stable.version}: the shipped gap-cnn; first run:")
+    console.print(
+        f"audit {audit_id} [bold]{AUDIT_NAME}[/]: the newest {MODEL_NAME} on digits, daily at 03:00 UTC "
+        f"and on every new version\n{MODEL_NAME} {stable.version}: the shipped gap-cnn; first run:"
+    )
     _finish(first_id, context, queue)
     _show(sessions, first_id)
 
     with session_scope(sessions) as session:
         fragile, version_run_id = _register(session, store, FRAGILE, audit_id)
-    console.print(f"\nregistered {MODEL_NAME} {fragile.version}: retrained without augmentation for longer "
-                  "(a little more accurate, far less robust); the new version triggers the audit:")
+    console.print(
+        f"\nregistered {MODEL_NAME} {fragile.version}: retrained without augmentation for longer "
+        "(a little more accurate, far less robust); the new version triggers the audit:"
+    )
     _finish(version_run_id, context, queue)
     document = _show(sessions, version_run_id)
-    console.print(f"\nrecorded in {settings.data_dir}: `advaudit serve`, then GET /api/v1/audits/{audit_id}/runs "
-                  f"(or `advaudit audits show {audit_id}`)")
+    console.print(
+        f"\nrecorded in {settings.data_dir}: `advaudit serve`, then GET /api/v1/audits/{audit_id}/runs "
+        f"(or `advaudit audits show {audit_id}`)"
+    )
     return 0 if document["verdict"] == "regressed" else 1

@@ -13,8 +13,9 @@ from services.errors import AdvauditError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="advaudit",
-                                     description="Adversarial robustness evaluation for PyTorch image classifiers.")
+    parser = argparse.ArgumentParser(
+        prog="advaudit", description="Adversarial robustness evaluation for PyTorch image classifiers."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     local.add_commands(commands)
     service.add_commands(commands)
@@ -31,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         console.print(f"[bold red]error:[/] {escape(str(error))}")
         return 2
     except OSError as error:  # unreadable input or unwritable --out: the user's to fix, not a crash
-        console.print("[bold red]error:[/] " + escape(f"{error.strerror or error}: {error.filename or ''}".rstrip(": ")))
+        console.print(
+            "[bold red]error:[/] " + escape(f"{error.strerror or error}: {error.filename or ''}".rstrip(": "))
+        )
         return 2
 
 

@@ -51,7 +51,9 @@ def add_commands(commands) -> None:
         p.add_argument("--token", default=os.environ.get("ADVAUDIT_TOKEN"))
         return p
 
-    models = commands.add_parser("models", help="models on a server").add_subparsers(dest="action", required=True)
+    models = commands.add_parser("models", help="models on a server").add_subparsers(
+        dest="action", required=True
+    )
     p = client_parser(models, "add", "upload a checkpoint")
     p.add_argument("file")
     p.add_argument("--name", required=True)
@@ -64,7 +66,9 @@ def add_commands(commands) -> None:
     p.set_defaults(handler=cmd_models_add)
     client_parser(models, "list", "list models").set_defaults(handler=cmd_list, path="/models")
 
-    datasets = commands.add_parser("datasets", help="datasets on a server").add_subparsers(dest="action", required=True)
+    datasets = commands.add_parser("datasets", help="datasets on a server").add_subparsers(
+        dest="action", required=True
+    )
     p = client_parser(datasets, "add", "upload an .npz or ImageFolder .zip")
     p.add_argument("file")
     p.add_argument("--name", required=True)
@@ -72,7 +76,9 @@ def add_commands(commands) -> None:
     p.set_defaults(handler=cmd_datasets_add)
     client_parser(datasets, "list", "list datasets").set_defaults(handler=cmd_list, path="/datasets")
 
-    jobs = commands.add_parser("jobs", help="evaluation jobs on a server").add_subparsers(dest="action", required=True)
+    jobs = commands.add_parser("jobs", help="evaluation jobs on a server").add_subparsers(
+        dest="action", required=True
+    )
     p = client_parser(jobs, "submit", "submit an evaluation job")
     p.add_argument("--model-id", type=int, required=True)
     p.add_argument("--dataset-id", type=int, required=True)
@@ -106,18 +112,35 @@ def _upload(client: Client, path: str, route: str, fields: dict) -> dict:
 
 
 def cmd_models_add(args) -> int:
-    record = _upload(_client(args), args.file, "/models", {
-        "name": args.name, "arch": args.arch, "num_classes": args.num_classes, "mean": args.mean, "std": args.std,
-        "input_shape": args.input_shape, "dataset_id": args.dataset_id})
-    console.print(f"model {record['id']}: {escape(record['name'])} {record.get('version', '')} "
-                  f"({record['format']}, {record['num_classes']} classes, sha256 {record['sha256'][:12]}…)")
+    record = _upload(
+        _client(args),
+        args.file,
+        "/models",
+        {
+            "name": args.name,
+            "arch": args.arch,
+            "num_classes": args.num_classes,
+            "mean": args.mean,
+            "std": args.std,
+            "input_shape": args.input_shape,
+            "dataset_id": args.dataset_id,
+        },
+    )
+    console.print(
+        f"model {record['id']}: {escape(record['name'])} {record.get('version', '')} "
+        f"({record['format']}, {record['num_classes']} classes, sha256 {record['sha256'][:12]}…)"
+    )
     return 0
 
 
 def cmd_datasets_add(args) -> int:
-    record = _upload(_client(args), args.file, "/datasets", {"name": args.name, "image_size": args.image_size})
-    console.print(f"dataset {record['id']}: {escape(record['name'])} ({record['num_samples']} samples, "
-                  f"{record['input_shape']}, sha256 {record['sha256'][:12]}…)")
+    record = _upload(
+        _client(args), args.file, "/datasets", {"name": args.name, "image_size": args.image_size}
+    )
+    console.print(
+        f"dataset {record['id']}: {escape(record['name'])} ({record['num_samples']} samples, "
+        f"{record['input_shape']}, sha256 {record['sha256'][:12]}…)"
+    )
     return 0
 
 
@@ -131,8 +154,9 @@ def cmd_list(args) -> int:
 def cmd_jobs_submit(args) -> int:
     config = config_from_args(args).to_dict()  # validated here first: bad options fail before any upload
     client = _client(args)
-    job = client.request("POST", "/jobs", json={"model_id": args.model_id, "dataset_id": args.dataset_id,
-                                                "config": config})
+    job = client.request(
+        "POST", "/jobs", json={"model_id": args.model_id, "dataset_id": args.dataset_id, "config": config}
+    )
     console.print(f"job {job['id']} {job['status']}")
     if args.wait:
         job = _wait(client, job["id"])
@@ -141,8 +165,13 @@ def cmd_jobs_submit(args) -> int:
 
 
 def _wait(client: Client, job_id: int) -> dict:
-    with Progress(TextColumn("[bold]job {task.fields[job]}: {task.fields[status]}"), BarColumn(),
-                  TextColumn("{task.percentage:>3.0f} %"), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("[bold]job {task.fields[job]}: {task.fields[status]}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f} %"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
         task = bar.add_task("job", total=1.0, job=job_id, status=QUEUED)
         while True:
             job = client.request("GET", f"/jobs/{job_id}")
@@ -153,7 +182,9 @@ def _wait(client: Client, job_id: int) -> dict:
 
 
 def _show(client: Client, job: dict) -> None:
-    console.print(f"job {job['id']}: {job['status']} ({100 * job['progress']:.0f} %), attempts {job['attempts']}")
+    console.print(
+        f"job {job['id']}: {job['status']} ({100 * job['progress']:.0f} %), attempts {job['attempts']}"
+    )
     if job.get("error"):
         console.print(f"[red]error:[/] {escape(job['error'])}")
     if job["status"] == SUCCEEDED:
@@ -180,9 +211,14 @@ def cmd_compare(args) -> int:
     for column in ("job", "model", "clean", *[f"{e * 255:g}" for e in eps], "AUC", "CAM drift", "MACs"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for row in rows:
-        table.add_row(str(row["job_id"]), escape(f"{row['model_name']} {row.get('model_version') or ''}"),
-                      pct(row["clean_accuracy"]), *[pct(a) for a in row["accuracy"]], f"{row['robust_auc']:.3f}",
-                      "—" if row.get("cam_drift") is None else f"{row['cam_drift']:.3f}",
-                      "—" if not row.get("macs") else f"{row['macs'] / 1e6:.2f} M")
+        table.add_row(
+            str(row["job_id"]),
+            escape(f"{row['model_name']} {row.get('model_version') or ''}"),
+            pct(row["clean_accuracy"]),
+            *[pct(a) for a in row["accuracy"]],
+            f"{row['robust_auc']:.3f}",
+            "—" if row.get("cam_drift") is None else f"{row['cam_drift']:.3f}",
+            "—" if not row.get("macs") else f"{row['macs'] / 1e6:.2f} M",
+        )
     console.print(table)
     return 0

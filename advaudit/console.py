@@ -22,8 +22,12 @@ if not console.is_terminal:
 def progress_bar(label: str) -> Iterator:
     """A progress callback for services.evaluation.evaluate, drawn as one bar per stage."""
     with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
     ) as bar:
         tasks: dict[str, int] = {}
 
@@ -42,8 +46,10 @@ def pct(value) -> str:
 
 def summary_table(document: dict) -> Table:
     """One evaluation: accuracy and success rate at each ε."""
-    table = Table(title=f"{document['model']['source']} on {document['dataset']['source']} "
-                        f"({document['dataset']['num_samples']} samples)")
+    table = Table(
+        title=f"{document['model']['source']} on {document['dataset']['source']} "
+        f"({document['dataset']['num_samples']} samples)"
+    )
     table.add_column("ε", justify="right")
     table.add_column("ε×255", justify="right")
     table.add_column("accuracy %", justify="right")
@@ -78,9 +84,13 @@ def comparison_table(documents: list[dict]) -> Table:
         summary = doc["summary"]
         drift = summary.get("cam_drift")
         table.add_row(
-            doc["model"]["source"], pct(doc["clean"]["accuracy"]), *[pct(by_eps.get(e)) for e in eps],
-            f"{summary['robust_auc']:.3f}", pct(summary.get("max_target_success_rate")),
-            "—" if drift is None else f"{drift:.3f}", f"{summary['macs'] / 1e6:.2f} M" if summary.get("macs") else "—",
+            doc["model"]["source"],
+            pct(doc["clean"]["accuracy"]),
+            *[pct(by_eps.get(e)) for e in eps],
+            f"{summary['robust_auc']:.3f}",
+            pct(summary.get("max_target_success_rate")),
+            "—" if drift is None else f"{drift:.3f}",
+            f"{summary['macs'] / 1e6:.2f} M" if summary.get("macs") else "—",
         )
     return table
 
@@ -122,8 +132,14 @@ def audits_table(audits: list[dict]) -> Table:
         table.add_column(column)
     for audit in audits:
         models = audit["model_name"] or ",".join(map(str, audit["model_ids"]))
-        table.add_row(str(audit["id"]), escape(audit["name"]), escape(models), str(audit["dataset_id"]),
-                      describe_schedule(audit), _verdict(audit["last_verdict"]))
+        table.add_row(
+            str(audit["id"]),
+            escape(audit["name"]),
+            escape(models),
+            str(audit["dataset_id"]),
+            describe_schedule(audit),
+            _verdict(audit["last_verdict"]),
+        )
     return table
 
 
@@ -134,9 +150,16 @@ def runs_table(runs: list[dict]) -> Table:
         table.add_column(column, justify="right" if column in ("clean %", "AUC") else "left")
     for run in runs:
         auc = "—" if run["robust_auc"] is None else f"{run['robust_auc']:.3f}"
-        table.add_row(str(run["id"]), escape(run["trigger"]), escape(run["slot"]), escape(run["status"]),
-                      _verdict(run["verdict"]),
-                      pct(run["clean_accuracy"]), auc, str(run["regressed_metrics"]))
+        table.add_row(
+            str(run["id"]),
+            escape(run["trigger"]),
+            escape(run["slot"]),
+            escape(run["status"]),
+            _verdict(run["verdict"]),
+            pct(run["clean_accuracy"]),
+            auc,
+            str(run["regressed_metrics"]),
+        )
     return table
 
 
@@ -151,26 +174,42 @@ def diff_tables(run: dict) -> list[Table]:
         candidate, baseline = entry["candidate"], entry["baseline"]
         if baseline is None or not entry["rows"]:
             continue
-        table = Table(title=escape(f"{candidate['model_name']} {candidate['model_version']} "
-                                   f"(job {candidate['job_id']}) vs baseline {baseline['model_name']} "
-                                   f"{baseline['model_version']} (job {baseline['job_id']})"))
+        table = Table(
+            title=escape(
+                f"{candidate['model_name']} {candidate['model_version']} "
+                f"(job {candidate['job_id']}) vs baseline {baseline['model_name']} "
+                f"{baseline['model_version']} (job {baseline['job_id']})"
+            )
+        )
         for column in ("metric", "ε×255", "baseline", "candidate", "Δ", "allowed", ""):
             table.add_column(column, justify="left" if column == "metric" else "right")
         for row in entry["rows"]:
             eps = "" if row["eps"] is None else f"{row['eps'] * 255:g}"
-            allowed = "—" if row["threshold"] is None else \
-                f"{'-' if row['direction'] == 'drop' else '+'}{row['threshold']:g}"
+            allowed = (
+                "—"
+                if row["threshold"] is None
+                else f"{'-' if row['direction'] == 'drop' else '+'}{row['threshold']:g}"
+            )
             delta = "—" if row["delta"] is None else f"{row['delta']:+.{1 if row['unit'] == 'pp' else 3}f}"
             mark = "[bold red]REGRESSED[/]" if row["regressed"] else ""
-            table.add_row(escape(row["metric"]), eps, _value(row["baseline"], row["unit"]),
-                          _value(row["candidate"], row["unit"]), delta, allowed, mark)
+            table.add_row(
+                escape(row["metric"]),
+                eps,
+                _value(row["baseline"], row["unit"]),
+                _value(row["candidate"], row["unit"]),
+                delta,
+                allowed,
+                mark,
+            )
         tables.append(table)
     return tables
 
 
 def print_run(run: dict) -> None:
-    console.print(f"run {run['id']} ({escape(run['trigger'])}): {escape(run['status'])}, "
-                  f"verdict {_verdict(run['verdict'])}")
+    console.print(
+        f"run {run['id']} ({escape(run['trigger'])}): {escape(run['status'])}, "
+        f"verdict {_verdict(run['verdict'])}"
+    )
     if run["reason"]:
         console.print(f"  {escape(run['reason'])}")
     for table in diff_tables(run):

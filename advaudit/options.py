@@ -24,12 +24,19 @@ def add_evaluation_options(p: argparse.ArgumentParser) -> None:
         if option.kind == "flag":
             p.add_argument(option.flag, action="store_true", help=option.describe())
         else:
-            p.add_argument(option.flag, default=None, type=int if option.kind == "int" else str,
-                           choices=option.choices or None, help=option.describe(),
-                           metavar="N" if option.kind == "int" else None)
+            p.add_argument(
+                option.flag,
+                default=None,
+                type=int if option.kind == "int" else str,
+                choices=option.choices or None,
+                help=option.describe(),
+                metavar="N" if option.kind == "int" else None,
+            )
 
 
 def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
     """The validated EvaluationConfig of the given flags, the rest at their declared defaults (ConfigError)."""
     given = {option.name: getattr(args, option.name) for option in OPTIONS}
-    return EvaluationConfig(**{name: value for name, value in given.items() if value is not None and value is not False})
+    return EvaluationConfig(
+        **{name: value for name, value in given.items() if value is not None and value is not False}
+    )

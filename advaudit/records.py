@@ -25,9 +25,11 @@ class LocalRecorder:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         migrate.upgrade(settings.database_url)
         engine = make_engine(settings.database_url)
-        self.context = WorkerContext(sessions=make_session_factory(engine),
-                                     store=LocalArtifactStore(settings.artifact_root),
-                                     host=f"{socket.gethostname()}:local")
+        self.context = WorkerContext(
+            sessions=make_session_factory(engine),
+            store=LocalArtifactStore(settings.artifact_root),
+            host=f"{socket.gethostname()}:local",
+        )
         self.data_dir = settings.data_dir
         ensure_builtin_datasets(self.context.sessions)
 
@@ -38,13 +40,26 @@ class LocalRecorder:
         with session_scope(self.context.sessions) as session:
             model = repo.models.find_by_sha256(session=session, sha256=sha256, name=name)
             if model is None:
-                model = repo.models.create(session=session, name=name, sha256=sha256, format=info["format"],
-                                           num_classes=info["num_classes"], input_shape=info["input_shape"],
-                                           storage_key=key, size_bytes=size, arch=info["arch"],
-                                           class_names=document["dataset"]["class_names"])
+                model = repo.models.create(
+                    session=session,
+                    name=name,
+                    sha256=sha256,
+                    format=info["format"],
+                    num_classes=info["num_classes"],
+                    input_shape=info["input_shape"],
+                    storage_key=key,
+                    size_bytes=size,
+                    arch=info["arch"],
+                    class_names=document["dataset"]["class_names"],
+                )
             dataset = repo.datasets.get_by_name(session=session, name="digits")
-            job = repo.jobs.create(session=session, model_id=model.id, dataset_id=dataset.id,
-                                   config=document["config"], queue=LOCAL_QUEUE)
+            job = repo.jobs.create(
+                session=session,
+                model_id=model.id,
+                dataset_id=dataset.id,
+                config=document["config"],
+                queue=LOCAL_QUEUE,
+            )
             job_id = job.id
         with session_scope(self.context.sessions) as session:
             attempt = repo.jobs.claim(session=session, job_id=job_id, worker_host=self.context.host).attempts

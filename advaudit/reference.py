@@ -54,7 +54,9 @@ def _default(field) -> str:
 def settings_table() -> str:
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     for name, field in Settings.model_fields.items():
-        rows.append(f"| `ADVAUDIT_{name.upper()}` | {_cell(_default(field))} | {_cell(field.description or '')} |")
+        rows.append(
+            f"| `ADVAUDIT_{name.upper()}` | {_cell(_default(field))} | {_cell(field.description or '')} |"
+        )
     return "\n".join(rows)
 
 

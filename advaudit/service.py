@@ -34,15 +34,19 @@ def add_commands(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="listen address (non-loopback requires tokens)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--data-dir", default=None, help="where the database, broker and artifacts live")
-    serve.add_argument("--no-worker", action="store_true",
-                       help="do not start the embedded worker (nor the beat it embeds)")
+    serve.add_argument(
+        "--no-worker", action="store_true", help="do not start the embedded worker (nor the beat it embeds)"
+    )
     serve.set_defaults(handler=cmd_serve)
 
     worker = commands.add_parser("worker", help="a Celery worker for the distributed set-up")
-    worker.add_argument("--queues", default=DEFAULT_WORKER_QUEUES,
-                        help=f"comma-separated queues (default {DEFAULT_WORKER_QUEUES}): evaluations (CPU jobs), "
-                             "gpu (jobs with device cuda), control (audit ticks, verdicts, webhooks, the requeue "
-                             "sweep: light, give it to at least one worker that is not busy with GPU jobs)")
+    worker.add_argument(
+        "--queues",
+        default=DEFAULT_WORKER_QUEUES,
+        help=f"comma-separated queues (default {DEFAULT_WORKER_QUEUES}): evaluations (CPU jobs), "
+        "gpu (jobs with device cuda), control (audit ticks, verdicts, webhooks, the requeue "
+        "sweep: light, give it to at least one worker that is not busy with GPU jobs)",
+    )
     worker.add_argument("--concurrency", type=int, default=1)
     worker.add_argument("--data-dir", default=None)
     worker.set_defaults(handler=cmd_worker)
@@ -63,10 +67,21 @@ def add_commands(commands) -> None:
     token.set_defaults(handler=cmd_token)
 
 
-def _worker_command(queues: str, concurrency: int, pool: str = "prefork",
-                    beat_schedule: Path | None = None, name: str | None = None) -> list[str]:
-    command = [*CELERY, "worker", "--loglevel=INFO", f"--queues={queues}", f"--concurrency={concurrency}",
-               f"--pool={pool}"]
+def _worker_command(
+    queues: str,
+    concurrency: int,
+    pool: str = "prefork",
+    beat_schedule: Path | None = None,
+    name: str | None = None,
+) -> list[str]:
+    command = [
+        *CELERY,
+        "worker",
+        "--loglevel=INFO",
+        f"--queues={queues}",
+        f"--concurrency={concurrency}",
+        f"--pool={pool}",
+    ]
     if name is not None:  # two workers of one host need distinct node names
         command.append(f"--hostname={name}@%h")
     if beat_schedule is not None:  # embed beat: the audit tick then needs no separate process
@@ -103,15 +118,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # worker embeds beat, so scheduled audits and the requeue of a dead worker's jobs need nothing else.
         # Evaluations run in a prefork pool child, which Celery's hard time limit can kill (the solo pool
         # enforces no time limit) and replace without restarting the worker; the control worker stays solo.
-        commands = {"worker.log": _worker_command(EMBEDDED_EVALUATION_QUEUES, 1, name="evaluations"),
-                    "control.log": _worker_command(EMBEDDED_CONTROL_QUEUES, 1, pool="solo", name="control",
-                                                   beat_schedule=beat_schedule_file(settings.data_dir))}
-        lifeline = Lifeline()  # the workers die with serve, even when serve is killed and this code never runs
-        workers = [SupervisedWorker(command, settings.data_dir / log, env=os.environ.copy(), lifeline=lifeline)
-                   for log, command in commands.items()]
+        commands = {
+            "worker.log": _worker_command(EMBEDDED_EVALUATION_QUEUES, 1, name="evaluations"),
+            "control.log": _worker_command(
+                EMBEDDED_CONTROL_QUEUES,
+                1,
+                pool="solo",
+                name="control",
+                beat_schedule=beat_schedule_file(settings.data_dir),
+            ),
+        }
+        lifeline = (
+            Lifeline()
+        )  # the workers die with serve, even when serve is killed and this code never runs
+        workers = [
+            SupervisedWorker(command, settings.data_dir / log, env=os.environ.copy(), lifeline=lifeline)
+            for log, command in commands.items()
+        ]
         for worker in workers:
             worker.start()
-    console.print(f"advaudit serving on http://{args.host}:{args.port}  (API docs: /docs, data: {settings.data_dir})")
+    console.print(
+        f"advaudit serving on http://{args.host}:{args.port}  (API docs: /docs, data: {settings.data_dir})"
+    )
     # uvicorn shuts down on SIGTERM, then raises the signal again: with the default handler the process
     # would die right there, skipping the `finally` below and leaving the worker orphaned.
     signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -167,13 +195,17 @@ def cmd_token(args: argparse.Namespace) -> int:
     with session_scope(sessions) as session:
         if args.action == "list":
             for token in tokens.list(session=session):
-                console.print(f"{token.name}  created {token.created_at:%Y-%m-%d %H:%M}  last used {token.last_used_at}")
+                console.print(
+                    f"{token.name}  created {token.created_at:%Y-%m-%d %H:%M}  last used {token.last_used_at}"
+                )
             return 0
         if not args.name:
             raise ConfigError(f"token {args.action} needs a NAME")
         if args.action == "create":
             if tokens.get_by_name(session=session, name=args.name) is not None:
-                raise ConfigError(f"a token named {args.name!r} exists already; delete it or pick another name")
+                raise ConfigError(
+                    f"a token named {args.name!r} exists already; delete it or pick another name"
+                )
             plaintext = tokens.create_token(session=session, name=args.name)
             print(plaintext)  # the only time it is shown: plain stdout so scripts can capture it
             return 0

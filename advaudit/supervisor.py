@@ -40,15 +40,18 @@ class SupervisedWorker:
     With a `lifeline`, the worker also dies when this process dies (worker.lifeline watches the pipe).
     """
 
-    def __init__(self, command: list[str], log_path: Path, env: dict[str, str],
-                 lifeline: Lifeline | None = None) -> None:
+    def __init__(
+        self, command: list[str], log_path: Path, env: dict[str, str], lifeline: Lifeline | None = None
+    ) -> None:
         self.command, self.log_path, self.lifeline = command, log_path, lifeline
         self.env = env | (lifeline.env() if lifeline else {})
         self.restarts = 0
         self._process: subprocess.Popen | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._supervise, name="advaudit-worker-supervisor", daemon=True)
+        self._thread = threading.Thread(
+            target=self._supervise, name="advaudit-worker-supervisor", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
@@ -60,8 +63,13 @@ class SupervisedWorker:
             with open(self.log_path, "ab") as log:  # the child keeps its own copy of the descriptor
                 # A process group of its own: the worker forks its beat, which must go when the worker goes.
                 self._process = subprocess.Popen(
-                    self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True,
-                    pass_fds=(self.lifeline.read_fd,) if self.lifeline else ())
+                    self.command,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=self.env,
+                    start_new_session=True,
+                    pass_fds=(self.lifeline.read_fd,) if self.lifeline else (),
+                )
             return self._process
 
     def _supervise(self) -> None:
@@ -77,8 +85,10 @@ class SupervisedWorker:
                 return
             backoff = FIRST_BACKOFF_S if time.monotonic() - started > STABLE_S else backoff
             self.restarts += 1
-            console.print(f"[yellow]the embedded worker exited (code {code}); starting it again in "
-                          f"{backoff:g} s (see {self.log_path})[/yellow]")
+            console.print(
+                f"[yellow]the embedded worker exited (code {code}); starting it again in "
+                f"{backoff:g} s (see {self.log_path})[/yellow]"
+            )
             if self._stopping.wait(backoff):
                 return
             backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -16,33 +16,61 @@ ModelId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 def _threshold_field(spec: ThresholdSpec) -> tuple[Any, Any]:
-    return float | None, Field(default=spec.default, ge=THRESHOLD_FLOOR, le=spec.ceiling, description=spec.describe())
+    return float | None, Field(
+        default=spec.default, ge=THRESHOLD_FLOOR, le=spec.ceiling, description=spec.describe()
+    )
 
 
 AuditThresholds = create_model(
-    "AuditThresholds", __config__=ConfigDict(extra="forbid"),
+    "AuditThresholds",
+    __config__=ConfigDict(extra="forbid"),
     __doc__="How far each metric may move before a run is `regressed`; null: not checked. pp = percentage points.",
-    **{name: _threshold_field(spec) for name, spec in THRESHOLD_SPECS.items()})
+    **{name: _threshold_field(spec) for name, spec in THRESHOLD_SPECS.items()},
+)
 
 
 class _AuditFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_ids: list[ModelId] | None = Field(default=None, min_length=1, max_length=MAX_MODELS,
-                                        description="evaluate exactly these models (or give model_name)")
-    model_name: Name | None = Field(default=None,
-                                   description="evaluate the newest version of this model name")
-    cron: str | None = Field(default=None, max_length=120, pattern=NO_NUL,
-                             description="5-field cron, e.g. '0 3 * * 1' (03:00 on Mondays); needs timezone")
-    timezone: str | None = Field(default=None, max_length=64, pattern=NO_NUL,
-                                 description="IANA time zone of the cron expression, e.g. UTC or Europe/Paris")
-    interval_s: int | None = Field(default=None, ge=1, le=MAX_INTERVAL_S,
-                                   description="run every N seconds, counted from 1970-01-01 00:00 UTC")
-    baseline_job_id: int | None = Field(default=None, ge=1, le=MAX_ID,
-                                        description="pin a succeeded job as the baseline; null: the previous "
-                                                    "run that passed")
-    webhook_url: str | None = Field(default=None, max_length=2000, pattern=NO_NUL,
-                                    description="POSTed a JSON summary of each finished run")
+    model_ids: list[ModelId] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_MODELS,
+        description="evaluate exactly these models (or give model_name)",
+    )
+    model_name: Name | None = Field(
+        default=None, description="evaluate the newest version of this model name"
+    )
+    cron: str | None = Field(
+        default=None,
+        max_length=120,
+        pattern=NO_NUL,
+        description="5-field cron, e.g. '0 3 * * 1' (03:00 on Mondays); needs timezone",
+    )
+    timezone: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=NO_NUL,
+        description="IANA time zone of the cron expression, e.g. UTC or Europe/Paris",
+    )
+    interval_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_INTERVAL_S,
+        description="run every N seconds, counted from 1970-01-01 00:00 UTC",
+    )
+    baseline_job_id: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_ID,
+        description="pin a succeeded job as the baseline; null: the previous run that passed",
+    )
+    webhook_url: str | None = Field(
+        default=None,
+        max_length=2000,
+        pattern=NO_NUL,
+        description="POSTed a JSON summary of each finished run",
+    )
 
 
 class AuditCreate(_AuditFields):
@@ -53,8 +81,9 @@ class AuditCreate(_AuditFields):
     config: JobConfig = Field(default_factory=JobConfig)
     thresholds: AuditThresholds = Field(default_factory=AuditThresholds)
     enabled: bool = True
-    run_on_new_version: bool = Field(default=False, description="run when a new version of model_name is "
-                                                                "registered")
+    run_on_new_version: bool = Field(
+        default=False, description="run when a new version of model_name is registered"
+    )
 
 
 class AuditUpdate(_AuditFields):

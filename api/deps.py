@@ -83,13 +83,16 @@ def require_token(request: Request, session: SessionDep, credentials: BearerDep)
         return None
     plaintext = presented_token(request, credentials)
     if plaintext is None:
-        raise Unauthorized("authentication required: send 'Authorization: Bearer <token>' "
-                           "(create a token with `advaudit token create NAME`)",
-                           headers={"WWW-Authenticate": "Bearer"})
+        raise Unauthorized(
+            "authentication required: send 'Authorization: Bearer <token>' "
+            "(create a token with `advaudit token create NAME`)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     token = valid_token(session, plaintext)
     if token is None:
-        raise Unauthorized("invalid or revoked bearer token",
-                           headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        raise Unauthorized(
+            "invalid or revoked bearer token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
     return token
 
 
@@ -99,8 +102,10 @@ AuthDep = Annotated[ApiToken | None, Depends(require_token)]
 def refuse_cross_site(request: Request) -> None:
     """403 for a state-changing request from a page of another site (CSRF via the cookie, or with auth off)."""
     if request.method not in SAFE_METHODS and is_cross_site(request):
-        raise Forbidden("cross-site request refused: this API changes state only for requests from the "
-                        "dashboard's own pages or from clients that are not browsers (curl, the CLI)")
+        raise Forbidden(
+            "cross-site request refused: this API changes state only for requests from the "
+            "dashboard's own pages or from clients that are not browsers (curl, the CLI)"
+        )
 
 
 def get_model(session: SessionDep, model_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> ModelRecord:

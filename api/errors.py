@@ -82,11 +82,22 @@ DOMAIN_STATUS: tuple[tuple[type[Exception], HTTPStatus], ...] = (
 )
 
 
-def problem(status: int, detail: str, *, request: Request | None = None, title: str | None = None,
-            headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+def problem(
+    status: int,
+    detail: str,
+    *,
+    request: Request | None = None,
+    title: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
     """A problem+json response (RFC 9457); `extra` adds extension members such as `errors`."""
-    body = {"type": "about:blank", "title": title or HTTPStatus(status).phrase, "status": status,
-            "detail": detail}
+    body = {
+        "type": "about:blank",
+        "title": title or HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+    }
     if request is not None:
         body["instance"] = request.url.path
     body.update(extra)
@@ -103,8 +114,14 @@ def _domain_error(request: Request, error: Exception) -> JSONResponse:
 
 
 def _validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
-    errors = [{"loc": [str(part) for part in item.get("loc", ())], "msg": str(item.get("msg", "")),
-               "type": str(item.get("type", ""))} for item in error.errors()]
+    errors = [
+        {
+            "loc": [str(part) for part in item.get("loc", ())],
+            "msg": str(item.get("msg", "")),
+            "type": str(item.get("type", "")),
+        }
+        for item in error.errors()
+    ]
     detail = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors[:5]) or "invalid request"
     return problem(HTTPStatus.UNPROCESSABLE_ENTITY, detail, request=request, errors=errors)
 
@@ -119,20 +136,27 @@ def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse
 def _integrity_error(request: Request, error: IntegrityError) -> JSONResponse:
     # Usually a race on a unique name/version; the database's own text may leak schema details.
     log.info("integrity error on %s: %s", request.url.path, error.orig)
-    return problem(HTTPStatus.CONFLICT, "the request conflicts with an existing record (a duplicate name "
-                   "or a concurrent change); retry it", request=request)
+    return problem(
+        HTTPStatus.CONFLICT,
+        "the request conflicts with an existing record (a duplicate name or a concurrent change); retry it",
+        request=request,
+    )
 
 
 def _database_unavailable(request: Request, error: OperationalError) -> JSONResponse:
     log.error("database error on %s: %s", request.url.path, error.orig)
-    return problem(HTTPStatus.SERVICE_UNAVAILABLE, "the database is unavailable; retry shortly",
-                   request=request)
+    return problem(
+        HTTPStatus.SERVICE_UNAVAILABLE, "the database is unavailable; retry shortly", request=request
+    )
 
 
 def _unexpected(request: Request, error: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=error)
-    return problem(HTTPStatus.INTERNAL_SERVER_ERROR,
-                   "internal server error; the details are in the server log", request=request)
+    return problem(
+        HTTPStatus.INTERNAL_SERVER_ERROR,
+        "internal server error; the details are in the server log",
+        request=request,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -93,11 +93,22 @@ class HostGuard:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        detail = (f"this server does not answer to the host name {header!r}: it answers only "
-                  f"{self.policy.describe()} (add more with ADVAUDIT_ALLOWED_HOSTS); a request for another "
-                  "name may come from a web page whose name was made to resolve to this server (DNS rebinding)")
-        body = json.dumps({"type": "about:blank", "title": "Bad Request", "status": 400, "detail": detail}).encode()
-        await send({"type": "http.response.start", "status": 400,
-                    "headers": [(b"content-type", b"application/problem+json"),
-                                (b"content-length", str(len(body)).encode())]})
+        detail = (
+            f"this server does not answer to the host name {header!r}: it answers only "
+            f"{self.policy.describe()} (add more with ADVAUDIT_ALLOWED_HOSTS); a request for another "
+            "name may come from a web page whose name was made to resolve to this server (DNS rebinding)"
+        )
+        body = json.dumps(
+            {"type": "about:blank", "title": "Bad Request", "status": 400, "detail": detail}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 400,
+                "headers": [
+                    (b"content-type", b"application/problem+json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

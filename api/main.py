@@ -39,7 +39,7 @@ ERROR_RESPONSES = problem_responses(400, 401, 403, 404, 409, 422, 503)
 
 
 def auth_required(mode: str, listen_host: str | None) -> bool:
-    """"required"/"off" as set; "auto": required unless the server listens on a loopback address only."""
+    """ "required"/"off" as set; "auto": required unless the server listens on a loopback address only."""
     if mode in ("required", "off"):
         return mode == "required"
     return not is_loopback(listen_host)
@@ -56,8 +56,13 @@ def _start_up(app: FastAPI) -> None:
     threading.Thread(target=warm_up, name="advaudit-validation-warm-up", daemon=True).start()
 
 
-def create_app(settings: Settings | None = None, *, enqueue: Callable[[Job], None] | None = None,
-               broker: Broker | None = None, listen_host: str | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    enqueue: Callable[[Job], None] | None = None,
+    broker: Broker | None = None,
+    listen_host: str | None = None,
+) -> FastAPI:
     """The API with its engine, session factory, artifact store and task queue client on `app.state`.
 
     `broker` (the task-queue client: jobs, audit launches, health probes) defaults to a Celery client on
@@ -73,10 +78,15 @@ def create_app(settings: Settings | None = None, *, enqueue: Callable[[Job], Non
         yield
         engine.dispose()
 
-    app = FastAPI(title="advaudit", version="1", lifespan=lifespan, docs_url="/docs",
-                  openapi_url=f"{API_PREFIX}/openapi.json",
-                  description="Adversarial robustness evaluation: register models and datasets, run FGSM / "
-                              "targeted FGSM sweeps with CAM and architecture audits, compare models.")
+    app = FastAPI(
+        title="advaudit",
+        version="1",
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        description="Adversarial robustness evaluation: register models and datasets, run FGSM / "
+        "targeted FGSM sweeps with CAM and architecture audits, compare models.",
+    )
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = make_session_factory(engine)
@@ -85,8 +95,9 @@ def create_app(settings: Settings | None = None, *, enqueue: Callable[[Job], Non
     app.state.enqueue = enqueue or app.state.broker.send
     app.state.audit_dispatch = app.state.broker.launch_audit_run
     app.state.auth_required = auth_required(settings.auth, listen_host)
-    app.state.host_policy = host_policy(auth_required=app.state.auth_required,
-                                        allowed_hosts=settings.allowed_hosts, listen_host=listen_host)
+    app.state.host_policy = host_policy(
+        auth_required=app.state.auth_required, allowed_hosts=settings.allowed_hosts, listen_host=listen_host
+    )
     app.add_middleware(HostGuard, policy=app.state.host_policy)
     install_error_handlers(app)
 

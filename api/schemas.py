@@ -103,8 +103,10 @@ class _JobConfigBase(BaseModel):
         if isinstance(data, dict):
             unknown = sorted(set(data) - set(cls.model_fields))
             if unknown:
-                raise ValueError(f"unknown option(s) {', '.join(map(str, unknown))}; "
-                                 f"known options: {', '.join(cls.model_fields)}")
+                raise ValueError(
+                    f"unknown option(s) {', '.join(map(str, unknown))}; "
+                    f"known options: {', '.join(cls.model_fields)}"
+                )
         return data
 
     def evaluation_options(self) -> dict[str, Any]:
@@ -113,8 +115,15 @@ class _JobConfigBase(BaseModel):
 
 
 # Per kind of option: its JSON type, and whether the API shows the declared default (ε values: a text form).
-_OPTION_TYPES: dict[str, Any] = {"eps_list": EpsList, "eps": Eps, "policy": str, "int": int, "choice": str,
-                                 "flag": bool, "text": str}
+_OPTION_TYPES: dict[str, Any] = {
+    "eps_list": EpsList,
+    "eps": Eps,
+    "policy": str,
+    "int": int,
+    "choice": str,
+    "flag": bool,
+    "text": str,
+}
 
 
 def _option_field(option: Option) -> tuple[Any, Any]:
@@ -122,12 +131,21 @@ def _option_field(option: Option) -> tuple[Any, Any]:
     text_default = option.kind in ("eps_list", "eps", "policy") or option.default is None
     if text_default:
         annotation = annotation | None
-    return annotation, Field(default=None if text_default else option.default, ge=option.minimum,
-                             le=option.maximum, max_length=option.max_length, description=option.describe())
+    return annotation, Field(
+        default=None if text_default else option.default,
+        ge=option.minimum,
+        le=option.maximum,
+        max_length=option.max_length,
+        description=option.describe(),
+    )
 
 
-JobConfig = create_model("JobConfig", __base__=_JobConfigBase, __doc__=_JobConfigBase.__doc__,
-                         **{option.name: _option_field(option) for option in OPTIONS})
+JobConfig = create_model(
+    "JobConfig",
+    __base__=_JobConfigBase,
+    __doc__=_JobConfigBase.__doc__,
+    **{option.name: _option_field(option) for option in OPTIONS},
+)
 
 
 class JobCreate(BaseModel):
@@ -148,8 +166,10 @@ class JobRead(BaseModel):
     progress: float
     attempts: int
     error: str | None
-    lost_reason: str | None = Field(description="why the last attempt ended without an outcome (its worker "
-                                                "died or was killed), if one did; the job then ran again")
+    lost_reason: str | None = Field(
+        description="why the last attempt ended without an outcome (its worker "
+        "died or was killed), if one did; the job then ran again"
+    )
     queue: str | None
     config: dict[str, Any]
     cancel_requested: bool
@@ -221,14 +241,16 @@ class ModelUploadForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    arch: str | None = Field(default=None, max_length=200, pattern=NO_NUL,
-                             description="architecture of a weights-only file")
+    arch: str | None = Field(
+        default=None, max_length=200, pattern=NO_NUL, description="architecture of a weights-only file"
+    )
     num_classes: int | None = Field(default=None, ge=2, le=MAX_CLASSES)
     mean: str | None = Field(default=None, description="per-channel mean, e.g. 0.485,0.456,0.406")
     std: str | None = Field(default=None, description="per-channel std, e.g. 0.229,0.224,0.225")
     input_shape: str | None = Field(default=None, description="C,H,W; default: the shape of dataset_id")
-    dataset_id: int | None = Field(default=None, ge=1, le=MAX_ID,
-                                   description="a dataset giving the input shape and class names")
+    dataset_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="a dataset giving the input shape and class names"
+    )
 
 
 class DatasetUploadForm(BaseModel):
@@ -237,8 +259,9 @@ class DatasetUploadForm(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Name
-    image_size: int | None = Field(default=None, ge=1, le=4096,
-                                   description="resize ImageFolder images to N×N")
+    image_size: int | None = Field(
+        default=None, ge=1, le=4096, description="resize ImageFolder images to N×N"
+    )
 
 
 # What an upload endpoint may answer besides the common errors: a file over the size limit, not a

@@ -25,7 +25,9 @@ MEMORY_BUDGET_BYTES = 8 * 1024**3  # address space a validation may add on top o
 CPU_THREADS = 2
 
 
-def _architecture(loaded: LoadedModel, input_shape: list[int], filter_grid_path: str | None) -> dict[str, Any]:
+def _architecture(
+    loaded: LoadedModel, input_shape: list[int], filter_grid_path: str | None
+) -> dict[str, Any]:
     """{"audit": the architecture audit document, "filter_grid": whether the first layer's grid was written}.
 
     A first convolution whose weight is not a module's (a functional call) has no grid; the audit stays.
@@ -41,15 +43,29 @@ def _architecture(loaded: LoadedModel, input_shape: list[int], filter_grid_path:
     return {"audit": audit.to_dict(), "filter_grid": drawn}
 
 
-def validate_model(*, path: str, input_shape: list[int], arch: str | None = None,
-                   num_classes: int | None = None, mean: list[float] | None = None,
-                   std: list[float] | None = None, filter_grid_path: str | None = None) -> dict[str, Any]:
+def validate_model(
+    *,
+    path: str,
+    input_shape: list[int],
+    arch: str | None = None,
+    num_classes: int | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    filter_grid_path: str | None = None,
+) -> dict[str, Any]:
     """Load the checkpoint and run the dummy forward: its ModelInfo (without the temp path) and architecture.
 
     A model the architecture audit cannot take apart is still a valid model: "architecture_error" says why.
     """
-    loaded = load_model(path, input_shape=tuple(input_shape), arch=arch, num_classes=num_classes,
-                        mean=mean, std=std, device="cpu")
+    loaded = load_model(
+        path,
+        input_shape=tuple(input_shape),
+        arch=arch,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        device="cpu",
+    )
     info = loaded.info.to_dict()
     info.pop("source")
     try:
@@ -59,12 +75,26 @@ def validate_model(*, path: str, input_shape: list[int], arch: str | None = None
     return info
 
 
-def model_architecture(*, path: str, input_shape: list[int], arch: str | None = None,
-                       num_classes: int | None = None, mean: list[float] | None = None,
-                       std: list[float] | None = None, filter_grid_path: str | None = None) -> dict[str, Any]:
+def model_architecture(
+    *,
+    path: str,
+    input_shape: list[int],
+    arch: str | None = None,
+    num_classes: int | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    filter_grid_path: str | None = None,
+) -> dict[str, Any]:
     """The architecture audit (and filter grid) of a model registered before either was kept."""
-    loaded = load_model(path, input_shape=tuple(input_shape), arch=arch, num_classes=num_classes,
-                        mean=mean, std=std, device="cpu")
+    loaded = load_model(
+        path,
+        input_shape=tuple(input_shape),
+        arch=arch,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        device="cpu",
+    )
     return _architecture(loaded, input_shape, filter_grid_path)
 
 
@@ -77,27 +107,49 @@ def validate_dataset(*, path: str, image_size: int | None = None) -> dict[str, A
     return info
 
 
-def check_cam_layer(*, path: str, input_shape: list[int], layer: str, arch: str | None = None,
-                    num_classes: int | None = None, mean: list[float] | None = None,
-                    std: list[float] | None = None) -> dict[str, Any]:
+def check_cam_layer(
+    *,
+    path: str,
+    input_shape: list[int],
+    layer: str,
+    arch: str | None = None,
+    num_classes: int | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> dict[str, Any]:
     """Refuse a Grad-CAM layer the engine would refuse; return the architecture audit for the cache."""
-    loaded = load_model(path, input_shape=tuple(input_shape), arch=arch, num_classes=num_classes,
-                        mean=mean, std=std, device="cpu")
+    loaded = load_model(
+        path,
+        input_shape=tuple(input_shape),
+        arch=arch,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        device="cpu",
+    )
     if not loaded.supports_hooks:
-        raise ConfigError("TorchScript archives do not support the hooks a CAM audit needs: register "
-                          "the weights with arch, or export the model with torch.export (.pt2); "
-                          "or use cam auto/none")
+        raise ConfigError(
+            "TorchScript archives do not support the hooks a CAM audit needs: register "
+            "the weights with arch, or export the model with torch.export (.pt2); "
+            "or use cam auto/none"
+        )
     resolve_layer(loaded.network, layer)
     positions = math.prod(feature_map_size(loaded.named_module, loaded.network, layer, tuple(input_shape)))
     if positions < 2:
-        raise ConfigError(f"layer {layer!r} outputs a 1×1 (or non-spatial) map at this input size: "
-                          "a CAM there is constant; pick an earlier conv layer")
+        raise ConfigError(
+            f"layer {layer!r} outputs a 1×1 (or non-spatial) map at this input size: "
+            "a CAM there is constant; pick an earlier conv layer"
+        )
     audit = audit_architecture(loaded.network, tuple(input_shape), exported=loaded.exported)
     return {"audit": audit.to_dict()}
 
 
-ACTIONS = {"model": validate_model, "dataset": validate_dataset, "cam_layer": check_cam_layer,
-           "architecture": model_architecture}
+ACTIONS = {
+    "model": validate_model,
+    "dataset": validate_dataset,
+    "cam_layer": check_cam_layer,
+    "architecture": model_architecture,
+}
 
 
 def _limit_resources() -> None:
@@ -138,7 +190,9 @@ def _die_with_parent() -> None:
 
         libc = ctypes.CDLL(None, use_errno=True)
         parent = os.getppid()
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and (parent == 1 or os.getppid() != parent):
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0 and (
+            parent == 1 or os.getppid() != parent
+        ):
             os._exit(1)  # the parent went before the prctl: this child was handed to init
     except (OSError, AttributeError):  # not Linux: the server's own time limit still applies while it lives
         pass

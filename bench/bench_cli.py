@@ -34,7 +34,7 @@ BIN = Path(sys.executable).parent
 ADVAUDIT = str(BIN / "advaudit") if (BIN / "advaudit").exists() else shutil.which("advaudit") or "advaudit"
 EPS = [k / 255 for k in (0, 1, 2, 3, 4, 6, 8, 10, 12, 16)]  # K = 10
 
-TORCHATTACKS_SCRIPT = textwrap.dedent('''
+TORCHATTACKS_SCRIPT = textwrap.dedent("""
     import sys
     import numpy as np, torch, torchattacks, torchvision
     from safetensors.torch import load_file
@@ -52,7 +52,7 @@ TORCHATTACKS_SCRIPT = textwrap.dedent('''
             with torch.no_grad():
                 correct[j] += int((model(adv).argmax(1) == yb).sum())
     print([c / len(y) for c in correct])
-''')
+""")
 
 
 def timed(command: list[str], env: dict[str, str] | None = None) -> float:
@@ -70,13 +70,21 @@ def free_port() -> int:
 def cli_latency(runs: int, folder: Path) -> dict:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADVAUDIT_")}
-    server = subprocess.Popen([ADVAUDIT, "serve", "--port", str(port), "--data-dir", str(folder / "data"),
-                               "--no-worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [ADVAUDIT, "serve", "--port", str(port), "--data-dir", str(folder / "data"), "--no-worker"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 90
-        while subprocess.run([ADVAUDIT, "jobs", "list", "--server", url], env=env,
-                             capture_output=True).returncode != 0:
+        while (
+            subprocess.run(
+                [ADVAUDIT, "jobs", "list", "--server", url], env=env, capture_output=True
+            ).returncode
+            != 0
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError("advaudit serve did not answer")
             time.sleep(0.5)
@@ -87,7 +95,9 @@ def cli_latency(runs: int, folder: Path) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return {name: {"median_s": statistics.median(values), "runs_s": values} for name, values in results.items()}
+    return {
+        name: {"median_s": statistics.median(values), "runs_s": values} for name, values in results.items()
+    }
 
 
 def evaluate_vs_torchattacks(rounds: int, folder: Path, n: int) -> dict:
@@ -102,15 +112,33 @@ def evaluate_vs_torchattacks(rounds: int, folder: Path, n: int) -> dict:
     rng = np.random.default_rng(0)
     x = rng.random((n, 3, 32, 32), dtype=np.float32)
     with torch.no_grad():  # labels: the model's own predictions, so accuracy curves have a shape
-        y = torch.cat([network(torch.from_numpy(x[i:i + 256])).argmax(1) for i in range(0, n, 256)]).numpy()
+        y = torch.cat([network(torch.from_numpy(x[i : i + 256])).argmax(1) for i in range(0, n, 256)]).numpy()
     np.savez(folder / "data.npz", x=x, y=y.astype(np.int64))
     (folder / "torchattacks_fgsm.py").write_text(TORCHATTACKS_SCRIPT)
     eps = ",".join(f"{e:.10g}" for e in EPS)
-    ours = [ADVAUDIT, "evaluate", "--model", str(folder / "resnet18.safetensors"), "--arch", "resnet18",
-            "--num-classes", "10", "--dataset", str(folder / "data.npz"), "--out", str(folder / "report"),
-            "--eps", eps]
-    theirs = [sys.executable, str(folder / "torchattacks_fgsm.py"), str(folder / "resnet18.safetensors"),
-              str(folder / "data.npz"), eps]
+    ours = [
+        ADVAUDIT,
+        "evaluate",
+        "--model",
+        str(folder / "resnet18.safetensors"),
+        "--arch",
+        "resnet18",
+        "--num-classes",
+        "10",
+        "--dataset",
+        str(folder / "data.npz"),
+        "--out",
+        str(folder / "report"),
+        "--eps",
+        eps,
+    ]
+    theirs = [
+        sys.executable,
+        str(folder / "torchattacks_fgsm.py"),
+        str(folder / "resnet18.safetensors"),
+        str(folder / "data.npz"),
+        eps,
+    ]
     times = {"advaudit_evaluate": [], "torchattacks_loop": []}
     for index in range(rounds):
         order = [("advaudit_evaluate", ours), ("torchattacks_loop", theirs)]
@@ -132,13 +160,17 @@ def main() -> int:
         folder = Path(tmp)
         results["cli"] = cli_latency(args.runs, folder)
         for name, row in results["cli"].items():
-            print(f"advaudit {name.replace('_', ' ')}: median {row['median_s']:.3f} s over {args.runs} runs "
-                  f"(target ≤ 0.5 s)")
+            print(
+                f"advaudit {name.replace('_', ' ')}: median {row['median_s']:.3f} s over {args.runs} runs "
+                f"(target ≤ 0.5 s)"
+            )
         if not args.skip_evaluate:
             results["evaluate"] = row = evaluate_vs_torchattacks(args.rounds, folder, args.n)
-            print(f"whole process, ResNet-18 3×32×32, N={args.n}, K={len(EPS)}, best of {args.rounds}: advaudit "
-                  f"evaluate {row['best_s']['advaudit_evaluate']:.2f} s, torchattacks per-ε loop "
-                  f"{row['best_s']['torchattacks_loop']:.2f} s: {row['speedup']:.2f}× faster (target ≥ 2.5×)")
+            print(
+                f"whole process, ResNet-18 3×32×32, N={args.n}, K={len(EPS)}, best of {args.rounds}: advaudit "
+                f"evaluate {row['best_s']['advaudit_evaluate']:.2f} s, torchattacks per-ε loop "
+                f"{row['best_s']['torchattacks_loop']:.2f} s: {row['speedup']:.2f}× faster (target ≥ 2.5×)"
+            )
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "cli.json").write_text(json.dumps(results, indent=2))

@@ -48,8 +48,16 @@ from services.cams import GradCAM, pearson  # noqa: E402
 from services.sweep import run_sweep  # noqa: E402
 
 # Targets from the brief; "le" = ratio must be at most the value, "ge" = at least.
-CPU_TARGETS = {"ours_vs_bound": ("le", 1.10), "cam_pgc_vs_ours": ("ge", 3.0), "cam_captum_vs_ours": ("ge", 1.3)}
-CUDA_TARGETS = {"ours_vs_bound": ("le", 1.05), "ta_fp32_vs_ours_bf16": ("ge", 4.0), "bf16_acc_pp": ("le", 0.5)}
+CPU_TARGETS = {
+    "ours_vs_bound": ("le", 1.10),
+    "cam_pgc_vs_ours": ("ge", 3.0),
+    "cam_captum_vs_ours": ("ge", 1.3),
+}
+CUDA_TARGETS = {
+    "ours_vs_bound": ("le", 1.05),
+    "ta_fp32_vs_ours_bf16": ("ge", 4.0),
+    "bf16_acc_pp": ("le", 0.5),
+}
 
 
 def log(message: str = "") -> None:
@@ -75,7 +83,9 @@ class Contender:
         return statistics.median(self.times) if self.times else None
 
 
-def measure(contenders: list[Contender], warmup: int, device: torch.device, cleanup: Callable[[], None]) -> None:
+def measure(
+    contenders: list[Contender], warmup: int, device: torch.device, cleanup: Callable[[], None]
+) -> None:
     """Interleaved rounds: warm-ups first, then timed runs; each round starts one contender later."""
     cuda = device.type == "cuda"
 
@@ -121,8 +131,14 @@ def measure(contenders: list[Contender], warmup: int, device: torch.device, clea
 def make_ours(model, batches, n, num_classes, eps, device, precision, channels_last):
     def run() -> torch.Tensor:
         result = run_sweep(
-            model, batches, num_samples=n, num_classes=num_classes, eps=eps, device=device,
-            precision=precision, channels_last=channels_last,
+            model,
+            batches,
+            num_samples=n,
+            num_classes=num_classes,
+            eps=eps,
+            device=device,
+            precision=precision,
+            channels_last=channels_last,
         )
         return result.pred
 
@@ -134,7 +150,11 @@ def make_bound(model, batches, n, eps, device, precision):
     bf16 = precision == "bf16"
 
     def amp():
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+        return (
+            torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+            if bf16
+            else contextlib.nullcontext()
+        )
 
     def run() -> torch.Tensor:
         flags = [(p, p.requires_grad) for p in model.parameters()]
@@ -180,7 +200,7 @@ def make_torchattacks(model, batches, n, eps, device):
             for x, y in batches:
                 adv = attack(x, y)
                 with torch.no_grad():
-                    pred[start:start + len(y), j] = model(adv).argmax(dim=1)
+                    pred[start : start + len(y), j] = model(adv).argmax(dim=1)
                 start += len(y)
         return pred.cpu()
 
@@ -194,8 +214,12 @@ def make_art(model, x_np, y_np, eps, device, num_classes, batch_size):
 
     def run() -> torch.Tensor:
         classifier = PyTorchClassifier(
-            model=model, loss=nn.CrossEntropyLoss(), input_shape=tuple(x_np.shape[1:]), nb_classes=num_classes,
-            clip_values=(0.0, 1.0), device_type="gpu" if device.type == "cuda" else "cpu",
+            model=model,
+            loss=nn.CrossEntropyLoss(),
+            input_shape=tuple(x_np.shape[1:]),
+            nb_classes=num_classes,
+            clip_values=(0.0, 1.0),
+            device_type="gpu" if device.type == "cuda" else "cpu",
         )
         preds = []
         for e in eps:
@@ -298,20 +322,34 @@ def version(dist: str) -> str | None:
 
 def environment(device: torch.device, args) -> dict:
     env = {
-        "python": platform.python_version(), "platform": platform.platform(), "processor": platform.processor(),
-        "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-        "torchvision": torchvision.__version__, "numpy": np.__version__,
-        "torchattacks": version("torchattacks"), "adversarial-robustness-toolbox": version("adversarial-robustness-toolbox"),
-        "grad-cam": version("grad-cam"), "captum": version("captum"), "device": str(device),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "torchattacks": version("torchattacks"),
+        "adversarial-robustness-toolbox": version("adversarial-robustness-toolbox"),
+        "grad-cam": version("grad-cam"),
+        "captum": version("captum"),
+        "device": str(device),
     }
     if device.type == "cuda":  # only here: the CPU path never touches CUDA
         props = torch.cuda.get_device_properties(device)
-        env.update({
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "gpu": props.name,
-            "gpu_memory_gib": round(props.total_memory / 2**30, 1), "sm_count": props.multi_processor_count,
-            "cudnn_benchmark": torch.backends.cudnn.benchmark,
-            "tf32_conv": torch.backends.cudnn.allow_tf32, "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
-        })
+        env.update(
+            {
+                "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(),
+                "gpu": props.name,
+                "gpu_memory_gib": round(props.total_memory / 2**30, 1),
+                "sm_count": props.multi_processor_count,
+                "cudnn_benchmark": torch.backends.cudnn.benchmark,
+                "tf32_conv": torch.backends.cudnn.allow_tf32,
+                "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+            }
+        )
     return env
 
 
@@ -325,14 +363,21 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--k", type=int, default=10, help="number of ε values")
     p.add_argument("--eps-max", type=float, default=16.0, help="largest ε, in units of 1/255")
-    p.add_argument("--no-zero", action="store_true",
-                   help="ε = (1..K)·max/K instead of linspace(0, max, K) with ε = 0 first")
+    p.add_argument(
+        "--no-zero",
+        action="store_true",
+        help="ε = (1..K)·max/K instead of linspace(0, max, K) with ε = 0 first",
+    )
     p.add_argument("--repeats", type=int, default=5, help="timed runs per contender (after --warmup)")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--art-repeats", type=int, default=None, help="timed runs for ART (default: --repeats)")
     p.add_argument("--precision", choices=["fp32", "bf16", "both"], default="fp32")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--layer", default=None, help="Grad-CAM layer (default: the last conv layer with a spatial map, as --cam auto picks)")
+    p.add_argument(
+        "--layer",
+        default=None,
+        help="Grad-CAM layer (default: the last conv layer with a spatial map, as --cam auto picks)",
+    )
     p.add_argument("--skip-art", action="store_true")
     p.add_argument("--skip-torchattacks", action="store_true")
     p.add_argument("--skip-cam", action="store_true")
@@ -378,8 +423,9 @@ def table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *[line(r) for r in rows]]
 
 
-def timing_table(contenders: list[Contender], ref: Contender | None, bound: Contender | None, n: int,
-                 unit: str, cuda: bool) -> tuple[list[str], list[list[str]]]:
+def timing_table(
+    contenders: list[Contender], ref: Contender | None, bound: Contender | None, n: int, unit: str, cuda: bool
+) -> tuple[list[str], list[list[str]]]:
     """Headers and rows: median/min/max seconds, throughput, ratios to `ref` (and `bound`), peak memory."""
     headers = ["contender", "median s", "min s", "max s", "runs", f"{unit}/s", "× ours"]
     headers += (["× bound"] if bound is not None else []) + (["peak GiB"] if cuda else [])
@@ -390,8 +436,13 @@ def timing_table(contenders: list[Contender], ref: Contender | None, bound: Cont
             continue
         med = c.median
         row = [
-            c.label, f"{med:.3f}", f"{min(c.times):.3f}", f"{max(c.times):.3f}", str(len(c.times)),
-            f"{n / med:,.0f}", fmt_ratio(ratio(c, ref)),
+            c.label,
+            f"{med:.3f}",
+            f"{min(c.times):.3f}",
+            f"{max(c.times):.3f}",
+            str(len(c.times)),
+            f"{n / med:,.0f}",
+            fmt_ratio(ratio(c, ref)),
         ]
         if bound is not None:
             row.append(fmt_ratio(ratio(c, bound)))
@@ -406,7 +457,9 @@ def timing_table(contenders: list[Contender], ref: Contender | None, bound: Cont
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    warnings.filterwarnings("ignore", category=UserWarning, module=r"(captum|art|pytorch_grad_cam|torchattacks)")
+    warnings.filterwarnings(
+        "ignore", category=UserWarning, module=r"(captum|art|pytorch_grad_cam|torchattacks)"
+    )
     device = pick_device(args.device)
     cuda = device.type == "cuda"
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
@@ -418,10 +471,15 @@ def main(argv=None) -> int:
     notes: list[str] = []
 
     log(f"advaudit engine benchmark — device {device}" + (f" ({env['gpu']})" if cuda else ""))
-    log(f"torch {env['torch']} (CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')})" if cuda else
-        f"torch {env['torch']}, {env['torch_threads']} threads on {env['cpu_count']} CPUs, {env['processor'] or ''}")
-    log(f"model {args.model} ({num_classes} classes, random init seed {args.seed}) at 3×{args.size}×{args.size}, "
-        f"N={n}, batch {bs}, K={len(eps)}, precision {args.precision}, channels_last={args.channels_last}")
+    log(
+        f"torch {env['torch']} (CUDA {env.get('cuda')}, cuDNN {env.get('cudnn')})"
+        if cuda
+        else f"torch {env['torch']}, {env['torch_threads']} threads on {env['cpu_count']} CPUs, {env['processor'] or ''}"
+    )
+    log(
+        f"model {args.model} ({num_classes} classes, random init seed {args.seed}) at 3×{args.size}×{args.size}, "
+        f"N={n}, batch {bs}, K={len(eps)}, precision {args.precision}, channels_last={args.channels_last}"
+    )
     log("ε = " + ", ".join(f"{e * 255:.3g}/255" for e in eps))
 
     torch.manual_seed(args.seed)
@@ -436,7 +494,7 @@ def main(argv=None) -> int:
     batches: list[tuple[torch.Tensor, torch.Tensor]] = []
     with torch.no_grad():  # labels = the model's own clean fp32 predictions
         for start in range(0, n, bs):
-            x = x_all[start:start + bs].to(device)
+            x = x_all[start : start + bs].to(device)
             if args.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             batches.append((x, model(x).argmax(dim=1)))
@@ -450,48 +508,84 @@ def main(argv=None) -> int:
         model.zero_grad(set_to_none=True)  # ART and pytorch-grad-cam leave parameter .grad behind
 
     report: dict = {
-        "config": {**vars(args), "eps": list(eps), "layer": layer, "art_repeats": art_repeats}, "env": env,
-        "sweep": {}, "cam": {}, "ratios": {}, "notes": notes,
+        "config": {**vars(args), "eps": list(eps), "layer": layer, "art_repeats": art_repeats},
+        "env": env,
+        "sweep": {},
+        "cam": {},
+        "ratios": {},
+        "notes": notes,
     }
     lines_md: list[str] = [f"# Engine benchmark — {device}" + (f" ({env['gpu']})" if cuda else ""), ""]
-    lines_md.append(f"{args.model} at 3×{args.size}×{args.size}, N={n}, batch {bs}, K={len(eps)}, "
-                    f"channels_last={args.channels_last}, repeats {args.repeats} (median), torch {env['torch']}"
-                    + (f", CUDA {env['cuda']}" if cuda else f", {env['torch_threads']} threads"))
+    lines_md.append(
+        f"{args.model} at 3×{args.size}×{args.size}, N={n}, batch {bs}, K={len(eps)}, "
+        f"channels_last={args.channels_last}, repeats {args.repeats} (median), torch {env['torch']}"
+        + (f", CUDA {env['cuda']}" if cuda else f", {env['torch_threads']} threads")
+    )
     lines_md.append("")
     ratios = report["ratios"]
 
     def record(key: str, value: float | None, label: str, unit: str = "×") -> None:
         target = targets.get(key)
-        ratios[key] = {"value": value, "unit": unit, "label": label, "target": list(target) if target else None,
-                       "verdict": verdict(value, target) or None}
+        ratios[key] = {
+            "value": value,
+            "unit": unit,
+            "label": label,
+            "target": list(target) if target else None,
+            "verdict": verdict(value, target) or None,
+        }
         log(f"  {label:<58} {fmt_value(value, unit):>9}  {verdict(value, target)}")
 
     # ------------------------------------------------------------------ sweep
     if not args.skip_sweep:
         sweep: list[Contender] = []
         for prec in precisions:
-            sweep.append(Contender(f"ours_{prec}", f"ours {prec} (run_sweep)",
-                                   make_ours(model, batches, n, num_classes, eps, device, prec, args.channels_last),
-                                   args.repeats))
-            sweep.append(Contender(f"bound_{prec}", f"bound {prec} (1 fwd+bwd + fwd/ε>0)",
-                                   make_bound(model, batches, n, eps, device, prec), args.repeats))
+            sweep.append(
+                Contender(
+                    f"ours_{prec}",
+                    f"ours {prec} (run_sweep)",
+                    make_ours(model, batches, n, num_classes, eps, device, prec, args.channels_last),
+                    args.repeats,
+                )
+            )
+            sweep.append(
+                Contender(
+                    f"bound_{prec}",
+                    f"bound {prec} (1 fwd+bwd + fwd/ε>0)",
+                    make_bound(model, batches, n, eps, device, prec),
+                    args.repeats,
+                )
+            )
         if not args.skip_torchattacks:
             try:
-                sweep.append(Contender("torchattacks_fp32", "torchattacks fp32 (FGSM per ε)",
-                                       make_torchattacks(model, batches, n, eps, device), args.repeats))
+                sweep.append(
+                    Contender(
+                        "torchattacks_fp32",
+                        "torchattacks fp32 (FGSM per ε)",
+                        make_torchattacks(model, batches, n, eps, device),
+                        args.repeats,
+                    )
+                )
             except ImportError as exc:
                 notes.append(f"torchattacks skipped: {exc}")
         if not args.skip_art:
             try:
                 x_np, y_np = x_all.numpy(), labels.numpy()
-                sweep.append(Contender("art_fp32", "ART fp32 (FastGradientMethod per ε)",
-                                       make_art(model, x_np, y_np, eps, device, num_classes, bs), art_repeats))
+                sweep.append(
+                    Contender(
+                        "art_fp32",
+                        "ART fp32 (FastGradientMethod per ε)",
+                        make_art(model, x_np, y_np, eps, device, num_classes, bs),
+                        art_repeats,
+                    )
+                )
                 if art_repeats != args.repeats:
                     notes.append(f"ART timed {art_repeats}× (others {args.repeats}×), same N")
             except ImportError as exc:
                 notes.append(f"ART skipped: {exc}")
-        log(f"\n== ε-sweep: {len(sweep)} contenders, {args.warmup} warm-up + up to "
-            f"{max(c.repeats for c in sweep)} timed runs each, interleaved")
+        log(
+            f"\n== ε-sweep: {len(sweep)} contenders, {args.warmup} warm-up + up to "
+            f"{max(c.repeats for c in sweep)} timed runs each, interleaved"
+        )
         measure(sweep, args.warmup, device, cleanup)
         by = {c.key: c for c in sweep}
         ours, bound = by.get("ours_fp32") or by.get(f"ours_{precisions[0]}"), by.get(f"bound_{precisions[0]}")
@@ -504,15 +598,31 @@ def main(argv=None) -> int:
 
         log("\nratios")
         for prec in precisions:
-            record(f"ours_vs_bound{'' if prec == 'fp32' else '_' + prec}",
-                   ratio(by.get(f"ours_{prec}"), by.get(f"bound_{prec}")), f"ours {prec} / bound {prec}")
+            record(
+                f"ours_vs_bound{'' if prec == 'fp32' else '_' + prec}",
+                ratio(by.get(f"ours_{prec}"), by.get(f"bound_{prec}")),
+                f"ours {prec} / bound {prec}",
+            )
         ta = by.get("torchattacks_fp32")
-        record("ta_fp32_vs_ours_fp32", ratio(ta, by.get("ours_fp32")), "torchattacks fp32 / ours fp32 (speed-up)")
-        record("art_fp32_vs_ours_fp32", ratio(by.get("art_fp32"), by.get("ours_fp32")), "ART fp32 / ours fp32 (speed-up)")
+        record(
+            "ta_fp32_vs_ours_fp32", ratio(ta, by.get("ours_fp32")), "torchattacks fp32 / ours fp32 (speed-up)"
+        )
+        record(
+            "art_fp32_vs_ours_fp32",
+            ratio(by.get("art_fp32"), by.get("ours_fp32")),
+            "ART fp32 / ours fp32 (speed-up)",
+        )
         if "bf16" in precisions:
-            record("ta_fp32_vs_ours_bf16", ratio(ta, by.get("ours_bf16")), "torchattacks fp32 / ours bf16 (speed-up)")
-            record("ours_fp32_vs_ours_bf16", ratio(by.get("ours_fp32"), by.get("ours_bf16")),
-                   "ours fp32 / ours bf16 (speed-up)")
+            record(
+                "ta_fp32_vs_ours_bf16",
+                ratio(ta, by.get("ours_bf16")),
+                "torchattacks fp32 / ours bf16 (speed-up)",
+            )
+            record(
+                "ours_fp32_vs_ours_bf16",
+                ratio(by.get("ours_fp32"), by.get("ours_bf16")),
+                "ours fp32 / ours bf16 (speed-up)",
+            )
 
         # accuracy, in %, per ε, from the per-sample predictions (N, K) every contender returns
         preds = {c.key: c.result for c in sweep if c.error is None and isinstance(c.result, torch.Tensor)}
@@ -535,8 +645,13 @@ def main(argv=None) -> int:
         # Agreement: max |Δ accuracy| over ε (pp) and the share of (sample, ε) whose adversarial
         # prediction differs — the latter stays meaningful when accuracy collapses to 0 for both.
         checks: dict[str, dict] = {}
-        for a, b in (("ours_fp32", "torchattacks_fp32"), ("ours_fp32", "bound_fp32"), ("ours_fp32", "art_fp32"),
-                     ("ours_bf16", "bound_bf16"), ("ours_bf16", "ours_fp32")):
+        for a, b in (
+            ("ours_fp32", "torchattacks_fp32"),
+            ("ours_fp32", "bound_fp32"),
+            ("ours_fp32", "art_fp32"),
+            ("ours_bf16", "bound_bf16"),
+            ("ours_bf16", "ours_fp32"),
+        ):
             if a in preds and b in preds:
                 checks[f"{a} vs {b}"] = {
                     "max_abs_acc_diff_pp": 100 * max(abs(u - v) for u, v in zip(acc[a], acc[b], strict=True)),
@@ -544,21 +659,43 @@ def main(argv=None) -> int:
                     "pred_mismatch_count": int((preds[a] != preds[b]).sum()),
                 }
         check_headers = ["pair", "max |Δacc| pp", "preds differing", "% of N·K"]
-        check_rows = [[k, f"{v['max_abs_acc_diff_pp']:.4f}", str(v["pred_mismatch_count"]),
-                       f"{v['pred_mismatch_pct']:.3f}"] for k, v in checks.items()]
+        check_rows = [
+            [
+                k,
+                f"{v['max_abs_acc_diff_pp']:.4f}",
+                str(v["pred_mismatch_count"]),
+                f"{v['pred_mismatch_pct']:.3f}",
+            ]
+            for k, v in checks.items()
+        ]
         log("\nagreement (0 / 0 = identical adversarial predictions for every sample and ε)")
         for line in table(check_headers, check_rows):
             log(line)
         if has_bf16:
             log("")
-            record("bf16_acc_pp", checks["ours_bf16 vs ours_fp32"]["max_abs_acc_diff_pp"],
-                   "max |acc bf16 − acc fp32| over ε", unit="pp")
+            record(
+                "bf16_acc_pp",
+                checks["ours_bf16 vs ours_fp32"]["max_abs_acc_diff_pp"],
+                "max |acc bf16 − acc fp32| over ε",
+                unit="pp",
+            )
         report["sweep"] = {
-            "contenders": {c.key: {"label": c.label, "times_s": c.times, "median_s": c.median, "error": c.error,
-                                   "peak_mem_bytes": c.peak_mem, "accuracy": acc.get(c.key)} for c in sweep},
+            "contenders": {
+                c.key: {
+                    "label": c.label,
+                    "times_s": c.times,
+                    "median_s": c.median,
+                    "error": c.error,
+                    "peak_mem_bytes": c.peak_mem,
+                    "accuracy": acc.get(c.key),
+                }
+                for c in sweep
+            },
             "agreement": checks,
         }
-        ratio_rows = [[v["label"], fmt_value(v["value"], v["unit"]), v["verdict"] or ""] for v in ratios.values()]
+        ratio_rows = [
+            [v["label"], fmt_value(v["value"], v["unit"]), v["verdict"] or ""] for v in ratios.values()
+        ]
         lines_md += ["### Ratios", "", *table(["ratio", "value", "verdict"], ratio_rows), ""]
         lines_md += ["### Agreement", "", *table(check_headers, check_rows), ""]
         del sweep, preds
@@ -566,11 +703,21 @@ def main(argv=None) -> int:
     # ------------------------------------------------------------------ Grad-CAM
     if not args.skip_cam:
         classes = [y for _, y in batches]
-        cams = [Contender("cam_ours", "ours GradCAM", make_cam_ours(model, layer, batches, classes), args.repeats),
-                Contender("cam_ours_frozen", "ours GradCAM, frozen params (as evaluation.py)",
-                          make_cam_ours_frozen(model, layer, batches, classes), args.repeats)]
-        for key, label, factory in (("cam_pgc", "pytorch-grad-cam GradCAM", make_cam_pgc),
-                                    ("cam_captum", "Captum LayerGradCam + interpolate/norm", make_cam_captum)):
+        cams = [
+            Contender(
+                "cam_ours", "ours GradCAM", make_cam_ours(model, layer, batches, classes), args.repeats
+            ),
+            Contender(
+                "cam_ours_frozen",
+                "ours GradCAM, frozen params (as evaluation.py)",
+                make_cam_ours_frozen(model, layer, batches, classes),
+                args.repeats,
+            ),
+        ]
+        for key, label, factory in (
+            ("cam_pgc", "pytorch-grad-cam GradCAM", make_cam_pgc),
+            ("cam_captum", "Captum LayerGradCam + interpolate/norm", make_cam_captum),
+        ):
             try:
                 cams.append(Contender(key, label, factory(model, module, batches, classes), args.repeats))
             except ImportError as exc:
@@ -583,12 +730,20 @@ def main(argv=None) -> int:
         log("\nGrad-CAM timings (× ours = median ÷ ours' median; higher = slower than ours)")
         for line in table(headers, rows):
             log(line)
-        lines_md += ["## Grad-CAM", "", f"layer `{layer}`, classes = predicted classes", "",
-                     *table(headers, rows), ""]
+        lines_md += [
+            "## Grad-CAM",
+            "",
+            f"layer `{layer}`, classes = predicted classes",
+            "",
+            *table(headers, rows),
+            "",
+        ]
         log("\nratios")
         record("cam_pgc_vs_ours", ratio(by.get("cam_pgc"), ours), "pytorch-grad-cam / ours (speed-up)")
         record("cam_captum_vs_ours", ratio(by.get("cam_captum"), ours), "Captum / ours (speed-up)")
-        record("cam_ours_vs_ours_frozen", ratio(ours, by.get("cam_ours_frozen")), "ours / ours frozen (speed-up)")
+        record(
+            "cam_ours_vs_ours_frozen", ratio(ours, by.get("cam_ours_frozen")), "ours / ours frozen (speed-up)"
+        )
 
         agreement = {}
         mine = ours.result.float().cpu() if ours.result is not None else None
@@ -624,28 +779,45 @@ def main(argv=None) -> int:
         log(f"\nmap agreement with ours (layer output spatial size {spatial})")
         agree_rows = []
         for key, a in agreement.items():
-            cells = [by[key].label, f"{a['max_abs_diff']:.2e}",
-                     "n/a" if a["pearson_mean"] is None else f"{a['pearson_mean']:.4f}",
-                     "n/a" if a["pearson_min"] is None else f"{a['pearson_min']:.4f}", str(a["constant_maps"])]
+            cells = [
+                by[key].label,
+                f"{a['max_abs_diff']:.2e}",
+                "n/a" if a["pearson_mean"] is None else f"{a['pearson_mean']:.4f}",
+                "n/a" if a["pearson_min"] is None else f"{a['pearson_min']:.4f}",
+                str(a["constant_maps"]),
+            ]
             agree_rows.append(cells)
         agree_headers = ["vs", "max |Δ|", "mean r", "min r", "constant maps"]
         for line in table(agree_headers, agree_rows):
             log(line)
         if spatial is not None and tuple(spatial) == (1, 1):
-            notes.append(f"layer {layer!r} outputs a 1×1 map at {args.size}px: every Grad-CAM map should be "
-                         "constant, so the map comparison is vacuous (timings still hold). pytorch-grad-cam returns "
-                         "zeros; ours (and Captum with the same normalisation) stretch the ~1-ulp rounding noise of "
-                         "bilinear upsampling to [0, 1] by per-image min–max. Use --size 64+ or an earlier --layer "
-                         "to compare maps.")
+            notes.append(
+                f"layer {layer!r} outputs a 1×1 map at {args.size}px: every Grad-CAM map should be "
+                "constant, so the map comparison is vacuous (timings still hold). pytorch-grad-cam returns "
+                "zeros; ours (and Captum with the same normalisation) stretch the ~1-ulp rounding noise of "
+                "bilinear upsampling to [0, 1] by per-image min–max. Use --size 64+ or an earlier --layer "
+                "to compare maps."
+            )
         lines_md += ["### Map agreement with ours", "", *table(agree_headers, agree_rows), ""]
         report["cam"] = {
-            "layer": layer, "layer_spatial": list(spatial) if spatial is not None else None,
-            "contenders": {c.key: {"label": c.label, "times_s": c.times, "median_s": c.median, "error": c.error,
-                                   "peak_mem_bytes": c.peak_mem} for c in cams},
+            "layer": layer,
+            "layer_spatial": list(spatial) if spatial is not None else None,
+            "contenders": {
+                c.key: {
+                    "label": c.label,
+                    "times_s": c.times,
+                    "median_s": c.median,
+                    "error": c.error,
+                    "peak_mem_bytes": c.peak_mem,
+                }
+                for c in cams
+            },
             "agreement": agreement,
         }
-        cam_ratio_rows = [[ratios[k]["label"], fmt_value(ratios[k]["value"], "×"), ratios[k]["verdict"] or ""]
-                          for k in ("cam_pgc_vs_ours", "cam_captum_vs_ours", "cam_ours_vs_ours_frozen")]
+        cam_ratio_rows = [
+            [ratios[k]["label"], fmt_value(ratios[k]["value"], "×"), ratios[k]["verdict"] or ""]
+            for k in ("cam_pgc_vs_ours", "cam_captum_vs_ours", "cam_ours_vs_ours_frozen")
+        ]
         lines_md += ["### Grad-CAM ratios", "", *table(["ratio", "value", "verdict"], cam_ratio_rows), ""]
 
     if notes:

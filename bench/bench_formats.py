@@ -41,8 +41,11 @@ EPS = tuple(k / 255 for k in (0, 1, 2, 4, 8, 16, 32))
 
 
 def save_formats(network: torch.nn.Module, sample: torch.Tensor, folder: Path) -> dict[str, Path]:
-    paths = {"torchscript": folder / "net.pt", "torch.export": folder / "net.pt2",
-             "safetensors": folder / "net.safetensors"}
+    paths = {
+        "torchscript": folder / "net.pt",
+        "torch.export": folder / "net.pt2",
+        "safetensors": folder / "net.safetensors",
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.save(torch.jit.script(network), str(paths["torchscript"]))
@@ -53,7 +56,7 @@ def save_formats(network: torch.nn.Module, sample: torch.Tensor, folder: Path) -
 
 
 def sweep_once(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int, classes: int):
-    batches = [(x[i:i + batch], y[i:i + batch]) for i in range(0, len(y), batch)]
+    batches = [(x[i : i + batch], y[i : i + batch]) for i in range(0, len(y), batch)]
     started = time.perf_counter()
     result = run_sweep(module, batches, num_samples=len(y), num_classes=classes, eps=EPS)
     return time.perf_counter() - started, result.pred
@@ -75,7 +78,7 @@ def main() -> int:
     network = torchvision.models.get_model(args.arch, num_classes=classes).eval()
     x = torch.rand(args.n, *shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        y = network(x[:args.batch_size]).argmax(1).repeat(args.n // args.batch_size + 1)[:args.n]
+        y = network(x[: args.batch_size]).argmax(1).repeat(args.n // args.batch_size + 1)[: args.n]
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = save_formats(network, x[:4], Path(tmp))
@@ -97,25 +100,36 @@ def main() -> int:
             return 1
     names = list(modules)
     for round_index in range(args.rounds):
-        order = names[round_index % len(names):] + names[:round_index % len(names)]
+        order = names[round_index % len(names) :] + names[: round_index % len(names)]
         for name in order:
             times[name].append(sweep_once(modules[name], x, y, args.batch_size, classes)[0])
 
     eager = statistics.median(times["eager"])
-    rows = {name: {"median_s": statistics.median(values), "ratio_to_eager": statistics.median(values) / eager,
-                   "runs_s": values} for name, values in times.items()}
-    print(f"{args.arch} {shape}, N={args.n}, batch {args.batch_size}, K={len(EPS)}, "
-          f"{torch.get_num_threads()} threads, {args.rounds} alternated rounds (median)")
+    rows = {
+        name: {
+            "median_s": statistics.median(values),
+            "ratio_to_eager": statistics.median(values) / eager,
+            "runs_s": values,
+        }
+        for name, values in times.items()
+    }
+    print(
+        f"{args.arch} {shape}, N={args.n}, batch {args.batch_size}, K={len(EPS)}, "
+        f"{torch.get_num_threads()} threads, {args.rounds} alternated rounds (median)"
+    )
     print(f"{'format':<20}{'sweep s':>10}{'vs eager':>10}")
     for name, row in rows.items():
         print(f"{name:<20}{row['median_s']:>10.3f}{row['ratio_to_eager']:>9.3f}×")
-    worst = max(row["ratio_to_eager"] for name, row in rows.items() if name != "eager" and "named" not in name)
+    worst = max(
+        row["ratio_to_eager"] for name, row in rows.items() if name != "eager" and "named" not in name
+    )
     verdict = "met" if worst <= TARGET else "MISSED"
     print(f"slowest format: {worst:.3f}× eager (target ≤ {TARGET}): {verdict}")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "formats-cpu.json").write_text(json.dumps({"args": vars(args), "formats": rows, "target": TARGET,
-                                                      "worst_ratio": worst}, indent=2))
+    (out / "formats-cpu.json").write_text(
+        json.dumps({"args": vars(args), "formats": rows, "target": TARGET, "worst_ratio": worst}, indent=2)
+    )
     return 0 if worst <= TARGET else 1
 
 

@@ -66,8 +66,9 @@ def percentile(values: list[float], q: float) -> float:
     return 1000 * ordered[min(len(ordered) - 1, max(0, round(q / 100 * len(ordered)) - 1))]
 
 
-def submit_latencies(base: str, body: dict, clients: int, submits: int, period_s: float,
-                     arrivals: str) -> list[float]:
+def submit_latencies(
+    base: str, body: dict, clients: int, submits: int, period_s: float, arrivals: str
+) -> list[float]:
     """POST /jobs from `clients` threads, `submits` each; returns the latencies in seconds.
 
     arrivals: "poisson" — each client submits at exponentially distributed gaps of mean `period_s`
@@ -88,7 +89,9 @@ def submit_latencies(base: str, body: dict, clients: int, submits: int, period_s
             with lock:
                 latencies.append(time.perf_counter() - t0)
             if arrivals == "poisson":
-                next_at += rng.expovariate(1 / period_s)  # open loop: the schedule ignores how long a call took
+                next_at += rng.expovariate(
+                    1 / period_s
+                )  # open loop: the schedule ignores how long a call took
             elif arrivals == "lockstep":
                 next_at += period_s
             else:
@@ -111,9 +114,13 @@ def epoch(timestamp: str) -> float:
 def job_breakdown(job: dict, report: dict, submitted_at: float) -> dict[str, float]:
     """Where one service job's time went: the submit, the queue wait, the worker's time around evaluate."""
     worker_s = epoch(job["finished_at"]) - epoch(job["started_at"])
-    return {"submit_s": epoch(job["created_at"]) - submitted_at,
-            "queued_s": epoch(job["started_at"]) - epoch(job["created_at"]), "worker_s": worker_s,
-            "evaluate_s": report["timing"]["seconds"], "worker_overhead_s": worker_s - report["timing"]["seconds"]}
+    return {
+        "submit_s": epoch(job["created_at"]) - submitted_at,
+        "queued_s": epoch(job["started_at"]) - epoch(job["created_at"]),
+        "worker_s": worker_s,
+        "evaluate_s": report["timing"]["seconds"],
+        "worker_overhead_s": worker_s - report["timing"]["seconds"],
+    }
 
 
 def main() -> int:
@@ -131,23 +138,53 @@ def main() -> int:
         admin.execute(f'CREATE DATABASE "{database}"')
     tmp = Path(tempfile.mkdtemp(prefix="advaudit-bench-"))
     port = free_port()
-    env = {**os.environ, "ADVAUDIT_DATA_DIR": str(tmp), "ADVAUDIT_AUTH": "off", "ADVAUDIT_DEVICE": "cpu",
-           "ADVAUDIT_DATABASE_URL": PG_ADMIN.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0]
-           + f"/{database}", "ADVAUDIT_BROKER_URL": REDIS, "ADVAUDIT_RESULT_BACKEND": REDIS,
-           "ADVAUDIT_PROGRESS_INTERVAL_S": "0.5"}
-    api = subprocess.Popen([sys.executable, "-m", "advaudit.cli", "serve", "--no-worker", "--port", str(port)],
-                           env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "worker.tasks", "worker", "--pool=solo",
-                               "--queues=evaluations", "--loglevel=WARNING", f"--hostname=bench-{uuid.uuid4().hex[:6]}"],
-                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "ADVAUDIT_DATA_DIR": str(tmp),
+        "ADVAUDIT_AUTH": "off",
+        "ADVAUDIT_DEVICE": "cpu",
+        "ADVAUDIT_DATABASE_URL": PG_ADMIN.replace("postgresql://", "postgresql+psycopg://").rsplit("/", 1)[0]
+        + f"/{database}",
+        "ADVAUDIT_BROKER_URL": REDIS,
+        "ADVAUDIT_RESULT_BACKEND": REDIS,
+        "ADVAUDIT_PROGRESS_INTERVAL_S": "0.5",
+    }
+    api = subprocess.Popen(
+        [sys.executable, "-m", "advaudit.cli", "serve", "--no-worker", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.tasks",
+            "worker",
+            "--pool=solo",
+            "--queues=evaluations",
+            "--loglevel=WARNING",
+            f"--hostname=bench-{uuid.uuid4().hex[:6]}",
+        ],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/api/v1"
     try:
         client = httpx.Client(base_url=base, timeout=60)
         wait_until(lambda: client.get("/health").status_code == 200, 60, "the API")
         wait_until(lambda: client.get("/health").json()["workers"]["count"] >= 1, 60, "a worker")
         with open(demo_model_path(args.model), "rb") as handle:
-            model = client.post("/models", files={"file": (f"{args.model}.pt", handle)},
-                                data={"name": args.model, "input_shape": "1,32,32"}).json()
+            model = client.post(
+                "/models",
+                files={"file": (f"{args.model}.pt", handle)},
+                data={"name": args.model, "input_shape": "1,32,32"},
+            ).json()
         digits = next(d for d in client.get("/datasets").json()["data"] if d["name"] == "digits")
 
         body = {"model_id": model["id"], "dataset_id": digits["id"], "config": JOB_CONFIG}
@@ -157,19 +194,27 @@ def main() -> int:
             # What `advaudit evaluate` does in its process: load, evaluate, write the report folder.
             dataset = load_dataset("digits")
             loaded = load_model(demo_model_path(args.model), input_shape=(1, 32, 32))
-            evaluate(loaded, dataset, EvaluationConfig(**JOB_CONFIG, device="cpu")).write(tmp / f"local-{round_}")
+            evaluate(loaded, dataset, EvaluationConfig(**JOB_CONFIG, device="cpu")).write(
+                tmp / f"local-{round_}"
+            )
             in_process_runs.append(time.perf_counter() - started)
             submitted_at = time.time()
             job = client.post("/jobs", json=body).json()
-            wait_until(lambda job=job: client.get(f"/jobs/{job['id']}").json()["status"] in ("succeeded", "failed"),
-                       600, "the job", poll_s=POLL_S)
+            wait_until(
+                lambda job=job: client.get(f"/jobs/{job['id']}").json()["status"] in ("succeeded", "failed"),
+                600,
+                "the job",
+                poll_s=POLL_S,
+            )
             final = client.get(f"/jobs/{job['id']}").json()
             if final["status"] != "succeeded":
                 raise SystemExit(f"the job failed: {final['error']}")
             # Up to the commit of its results (the server's clock is this machine's): how often a client asks
             # afterwards is the client's choice, and asking often would itself take CPU from the job.
             service_runs.append(epoch(final["finished_at"]) - submitted_at)
-            breakdowns.append(job_breakdown(final, client.get(f"/jobs/{job['id']}/report").json(), submitted_at))
+            breakdowns.append(
+                job_breakdown(final, client.get(f"/jobs/{job['id']}/report").json(), submitted_at)
+            )
         in_process, through_service = statistics.median(in_process_runs), statistics.median(service_runs)
         # Each round's two runs are minutes apart at most: their ratio cancels load that drifts over the run.
         paired = statistics.median(s / i for s, i in zip(service_runs, in_process_runs, strict=True))
@@ -186,25 +231,43 @@ def main() -> int:
         saturated = submit_latencies(base, tiny, args.clients, args.submits, 0.0, "closed")
         saturated_s = time.perf_counter() - saturated_started
         result = {
-            "model": args.model, "job_eps": len(JOB_CONFIG["eps"]), "rounds": args.rounds,
-            "in_process_s": in_process_runs, "through_service_s": service_runs,
-            "ratio": through_service / in_process, "paired_ratio": paired, "service_breakdown_s": breakdowns,
-            "clients": args.clients, "submits_per_client": args.submits, "poisson_mean_gap_s": args.period,
-            "poisson_p50_ms": percentile(poisson, 50), "poisson_p99_ms": percentile(poisson, 99),
-            "lockstep_p50_ms": percentile(burst, 50), "lockstep_p99_ms": percentile(burst, 99),
-            "saturated_p50_ms": percentile(saturated, 50), "saturated_p99_ms": percentile(saturated, 99),
+            "model": args.model,
+            "job_eps": len(JOB_CONFIG["eps"]),
+            "rounds": args.rounds,
+            "in_process_s": in_process_runs,
+            "through_service_s": service_runs,
+            "ratio": through_service / in_process,
+            "paired_ratio": paired,
+            "service_breakdown_s": breakdowns,
+            "clients": args.clients,
+            "submits_per_client": args.submits,
+            "poisson_mean_gap_s": args.period,
+            "poisson_p50_ms": percentile(poisson, 50),
+            "poisson_p99_ms": percentile(poisson, 99),
+            "lockstep_p50_ms": percentile(burst, 50),
+            "lockstep_p99_ms": percentile(burst, 99),
+            "saturated_p50_ms": percentile(saturated, 50),
+            "saturated_p99_ms": percentile(saturated, 99),
             "saturated_requests_per_s": len(saturated) / saturated_s,
         }
         print(json.dumps(result, indent=2))
-        print(f"service / in-process: median of the {args.rounds} rounds' ratios {paired:.3f}×, ratio of the "
-              f"medians {result['ratio']:.3f}× (target ≤ 1.10)")
-        print(f"POST /jobs, {args.clients} concurrent clients, each submitting at random (Poisson) gaps of mean "
-              f"{args.period} s: p50 {result['poisson_p50_ms']:.1f} ms, p99 {result['poisson_p99_ms']:.1f} ms "
-              "(target p99 ≤ 50 ms)")
-        print(f"POST /jobs, {args.clients} clients in lockstep (a burst of {args.clients} every {args.period} s): "
-              f"p50 {result['lockstep_p50_ms']:.1f} ms, p99 {result['lockstep_p99_ms']:.1f} ms")
-        print(f"POST /jobs, {args.clients} clients back to back (saturation): {result['saturated_requests_per_s']:.0f} "
-              f"req/s, p50 {result['saturated_p50_ms']:.1f} ms, p99 {result['saturated_p99_ms']:.1f} ms")
+        print(
+            f"service / in-process: median of the {args.rounds} rounds' ratios {paired:.3f}×, ratio of the "
+            f"medians {result['ratio']:.3f}× (target ≤ 1.10)"
+        )
+        print(
+            f"POST /jobs, {args.clients} concurrent clients, each submitting at random (Poisson) gaps of mean "
+            f"{args.period} s: p50 {result['poisson_p50_ms']:.1f} ms, p99 {result['poisson_p99_ms']:.1f} ms "
+            "(target p99 ≤ 50 ms)"
+        )
+        print(
+            f"POST /jobs, {args.clients} clients in lockstep (a burst of {args.clients} every {args.period} s): "
+            f"p50 {result['lockstep_p50_ms']:.1f} ms, p99 {result['lockstep_p99_ms']:.1f} ms"
+        )
+        print(
+            f"POST /jobs, {args.clients} clients back to back (saturation): {result['saturated_requests_per_s']:.0f} "
+            f"req/s, p50 {result['saturated_p50_ms']:.1f} ms, p99 {result['saturated_p99_ms']:.1f} ms"
+        )
         Path(args.out).mkdir(parents=True, exist_ok=True)
         (Path(args.out) / "service.json").write_text(json.dumps(result, indent=2))
         return 0

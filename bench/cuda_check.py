@@ -43,7 +43,9 @@ def run(name: str, dataset, out: Path, **options) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "cuda-check"))
-    parser.add_argument("--tolerance", type=float, default=1.0, help="largest fp32 accuracy difference, in pp")
+    parser.add_argument(
+        "--tolerance", type=float, default=1.0, help="largest fp32 accuracy difference, in pp"
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available():
         print("CUDA is not available here")
@@ -56,16 +58,31 @@ def main() -> int:
         cpu = run(name, dataset, out, device="cpu")
         for options in ({"device": "cuda"}, {"device": "cuda", "precision": "bf16", "channels_last": True}):
             gpu = run(name, dataset, out, **options)
-            worst = max(abs(a["accuracy"] - b["accuracy"]) * 100
-                        for a, b in zip(cpu["document"]["fgsm"], gpu["document"]["fgsm"], strict=True))
-            t_worst = max(abs(a["target_success_rate"] - b["target_success_rate"]) * 100
-                          for a, b in zip(cpu["document"]["targeted_fgsm"]["points"],
-                                          gpu["document"]["targeted_fgsm"]["points"], strict=True))
+            worst = max(
+                abs(a["accuracy"] - b["accuracy"]) * 100
+                for a, b in zip(cpu["document"]["fgsm"], gpu["document"]["fgsm"], strict=True)
+            )
+            t_worst = max(
+                abs(a["target_success_rate"] - b["target_success_rate"]) * 100
+                for a, b in zip(
+                    cpu["document"]["targeted_fgsm"]["points"],
+                    gpu["document"]["targeted_fgsm"]["points"],
+                    strict=True,
+                )
+            )
             cam = gpu["document"]["gradcam"]
-            rows.append({"run": gpu["tag"], "cpu_s": cpu["seconds"], "cuda_s": gpu["seconds"],
-                         "max_acc_diff_pp": worst, "max_target_diff_pp": t_worst,
-                         "cam": f"{cam['method']}@{cam['layer']}", "cam_drift": cam["drift"],
-                         "warnings": gpu["document"]["warnings"]})
+            rows.append(
+                {
+                    "run": gpu["tag"],
+                    "cpu_s": cpu["seconds"],
+                    "cuda_s": gpu["seconds"],
+                    "max_acc_diff_pp": worst,
+                    "max_target_diff_pp": t_worst,
+                    "cam": f"{cam['method']}@{cam['layer']}",
+                    "cam_drift": cam["drift"],
+                    "warnings": gpu["document"]["warnings"],
+                }
+            )
             if "precision" not in options and max(worst, t_worst) > args.tolerance:
                 failures.append(gpu["tag"])
     for row in rows:

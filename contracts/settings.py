@@ -21,45 +21,91 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="ADVAUDIT_", extra="ignore")
 
-    data_dir: Path = Field(Path("~/.advaudit"), description="where the database, broker, artifacts and job "
-                           "scratch folders of `advaudit serve` live; every path below follows it when unset")
-    database_url: str | None = Field(None, description="SQLAlchemy URL (default: SQLite in the data directory)")
+    data_dir: Path = Field(
+        Path("~/.advaudit"),
+        description="where the database, broker, artifacts and job "
+        "scratch folders of `advaudit serve` live; every path below follows it when unset",
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL (default: SQLite in the data directory)"
+    )
     broker_url: str | None = Field(None, description="Celery broker (default: the embedded SQLite broker)")
     result_backend: str | None = Field(None, description="Celery result backend (default: SQLite)")
-    artifact_root: Path | None = Field(None, description="the artifact store's folder (default: data dir/artifacts)")
-    device: str = Field("auto", description="the device of jobs whose own device is auto: auto, cpu, cuda, cuda:N")
+    artifact_root: Path | None = Field(
+        None, description="the artifact store's folder (default: data dir/artifacts)"
+    )
+    device: str = Field(
+        "auto", description="the device of jobs whose own device is auto: auto, cpu, cuda, cuda:N"
+    )
     max_upload_bytes: int = Field(512 * MIB, gt=0, description="largest model or dataset upload (413 beyond)")
     auth: Literal["auto", "required", "off"] = Field(
-        "auto", description="bearer tokens: required, off, or auto (required unless listening on loopback)")
+        "auto", description="bearer tokens: required, off, or auto (required unless listening on loopback)"
+    )
     allowed_hosts: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="host names answered besides the loopback names and the listen address "
-        "(comma-separated; *.example.org matches subdomains, * any); checked when auth is off or this is set")
+        default_factory=list,
+        description="host names answered besides the loopback names and the listen address "
+        "(comma-separated; *.example.org matches subdomains, * any); checked when auth is off or this is set",
+    )
     progress_interval_s: float = Field(0.5, ge=0, description="how often a job writes its progress at most")
     heartbeat_interval_s: float = Field(
-        1.0, gt=0, le=60, description="how often a running job writes its heartbeat and reads its cancel flag")
-    job_time_limit_s: int = Field(6 * 3600, gt=0, description="a job stops at its next check after running this "
-                                  "long and fails with \"exceeded the time limit\"")
-    job_kill_grace_s: float = Field(10.0, gt=0, description="a job still running this long after it was told to "
-                                    "stop (cancel, time limit) is ended and its process killed")
-    job_max_attempts: int = Field(3, ge=1, le=100, description="runs of a job lost with their worker (died, "
-                                  "killed) before it fails instead of running again")
-    job_lease_s: float = Field(120.0, gt=0, description="a running job whose heartbeat is older than this is "
-                               "taken for dead and queued again")
-    visibility_timeout_s: int = Field(900, gt=0, description="Redis hands an unacknowledged task back after this "
-                                      "long (a worker host that died); must exceed the lease")
-    audit_tick_s: float = Field(30.0, gt=0, description="how often beat sends the audit tick (due runs start, "
-                                "finished ones get their verdict)")
-    audit_min_interval_s: int = Field(60, gt=0, description="the shortest interval schedule an audit may have")
-    audit_run_timeout_s: int = Field(24 * 3600, gt=0, description="an audit run whose jobs have not all ended "
-                                     "after this long gets an error verdict")
+        1.0, gt=0, le=60, description="how often a running job writes its heartbeat and reads its cancel flag"
+    )
+    job_time_limit_s: int = Field(
+        6 * 3600,
+        gt=0,
+        description="a job stops at its next check after running this "
+        'long and fails with "exceeded the time limit"',
+    )
+    job_kill_grace_s: float = Field(
+        10.0,
+        gt=0,
+        description="a job still running this long after it was told to "
+        "stop (cancel, time limit) is ended and its process killed",
+    )
+    job_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=100,
+        description="runs of a job lost with their worker (died, "
+        "killed) before it fails instead of running again",
+    )
+    job_lease_s: float = Field(
+        120.0,
+        gt=0,
+        description="a running job whose heartbeat is older than this is taken for dead and queued again",
+    )
+    visibility_timeout_s: int = Field(
+        900,
+        gt=0,
+        description="Redis hands an unacknowledged task back after this "
+        "long (a worker host that died); must exceed the lease",
+    )
+    audit_tick_s: float = Field(
+        30.0,
+        gt=0,
+        description="how often beat sends the audit tick (due runs start, finished ones get their verdict)",
+    )
+    audit_min_interval_s: int = Field(
+        60, gt=0, description="the shortest interval schedule an audit may have"
+    )
+    audit_run_timeout_s: int = Field(
+        24 * 3600,
+        gt=0,
+        description="an audit run whose jobs have not all ended after this long gets an error verdict",
+    )
     webhook_max_attempts: int = Field(5, ge=1, le=50, description="deliveries tried per finished audit run")
-    webhook_backoff_s: float = Field(10.0, ge=0, description="wait before a webhook's second attempt, doubled "
-                                     "after each failed one")
+    webhook_backoff_s: float = Field(
+        10.0, ge=0, description="wait before a webhook's second attempt, doubled after each failed one"
+    )
     webhook_timeout_s: float = Field(10.0, gt=0, description="how long one webhook delivery may take")
-    webhook_allow_private: bool = Field(False, description="also POST to loopback, private and link-local "
-                                        "addresses (off: an SSRF guard)")
-    public_url: str | None = Field(None, description="the API's base URL as users reach it, for links in "
-                                   "webhook payloads (paths only when unset)")
+    webhook_allow_private: bool = Field(
+        False, description="also POST to loopback, private and link-local addresses (off: an SSRF guard)"
+    )
+    public_url: str | None = Field(
+        None,
+        description="the API's base URL as users reach it, for links in "
+        "webhook payloads (paths only when unset)",
+    )
 
     @field_validator("data_dir", "artifact_root")
     @classmethod

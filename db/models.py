@@ -116,12 +116,17 @@ class Job(Base):
     model: Mapped[ModelRecord] = relationship(back_populates="jobs")
     dataset: Mapped[DatasetRecord] = relationship(back_populates="jobs")
     sweep_points: Mapped[list[SweepPoint]] = relationship(
-        back_populates="job", cascade="all, delete-orphan", passive_deletes=True,
-        order_by=lambda: [SweepPoint.attack, SweepPoint.eps])
+        back_populates="job",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by=lambda: [SweepPoint.attack, SweepPoint.eps],
+    )
     cam_audit: Mapped[CamAuditRecord | None] = relationship(
-        back_populates="job", cascade="all, delete-orphan", passive_deletes=True)
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
     artifacts: Mapped[list[Artifact]] = relationship(
-        back_populates="job", cascade="all, delete-orphan", passive_deletes=True, order_by="Artifact.name")
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True, order_by="Artifact.name"
+    )
 
 
 class SweepPoint(Base):
@@ -245,8 +250,9 @@ class Audit(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    runs: Mapped[list[AuditRun]] = relationship(back_populates="audit", cascade="all, delete-orphan",
-                                                passive_deletes=True)
+    runs: Mapped[list[AuditRun]] = relationship(
+        back_populates="audit", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class AuditRun(Base):
@@ -258,8 +264,9 @@ class AuditRun(Base):
         CheckConstraint(_in("status", RUN_STATUSES), name="status"),
         CheckConstraint(f"verdict IS NULL OR {_in('verdict', VERDICTS)}", name="verdict"),
         CheckConstraint(_in("trigger", TRIGGERS), name="trigger"),
-        CheckConstraint(f"webhook_status IS NULL OR {_in('webhook_status', WEBHOOK_STATUSES)}",
-                        name="webhook_status"),
+        CheckConstraint(
+            f"webhook_status IS NULL OR {_in('webhook_status', WEBHOOK_STATUSES)}", name="webhook_status"
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -46,8 +46,12 @@ class Variant(NamedTuple):  # not a dataclass: the tests load this file without 
 # slightly *more* accurate but far less robust (FGSM accuracy at 8/255 about 19 pp lower): exactly what an
 # audit must catch. The retrained one only changes the seed: an equivalent model an audit must let pass.
 VARIANTS = {
-    "gap-cnn-fragile": Variant("gap-cnn", epochs=30, augment=False,
-                               purpose="more accurate, far less robust (no augmentation, 30 epochs)"),
+    "gap-cnn-fragile": Variant(
+        "gap-cnn",
+        epochs=30,
+        augment=False,
+        purpose="more accurate, far less robust (no augmentation, 30 epochs)",
+    ),
     "gap-cnn-retrained": Variant("gap-cnn", epochs=12, seed=1, purpose="equivalent retraining (seed 1)"),
 }
 
@@ -68,8 +72,9 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
         return (model(x).argmax(1) == y).float().mean().item()
 
 
-def train_demo_model(name: str, *, epochs: int | None = None, seed: int = 0,
-                     augment: bool = True) -> tuple[nn.Module, float]:
+def train_demo_model(
+    name: str, *, epochs: int | None = None, seed: int = 0, augment: bool = True
+) -> tuple[nn.Module, float]:
     """Train one architecture from `seed`; returns the model in eval mode and its digits test accuracy."""
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     # one thread fixes the order of every floating-point reduction, which is what makes reruns identical
@@ -132,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     """Train every demo architecture, save it, and fail when one misses the accuracy bar."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the .pt files")
-    parser.add_argument("--only", choices=sorted([*ARCHITECTURES, *VARIANTS]), action="append",
-                        help="train just these")
+    parser.add_argument(
+        "--only", choices=sorted([*ARCHITECTURES, *VARIANTS]), action="append", help="train just these"
+    )
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     failed = []
@@ -155,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and set(args.only) != {*ARCHITECTURES, *VARIANTS} and previous.is_file():
             recorded = json.loads(previous.read_text())
             if recorded != training_environment():
-                print(f"warning: the other shipped models were trained on {recorded}, not here; retrain them all "
-                      f"so that {TRAINED_ON} describes every file", file=sys.stderr)
+                print(
+                    f"warning: the other shipped models were trained on {recorded}, not here; retrain them all "
+                    f"so that {TRAINED_ON} describes every file",
+                    file=sys.stderr,
+                )
         print(f"training environment → {write_trained_on(args.out)}")
     if failed:
         print(f"below {MIN_TEST_ACCURACY:.0%} test accuracy: {', '.join(failed)}", file=sys.stderr)

@@ -92,7 +92,9 @@ class ArchitectureAudit:
         return None
 
 
-def conv_kind(in_channels: int, groups: int, kernel_size: Pair, dilation: Pair, transposed: bool = False) -> str:
+def conv_kind(
+    in_channels: int, groups: int, kernel_size: Pair, dilation: Pair, transposed: bool = False
+) -> str:
     """The conv's family, by the precedence in this module's docstring."""
     if transposed:
         return "transposed"
@@ -107,16 +109,29 @@ def conv_kind(in_channels: int, groups: int, kernel_size: Pair, dilation: Pair, 
     return "standard"
 
 
-def conv_params(in_channels: int, out_channels: int, kernel_size: Pair, groups: int = 1, bias: bool = True,
-                transposed: bool = False) -> int:
+def conv_params(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: Pair,
+    groups: int = 1,
+    bias: bool = True,
+    transposed: bool = False,
+) -> int:
     """C_out·(C_in/g)·kh·kw (+C_out bias); transposed: C_in·(C_out/g)·kh·kw (+C_out bias)."""
     kh, kw = kernel_size
     weights = in_channels * (out_channels // groups) if transposed else out_channels * (in_channels // groups)
     return weights * kh * kw + (out_channels if bias else 0)
 
 
-def conv_macs(in_channels: int, out_channels: int, kernel_size: Pair, groups: int, input_hw: Pair,
-              output_hw: Pair, transposed: bool = False) -> int:
+def conv_macs(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: Pair,
+    groups: int,
+    input_hw: Pair,
+    output_hw: Pair,
+    transposed: bool = False,
+) -> int:
     """Multiply-accumulates per image: H_out·W_out·C_out·(C_in/g)·kh·kw; transposed: H_in·W_in·C_in·(C_out/g)·kh·kw."""
     kh, kw = kernel_size
     if transposed:
@@ -129,8 +144,12 @@ def linear_macs(in_features: int, out_features: int) -> int:
     return in_features * out_features
 
 
-def audit_architecture(network: nn.Module, input_shape: tuple[int, int, int], *,
-                       exported: torch.export.ExportedProgram | None = None) -> ArchitectureAudit:
+def audit_architecture(
+    network: nn.Module,
+    input_shape: tuple[int, int, int],
+    *,
+    exported: torch.export.ExportedProgram | None = None,
+) -> ArchitectureAudit:
     """Inventory the network's convolutions at input_shape (C, H, W), leaving its mode and gradients as found."""
     input_shape = _checked_shape(input_shape)
     with _evaluation_mode(network):
@@ -150,10 +169,15 @@ def filter_weights(network: nn.Module, layer: ConvLayer | str) -> tuple[torch.Te
         raise ConfigError(f"layer {name!r} does not exist in this model")
     if not isinstance(weight, torch.Tensor) or weight.dim() not in (3, 4):
         where = f"layer {name!r}" if name else "the model's top-level module"
-        raise ConfigError(f"{where} has no convolution weight (its convolution is a function call such as "
-                          "torch.nn.functional.conv2d, not a conv module), so its filters cannot be drawn")
-    transposed = (layer.kind == "transposed" if isinstance(layer, ConvLayer)
-                  else "Transpose" in (getattr(module, "original_name", "") or type(module).__name__))
+        raise ConfigError(
+            f"{where} has no convolution weight (its convolution is a function call such as "
+            "torch.nn.functional.conv2d, not a conv module), so its filters cannot be drawn"
+        )
+    transposed = (
+        layer.kind == "transposed"
+        if isinstance(layer, ConvLayer)
+        else "Transpose" in (getattr(module, "original_name", "") or type(module).__name__)
+    )
     if transposed:  # stored as (in, out/g, k…): regroup to (out, in/g, k…) so each tile is one output channel
         groups = layer.groups if isinstance(layer, ConvLayer) else int(getattr(module, "groups", 1))
         per_group = weight.reshape(groups, weight.shape[0] // groups, *weight.shape[1:]).transpose(1, 2)
@@ -169,7 +193,9 @@ def save_filter_grid(network: nn.Module, layer: ConvLayer | str, path: str | Pat
 def _checked_shape(input_shape) -> tuple[int, int, int]:
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise ConfigError(f"input shape {list(input_shape)} must be (channels, height, width) with positive sizes")
+        raise ConfigError(
+            f"input shape {list(input_shape)} must be (channels, height, width) with positive sizes"
+        )
     return shape  # type: ignore[return-value]
 
 
@@ -209,8 +235,9 @@ def _module_names(network: nn.Module) -> set[str]:
 
 def _dummy_batch(network: nn.Module, input_shape: tuple[int, int, int]) -> torch.Tensor:
     """A mid-gray batch of one on the model's device and dtype (an all-zero image can hit degenerate paths)."""
-    reference = next((t for t in itertools.chain(network.parameters(), network.buffers()) if t.is_floating_point()),
-                     None)
+    reference = next(
+        (t for t in itertools.chain(network.parameters(), network.buffers()) if t.is_floating_point()), None
+    )
     dtype = reference.dtype if reference is not None else torch.float32
     device = reference.device if reference is not None else torch.device("cpu")
     return torch.full((1, *input_shape), 0.5, dtype=dtype, device=device)
@@ -236,14 +263,28 @@ def _layer(call: ConvCall) -> ConvLayer:
     return ConvLayer(
         name=call.name,
         kind=conv_kind(call.in_channels, call.groups, call.kernel_size, call.dilation, call.transposed),
-        in_channels=call.in_channels, out_channels=call.out_channels, kernel_size=call.kernel_size,
-        stride=call.stride, padding=call.padding, dilation=call.dilation, groups=call.groups,
+        in_channels=call.in_channels,
+        out_channels=call.out_channels,
+        kernel_size=call.kernel_size,
+        stride=call.stride,
+        padding=call.padding,
+        dilation=call.dilation,
+        groups=call.groups,
         output_shape=call.output_shape,
-        params=conv_params(call.in_channels, call.out_channels, call.kernel_size, call.groups, call.has_bias,
-                           call.transposed),
-        macs=conv_macs(call.in_channels, call.out_channels, call.kernel_size, call.groups, call.input_hw,
-                       call.output_shape[1:], call.transposed),
-        receptive_field=call.receptive_field, spatial_dims=call.spatial_dims,
+        params=conv_params(
+            call.in_channels, call.out_channels, call.kernel_size, call.groups, call.has_bias, call.transposed
+        ),
+        macs=conv_macs(
+            call.in_channels,
+            call.out_channels,
+            call.kernel_size,
+            call.groups,
+            call.input_hw,
+            call.output_shape[1:],
+            call.transposed,
+        ),
+        receptive_field=call.receptive_field,
+        spatial_dims=call.spatial_dims,
     )
 
 
@@ -260,8 +301,12 @@ def _totals(network: nn.Module, layers: tuple[ConvLayer, ...], inventory: Invent
         "conv_layers": len(layers),
         "by_kind": {kind: sum(layer.kind == kind for layer in layers) for kind in KINDS},
         "max_receptive_field": (
-            (max(layer.receptive_field[0] for layer in layers), max(layer.receptive_field[1] for layer in layers))
-            if layers else None
+            (
+                max(layer.receptive_field[0] for layer in layers),
+                max(layer.receptive_field[1] for layer in layers),
+            )
+            if layers
+            else None
         ),
     }
 

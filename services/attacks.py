@@ -13,7 +13,9 @@ from torch import nn
 @contextlib.contextmanager
 def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode with parameters excluded from autograd; both restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]  # per module: a mixed train/eval model comes back as it was
+    modes = [
+        (m, m.training) for m in model.modules()
+    ]  # per module: a mixed train/eval model comes back as it was
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:

@@ -23,15 +23,29 @@ HORIZON_DAYS = 366 * 28 + 7
 DST_WINDOW = timedelta(hours=3)
 INTERVAL_ORIGIN = datetime(1970, 1, 1, tzinfo=UTC)
 MACROS = {
-    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
 }
-MONTHS = {name: number for number, name in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1)}
+MONTHS = {
+    name: number
+    for number, name in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), start=1
+    )
+}
 WEEKDAYS = {name: number for number, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
 # (name, lowest, highest, names)
-FIELDS = (("minute", 0, 59, {}), ("hour", 0, 23, {}), ("day of month", 1, 31, {}), ("month", 1, 12, MONTHS),
-          ("day of week", 0, 7, WEEKDAYS))
+FIELDS = (
+    ("minute", 0, 59, {}),
+    ("hour", 0, 23, {}),
+    ("day of month", 1, 31, {}),
+    ("month", 1, 12, MONTHS),
+    ("day of week", 0, 7, WEEKDAYS),
+)
 
 
 def _is_number(text: str) -> bool:
@@ -43,8 +57,10 @@ def _value(text: str, field: str, low: int, high: int, names: dict[str, int]) ->
     number = names.get(raw)
     if number is None:
         if not _is_number(raw):
-            raise ConfigError(f"cron {field} field: {text!r} is not a number"
-                              + (f" or a name ({', '.join(names)})" if names else ""))
+            raise ConfigError(
+                f"cron {field} field: {text!r} is not a number"
+                + (f" or a name ({', '.join(names)})" if names else "")
+            )
         number = int(raw)
     if not low <= number <= high:
         raise ConfigError(f"cron {field} field: {number} is outside {low}…{high}")
@@ -58,7 +74,9 @@ def _parse_field(text: str, field: str, low: int, high: int, names: dict[str, in
         step = 1
         if slash:
             if not _is_number(step_text) or int(step_text) < 1:
-                raise ConfigError(f"cron {field} field: step {step_text!r} in {part!r} must be a positive integer")
+                raise ConfigError(
+                    f"cron {field} field: step {step_text!r} in {part!r} must be a positive integer"
+                )
             step = int(step_text)
         if body == "*":
             start, end = low, high
@@ -102,13 +120,22 @@ class CronExpression:
             raise ConfigError(f"unknown cron macro {raw!r}; known: {', '.join(MACROS)}")
         parts = expanded.split()
         if len(parts) != 5:
-            raise ConfigError(f"cron expression {raw!r} has {len(parts)} field(s); it needs 5: "
-                              "minute hour day-of-month month day-of-week (e.g. '0 3 * * 1')")
+            raise ConfigError(
+                f"cron expression {raw!r} has {len(parts)} field(s); it needs 5: "
+                "minute hour day-of-month month day-of-week (e.g. '0 3 * * 1')"
+            )
         sets = [_parse_field(part, *spec) for part, spec in zip(parts, FIELDS, strict=True)]
         weekdays = frozenset(day % 7 for day in sets[4])  # 7 is Sunday too
-        expression = cls(raw, sets[0], sets[1], sets[2], sets[3], weekdays,
-                         days_restricted=not parts[2].startswith("*"),
-                         weekdays_restricted=not parts[4].startswith("*"))
+        expression = cls(
+            raw,
+            sets[0],
+            sets[1],
+            sets[2],
+            sets[3],
+            weekdays,
+            days_restricted=not parts[2].startswith("*"),
+            weekdays_restricted=not parts[4].startswith("*"),
+        )
         if expression.next_after(datetime(2000, 1, 1, tzinfo=UTC), ZoneInfo("UTC")) is None:
             raise ConfigError(f"cron expression {raw!r} never fires (no such calendar day)")
         return expression
@@ -179,8 +206,9 @@ def parse_timezone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name.strip())
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ConfigError(f"unknown time zone {name!r}; give an IANA name such as UTC, Europe/Paris or "
-                          "America/New_York") from None
+        raise ConfigError(
+            f"unknown time zone {name!r}; give an IANA name such as UTC, Europe/Paris or America/New_York"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -192,23 +220,28 @@ class Schedule:
     interval_s: int | None = None
 
     @classmethod
-    def build(cls, *, cron: str | None, interval_s: int | None, timezone: str | None,
-              min_interval_s: int = 60) -> Schedule | None:
+    def build(
+        cls, *, cron: str | None, interval_s: int | None, timezone: str | None, min_interval_s: int = 60
+    ) -> Schedule | None:
         """Validate a stored or requested schedule; None when the audit runs only on demand or on new versions."""
         if cron is not None and interval_s is not None:
             raise ConfigError("give either a cron expression or an interval, not both")
         if cron is not None:
             if timezone is None:
-                raise ConfigError("a cron schedule needs an explicit time zone, e.g. timezone=UTC or Europe/Paris")
+                raise ConfigError(
+                    "a cron schedule needs an explicit time zone, e.g. timezone=UTC or Europe/Paris"
+                )
             return cls(cron=CronExpression.parse(cron), timezone=parse_timezone(timezone))
         if timezone is not None:
-            raise ConfigError("the time zone applies to cron schedules only; an interval counts from "
-                              "1970-01-01 00:00 UTC")
+            raise ConfigError(
+                "the time zone applies to cron schedules only; an interval counts from 1970-01-01 00:00 UTC"
+            )
         if interval_s is None:
             return None
         if isinstance(interval_s, bool) or not isinstance(interval_s, int) or interval_s < min_interval_s:
-            raise ConfigError(f"the interval must be a whole number of seconds ≥ {min_interval_s}, "
-                              f"got {interval_s!r}")
+            raise ConfigError(
+                f"the interval must be a whole number of seconds ≥ {min_interval_s}, got {interval_s!r}"
+            )
         return cls(interval_s=interval_s)
 
     def latest_slot(self, now: datetime) -> datetime | None:

@@ -41,7 +41,12 @@ PENDING, RUNNING, FINISHED = RunStatus
 PASSED, REGRESSED, ERROR, BASELINE = RunVerdict
 SCHEDULE, MANUAL, NEW_VERSION = Trigger
 WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED = WebhookStatus
-RUN_STATUSES, VERDICTS, TRIGGERS, WEBHOOK_STATUSES = tuple(RunStatus), tuple(RunVerdict), tuple(Trigger), tuple(WebhookStatus)
+RUN_STATUSES, VERDICTS, TRIGGERS, WEBHOOK_STATUSES = (
+    tuple(RunStatus),
+    tuple(RunVerdict),
+    tuple(Trigger),
+    tuple(WebhookStatus),
+)
 # A run with one of these verdicts can serve as the "previous run" baseline of a later run.
 REFERENCE_VERDICTS = frozenset({PASSED, BASELINE})
 
@@ -61,7 +66,8 @@ def check_run_transition(old: str, new: str) -> None:
     """Raise InvalidRunTransition unless `old` → `new` is in RUN_TRANSITIONS."""
     for status in (old, new):
         if status not in RUN_TRANSITIONS:
-            raise InvalidRunTransition(f"unknown audit run status {status!r}; expected one of "
-                                       f"{', '.join(RUN_STATUSES)}")
+            raise InvalidRunTransition(
+                f"unknown audit run status {status!r}; expected one of {', '.join(RUN_STATUSES)}"
+            )
     if new not in RUN_TRANSITIONS[RunStatus(old)]:
         raise InvalidRunTransition(f"an audit run that is {old} cannot become {new}")

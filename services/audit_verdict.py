@@ -19,10 +19,19 @@ from services.job_states import SUCCEEDED
 EPS_DIGITS = 9  # the same ε parsed twice is one float; closer than 1e-9 is the same point
 TOLERANCE = 1e-9  # a change exactly at the threshold is allowed, whatever the float rounding
 # How a job that did not succeed is named in an `error` verdict's reason.
-OUTCOME_WORDS = {"failed": "failed", "cancelled": "was cancelled", "queued": "never started",
-                 "running": "did not finish"}
-METRIC_NAMES = {"clean_accuracy": "clean accuracy", "robust_auc": "robust AUC", "accuracy": "accuracy",
-                "target_success_rate": "target success rate", "cam_drift": "CAM drift"}
+OUTCOME_WORDS = {
+    "failed": "failed",
+    "cancelled": "was cancelled",
+    "queued": "never started",
+    "running": "did not finish",
+}
+METRIC_NAMES = {
+    "clean_accuracy": "clean accuracy",
+    "robust_auc": "robust AUC",
+    "accuracy": "accuracy",
+    "target_success_rate": "target success rate",
+    "cam_drift": "CAM drift",
+}
 PP = "pp"
 DRIFT = "drift"
 DROP = "drop"
@@ -70,14 +79,21 @@ class Thresholds:
     and the README take their names, labels, units, defaults and bounds from THRESHOLD_SPECS.
     """
 
-    clean_accuracy_drop_pp: float | None = _threshold(2.0, label="Clean accuracy drop", unit=PP,
-                                                      flag="--max-clean-drop")
-    accuracy_drop_pp: float | None = _threshold(5.0, label="FGSM accuracy drop", unit=PP, where="at each ε",
-                                                flag="--max-accuracy-drop")
-    robust_auc_drop_pp: float | None = _threshold(3.0, label="Robust AUC drop", unit=PP, flag="--max-auc-drop")
-    target_success_rise_pp: float | None = _threshold(5.0, label="Target success rise", unit=PP,
-                                                      where="at each targeted ε", flag="--max-target-rise")
-    cam_drift_rise: float | None = _threshold(0.10, label="CAM drift rise", unit=DRIFT, flag="--max-drift-rise")
+    clean_accuracy_drop_pp: float | None = _threshold(
+        2.0, label="Clean accuracy drop", unit=PP, flag="--max-clean-drop"
+    )
+    accuracy_drop_pp: float | None = _threshold(
+        5.0, label="FGSM accuracy drop", unit=PP, where="at each ε", flag="--max-accuracy-drop"
+    )
+    robust_auc_drop_pp: float | None = _threshold(
+        3.0, label="Robust AUC drop", unit=PP, flag="--max-auc-drop"
+    )
+    target_success_rise_pp: float | None = _threshold(
+        5.0, label="Target success rise", unit=PP, where="at each targeted ε", flag="--max-target-rise"
+    )
+    cam_drift_rise: float | None = _threshold(
+        0.10, label="CAM drift rise", unit=DRIFT, flag="--max-drift-rise"
+    )
 
     @staticmethod
     def ceiling(name: str) -> float:
@@ -90,11 +106,17 @@ class Thresholds:
             if value is None:
                 continue
             ceiling = self.ceiling(item.name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                    or not THRESHOLD_FLOOR <= value <= ceiling:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or not THRESHOLD_FLOOR <= value <= ceiling
+            ):
                 unit = " percentage points" if THRESHOLD_SPECS[item.name].unit == PP else ""
-                raise ConfigError(f"threshold {item.name} must be a number in [{THRESHOLD_FLOOR:g}, {ceiling:g}]"
-                                  f"{unit}, got {value!r}")
+                raise ConfigError(
+                    f"threshold {item.name} must be a number in [{THRESHOLD_FLOOR:g}, {ceiling:g}]"
+                    f"{unit}, got {value!r}"
+                )
             object.__setattr__(self, item.name, float(value))
 
     @classmethod
@@ -129,8 +151,9 @@ class Metrics:
             clean_accuracy=_number(summary.get("clean_accuracy")),
             robust_auc=_number(summary.get("robust_auc")),
             accuracy={_eps(p["eps"]): _number(p.get("accuracy")) for p in document.get("fgsm") or []},
-            target_success={_eps(p["eps"]): _number(p.get("target_success_rate"))
-                            for p in targeted.get("points") or []},
+            target_success={
+                _eps(p["eps"]): _number(p.get("target_success_rate")) for p in targeted.get("points") or []
+            },
             cam_drift=_number(summary.get("cam_drift")),
         )
 
@@ -160,13 +183,15 @@ class MetricRow:
     regressed: bool
 
     def describe(self) -> str:
-        """"accuracy at ε=8/255 fell 18.6 pp (49.2 → 30.6; allowed 5 pp)"."""
+        """ "accuracy at ε=8/255 fell 18.6 pp (49.2 → 30.6; allowed 5 pp)"."""
         where = f" at ε={self.eps * 255:g}/255" if self.eps is not None else ""
         verb = "fell" if self.direction == DROP else "rose"
         suffix = " pp" if self.unit == PP else ""
         digits = _digits(self.unit)
-        return (f"{METRIC_NAMES.get(self.metric, self.metric)}{where} {verb} {abs(self.delta):.{digits}f}{suffix} "
-                f"({self.baseline:.{digits}f} → {self.candidate:.{digits}f}; allowed {self.threshold:g}{suffix})")
+        return (
+            f"{METRIC_NAMES.get(self.metric, self.metric)}{where} {verb} {abs(self.delta):.{digits}f}{suffix} "
+            f"({self.baseline:.{digits}f} → {self.candidate:.{digits}f}; allowed {self.threshold:g}{suffix})"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,8 +201,15 @@ def _digits(unit: str) -> int:
     return 1 if unit == PP else 3
 
 
-def _row(metric: str, eps: float | None, baseline: float | None, candidate: float | None,
-         threshold: float | None, unit: str, direction: str) -> MetricRow:
+def _row(
+    metric: str,
+    eps: float | None,
+    baseline: float | None,
+    candidate: float | None,
+    threshold: float | None,
+    unit: str,
+    direction: str,
+) -> MetricRow:
     scale = 100.0 if unit == PP else 1.0
     base = None if baseline is None else baseline * scale
     cand = None if candidate is None else candidate * scale
@@ -190,17 +222,46 @@ def _row(metric: str, eps: float | None, baseline: float | None, candidate: floa
 def compare_metrics(baseline: Metrics, candidate: Metrics, thresholds: Thresholds) -> list[MetricRow]:
     """Every compared metric: clean accuracy, robust AUC, accuracy per ε, target success per ε, CAM drift."""
     t = thresholds
-    rows = [_row("clean_accuracy", None, baseline.clean_accuracy, candidate.clean_accuracy,
-                 t.clean_accuracy_drop_pp, PP, DROP),
-            _row("robust_auc", None, baseline.robust_auc, candidate.robust_auc, t.robust_auc_drop_pp, PP, DROP)]
+    rows = [
+        _row(
+            "clean_accuracy",
+            None,
+            baseline.clean_accuracy,
+            candidate.clean_accuracy,
+            t.clean_accuracy_drop_pp,
+            PP,
+            DROP,
+        ),
+        _row("robust_auc", None, baseline.robust_auc, candidate.robust_auc, t.robust_auc_drop_pp, PP, DROP),
+    ]
     for eps in sorted(baseline.accuracy.keys() | candidate.accuracy.keys()):
-        rows.append(_row("accuracy", eps, baseline.accuracy.get(eps), candidate.accuracy.get(eps),
-                         t.accuracy_drop_pp, PP, DROP))
+        rows.append(
+            _row(
+                "accuracy",
+                eps,
+                baseline.accuracy.get(eps),
+                candidate.accuracy.get(eps),
+                t.accuracy_drop_pp,
+                PP,
+                DROP,
+            )
+        )
     for eps in sorted(baseline.target_success.keys() | candidate.target_success.keys()):
-        rows.append(_row("target_success_rate", eps, baseline.target_success.get(eps),
-                         candidate.target_success.get(eps), t.target_success_rise_pp, PP, RISE))
+        rows.append(
+            _row(
+                "target_success_rate",
+                eps,
+                baseline.target_success.get(eps),
+                candidate.target_success.get(eps),
+                t.target_success_rise_pp,
+                PP,
+                RISE,
+            )
+        )
     if baseline.cam_drift is not None or candidate.cam_drift is not None:
-        rows.append(_row("cam_drift", None, baseline.cam_drift, candidate.cam_drift, t.cam_drift_rise, DRIFT, RISE))
+        rows.append(
+            _row("cam_drift", None, baseline.cam_drift, candidate.cam_drift, t.cam_drift_rise, DRIFT, RISE)
+        )
     return rows
 
 
@@ -222,10 +283,15 @@ class JobResult:
 
     def summary(self) -> dict[str, Any]:
         metrics = Metrics.from_report(self.report) if self.report else None
-        return {"job_id": self.job_id, "run_id": self.run_id, "model_id": self.model_id,
-                "model_name": self.model_name, "model_version": self.model_version,
-                "clean_accuracy": metrics.clean_accuracy if metrics else None,
-                "robust_auc": metrics.robust_auc if metrics else None}
+        return {
+            "job_id": self.job_id,
+            "run_id": self.run_id,
+            "model_id": self.model_id,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            "clean_accuracy": metrics.clean_accuracy if metrics else None,
+            "robust_auc": metrics.robust_auc if metrics else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -248,15 +314,21 @@ def _usable(job: JobResult) -> bool:
 def _eps_warnings(baseline: Metrics, candidate: Metrics) -> list[str]:
     if baseline.accuracy.keys() == candidate.accuracy.keys():
         return []
-    return ["the baseline and this run swept different ε values: robust AUC averages over each one's own ε "
-            "range, and an ε present on one side only is listed without a verdict"]
+    return [
+        "the baseline and this run swept different ε values: robust AUC averages over each one's own ε "
+        "range, and an ε present on one side only is listed without a verdict"
+    ]
 
 
 NO_BASELINE = "no earlier passing run to compare with: this run is the baseline of the next ones"
 
 
-def judge(pairs: Sequence[tuple[JobResult, JobResult | None]], thresholds: Thresholds,
-          errors: Sequence[str] = (), no_baseline_reason: str = NO_BASELINE) -> Verdict:
+def judge(
+    pairs: Sequence[tuple[JobResult, JobResult | None]],
+    thresholds: Thresholds,
+    errors: Sequence[str] = (),
+    no_baseline_reason: str = NO_BASELINE,
+) -> Verdict:
     """Decide a run: each (candidate job, its baseline job or None) pair is compared metric by metric.
 
     error — `errors` were given, or a candidate or baseline job did not succeed (each is named);
@@ -266,13 +338,19 @@ def judge(pairs: Sequence[tuple[JobResult, JobResult | None]], thresholds: Thres
     problems = list(errors)
     comparisons = []
     for candidate, baseline in pairs:
-        entry: dict[str, Any] = {"candidate": candidate.summary(),
-                                 "baseline": baseline.summary() if baseline else None,
-                                 "rows": [], "regressed": False, "warnings": []}
+        entry: dict[str, Any] = {
+            "candidate": candidate.summary(),
+            "baseline": baseline.summary() if baseline else None,
+            "rows": [],
+            "regressed": False,
+            "warnings": [],
+        }
         comparisons.append(entry)
         if not _usable(candidate):
-            problems.append(f"{candidate.label()} {OUTCOME_WORDS.get(candidate.status, candidate.status)}"
-                            + (f": {candidate.error}" if candidate.error else ""))
+            problems.append(
+                f"{candidate.label()} {OUTCOME_WORDS.get(candidate.status, candidate.status)}"
+                + (f": {candidate.error}" if candidate.error else "")
+            )
             continue
         if baseline is None:
             continue
@@ -281,25 +359,33 @@ def judge(pairs: Sequence[tuple[JobResult, JobResult | None]], thresholds: Thres
             continue
         base, cand = Metrics.from_report(baseline.report), Metrics.from_report(candidate.report)
         rows = compare_metrics(base, cand, thresholds)
-        entry.update(rows=[row.to_dict() for row in rows], regressed=any(row.regressed for row in rows),
-                     warnings=_eps_warnings(base, cand))
+        entry.update(
+            rows=[row.to_dict() for row in rows],
+            regressed=any(row.regressed for row in rows),
+            warnings=_eps_warnings(base, cand),
+        )
     if problems:
         return Verdict(ERROR, "; ".join(problems), comparisons, problems)
     regressed = [entry for entry in comparisons if entry["regressed"]]
     if regressed:
         count = sum(row["regressed"] for entry in regressed for row in entry["rows"])
-        lines = [f"{entry['candidate']['model_name']} {entry['candidate']['model_version']}: "
-                 + "; ".join(MetricRow(**row).describe() for row in entry["rows"] if row["regressed"])
-                 for entry in regressed]
+        lines = [
+            f"{entry['candidate']['model_name']} {entry['candidate']['model_version']}: "
+            + "; ".join(MetricRow(**row).describe() for row in entry["rows"] if row["regressed"])
+            for entry in regressed
+        ]
         return Verdict(REGRESSED, f"{count} metric(s) regressed — " + " | ".join(lines), comparisons)
     compared = [entry for entry in comparisons if entry["baseline"] is not None]
     if not compared:
         return Verdict(BASELINE, no_baseline_reason, comparisons)
     checked = sum(len(entry["rows"]) for entry in compared)
     against = ", ".join(f"job {entry['baseline']['job_id']}" for entry in compared)
-    return Verdict(PASSED, f"all {checked} compared metrics within their thresholds (baseline {against})",
-                   comparisons)
+    return Verdict(
+        PASSED, f"all {checked} compared metrics within their thresholds (baseline {against})", comparisons
+    )
 
 
 THRESHOLD_SPECS: dict[str, ThresholdSpec] = {
-    item.name: replace(item.metadata["threshold"], name=item.name, default=item.default) for item in fields(Thresholds)}
+    item.name: replace(item.metadata["threshold"], name=item.name, default=item.default)
+    for item in fields(Thresholds)
+}

@@ -34,7 +34,9 @@ def _chunks(count: int, size: int):
     return (slice(i, min(i + size, count)) for i in range(0, count, size))
 
 
-def attacked_samples(model: nn.Module, sweep: SweepResult, eps: float, device, batch_size: int) -> AttackedSamples:
+def attacked_samples(
+    model: nn.Module, sweep: SweepResult, eps: float, device, batch_size: int
+) -> AttackedSamples:
     """The sweep's kept samples, perturbed at `eps` and classified, in batches of `batch_size`."""
     indices = sorted(sweep.selected)
     x = torch.stack([sweep.selected[i][0] for i in indices])
@@ -48,15 +50,22 @@ def attacked_samples(model: nn.Module, sweep: SweepResult, eps: float, device, b
             confidences.append(conf.cpu())
             classes.append(cls.cpu())
     return AttackedSamples(
-        eps=eps, indices=np.array(indices), labels=sweep.labels[indices].numpy(), images=x.numpy(),
-        directions=direction.numpy(), adversarial_images=adv.numpy(),
-        clean_class=sweep.clean_pred[indices].numpy(), clean_confidence=sweep.clean_conf[indices].numpy(),
-        adversarial_class=torch.cat(classes).numpy(), adversarial_confidence=torch.cat(confidences).numpy(),
+        eps=eps,
+        indices=np.array(indices),
+        labels=sweep.labels[indices].numpy(),
+        images=x.numpy(),
+        directions=direction.numpy(),
+        adversarial_images=adv.numpy(),
+        clean_class=sweep.clean_pred[indices].numpy(),
+        clean_confidence=sweep.clean_conf[indices].numpy(),
+        adversarial_class=torch.cat(classes).numpy(),
+        adversarial_confidence=torch.cat(confidences).numpy(),
     )
 
 
-def cam_audit(extractor, model: nn.Module, samples: AttackedSamples, keep: np.ndarray, device,
-              batch_size: int) -> CamAudit:
+def cam_audit(
+    extractor, model: nn.Module, samples: AttackedSamples, keep: np.ndarray, device, batch_size: int
+) -> CamAudit:
     """Clean maps for the clean prediction, adversarial maps for the adversarial one, and drift metrics."""
     rows = np.flatnonzero(keep)
     pieces: dict[str, list[torch.Tensor]] = {name: [] for name in ("clean", "adversarial", "drop")}
@@ -74,12 +83,21 @@ def cam_audit(extractor, model: nn.Module, samples: AttackedSamples, keep: np.nd
             pieces["drop"].append(confidence_drop(model, x, clean_maps, clean_class).cpu())
     clean, adversarial = torch.cat(pieces["clean"]), torch.cat(pieces["adversarial"])
     return CamAudit(
-        method=extractor.method, layer=extractor.layer, eps=samples.eps, indices=samples.indices[rows],
-        labels=samples.labels[rows], clean=clean.numpy(), adversarial=adversarial.numpy(),
-        clean_class=samples.clean_class[rows], adversarial_class=samples.adversarial_class[rows],
-        clean_confidence=samples.clean_confidence[rows], adversarial_confidence=samples.adversarial_confidence[rows],
-        similarity=pearson(clean, adversarial).numpy(), top20_iou=top_region_iou(clean, adversarial).numpy(),
-        confidence_drop=torch.cat(pieces["drop"]).numpy(), images=samples.images[rows],
+        method=extractor.method,
+        layer=extractor.layer,
+        eps=samples.eps,
+        indices=samples.indices[rows],
+        labels=samples.labels[rows],
+        clean=clean.numpy(),
+        adversarial=adversarial.numpy(),
+        clean_class=samples.clean_class[rows],
+        adversarial_class=samples.adversarial_class[rows],
+        clean_confidence=samples.clean_confidence[rows],
+        adversarial_confidence=samples.adversarial_confidence[rows],
+        similarity=pearson(clean, adversarial).numpy(),
+        top20_iou=top_region_iou(clean, adversarial).numpy(),
+        confidence_drop=torch.cat(pieces["drop"]).numpy(),
+        images=samples.images[rows],
         adversarial_images=samples.adversarial_images[rows],
     )
 
@@ -90,9 +108,14 @@ def triptychs(samples: AttackedSamples, count: int) -> list[Triptych]:
     order = sorted(range(len(samples.indices)), key=lambda i: (not flipped[i], i))[:count]
     return [
         Triptych(
-            index=int(samples.indices[i]), label=int(samples.labels[i]), eps=samples.eps, clean=samples.images[i],
-            perturbation=samples.directions[i], adversarial=samples.adversarial_images[i],
-            clean_class=int(samples.clean_class[i]), clean_confidence=float(samples.clean_confidence[i]),
+            index=int(samples.indices[i]),
+            label=int(samples.labels[i]),
+            eps=samples.eps,
+            clean=samples.images[i],
+            perturbation=samples.directions[i],
+            adversarial=samples.adversarial_images[i],
+            clean_class=int(samples.clean_class[i]),
+            clean_confidence=float(samples.clean_confidence[i]),
             adversarial_class=int(samples.adversarial_class[i]),
             adversarial_confidence=float(samples.adversarial_confidence[i]),
         )

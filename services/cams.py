@@ -20,7 +20,9 @@ def resolve_layer(network: nn.Module, path: str) -> nn.Module:
     except AttributeError:
         names = [name for name, _ in network.named_modules() if name]
         close = difflib.get_close_matches(path, names, n=5)
-        hint = f" Did you mean: {', '.join(close)}?" if close else f" Layers include: {', '.join(names[:12])}…"
+        hint = (
+            f" Did you mean: {', '.join(close)}?" if close else f" Layers include: {', '.join(names[:12])}…"
+        )
         raise ConfigError(f"the model has no layer {path!r}.{hint}") from None
 
 
@@ -59,8 +61,10 @@ def _spatial(activation: torch.Tensor | None, layer: str) -> torch.Tensor:
     if activation is None or activation.dim() != 4:
         raise ConfigError(f"layer {layer!r} did not produce a (N, C, H, W) activation; pick a conv layer")
     if activation.shape[-1] * activation.shape[-2] < 2:
-        raise ConfigError(f"layer {layer!r} outputs a 1×1 map at this input size: a CAM there is constant; "
-                          "pick an earlier layer")
+        raise ConfigError(
+            f"layer {layer!r} outputs a 1×1 map at this input size: a CAM there is constant; "
+            "pick an earlier layer"
+        )
     return activation
 
 
@@ -162,7 +166,9 @@ def pearson(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = a.flatten(1).double(), b.flatten(1).double()
     a, b = a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
     denom = a.norm(dim=1) * b.norm(dim=1)
-    return torch.where(denom > 0, (a * b).sum(1) / denom.clamp_min(1e-300), torch.full_like(denom, math.nan)).float()
+    return torch.where(
+        denom > 0, (a * b).sum(1) / denom.clamp_min(1e-300), torch.full_like(denom, math.nan)
+    ).float()
 
 
 def top_region(maps: torch.Tensor, fraction: float = 0.2) -> torch.Tensor:
@@ -180,11 +186,14 @@ def top_region_iou(a: torch.Tensor, b: torch.Tensor, fraction: float = 0.2) -> t
     """Per-image IoU of the two maps' top-`fraction` regions; NaN when both regions are empty."""
     ma, mb = top_region(a, fraction).flatten(1), top_region(b, fraction).flatten(1)
     union = (ma | mb).sum(1).float()
-    return torch.where(union > 0, (ma & mb).sum(1).float() / union.clamp_min(1), torch.full_like(union, math.nan))
+    return torch.where(
+        union > 0, (ma & mb).sum(1).float() / union.clamp_min(1), torch.full_like(union, math.nan)
+    )
 
 
-def confidence_drop(model: nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor,
-                    fraction: float = 0.2) -> torch.Tensor:
+def confidence_drop(
+    model: nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: torch.Tensor, fraction: float = 0.2
+) -> torch.Tensor:
     """Faithfulness: p(class | x) − p(class | x with only the map's top region kept, the rest zeroed)."""
     keep = top_region(maps, fraction)[:, None].to(x.dtype)
     with torch.inference_mode():

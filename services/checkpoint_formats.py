@@ -24,13 +24,25 @@ SUPPORTED_FORMATS = (
     "a torch.export archive (.pt2, torch.export.save), a TorchScript file (torch.jit.save), "
     "or weights: a .safetensors file or a state_dict saved with torch.save(model.state_dict(), ...) plus --arch"
 )
-TORCH_EXPORT, TORCHSCRIPT, SAFETENSORS, STATE_DICT = "torch.export", "torchscript", "safetensors", "state_dict"
+TORCH_EXPORT, TORCHSCRIPT, SAFETENSORS, STATE_DICT = (
+    "torch.export",
+    "torchscript",
+    "safetensors",
+    "state_dict",
+)
 _LEGACY_PICKLE = "pickle"  # not a zip: an old-style torch.save file or a bare pickle
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict")
 _KEY_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel and torch.compile
 # Top-level entries a plain torch.export.save archive holds; anything else (AOTInductor shared libraries,
 # ExecuTorch payloads, legacy pickled weights) could run native or Python code, so it is refused.
-_PT2_FILES = {"archive_format", "archive_version", "byteorder", "version", ".data/version", ".data/serialization_id"}
+_PT2_FILES = {
+    "archive_format",
+    "archive_version",
+    "byteorder",
+    "version",
+    ".data/version",
+    ".data/serialization_id",
+}
 _PT2_DIRS = ("models/", "data/weights/", "data/constants/", "data/sample_inputs/", "extra/")
 
 
@@ -84,7 +96,9 @@ def _zip_format(path: Path) -> str:
         return TORCHSCRIPT
     if "data.pkl" in names:
         return STATE_DICT
-    raise unrecognised(path, "it is a zip file but not one written by torch.save, torch.jit.save or torch.export")
+    raise unrecognised(
+        path, "it is a zip file but not one written by torch.save, torch.jit.save or torch.export"
+    )
 
 
 def _relative_names(path: Path) -> set[str]:
@@ -126,13 +140,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _torch_load_weights(path: Path, kind: str) -> object:
     try:
-        with path.open("rb") as handle:  # a handle, not the path: torch.load picks a loader by the .safetensors suffix
+        with path.open(
+            "rb"
+        ) as handle:  # a handle, not the path: torch.load picks a loader by the .safetensors suffix
             return torch.load(handle, map_location="cpu", weights_only=True)
     except Exception as exc:
         # weights_only refuses every pickle global outside torch's tensor allowlist before calling it
         if kind == _LEGACY_PICKLE or "Weights only load failed" in str(exc):
             raise pickle_refusal(path) from None
-        raise unrecognised(path, f"torch.load failed, the file is probably truncated or corrupt ({exc})") from None
+        raise unrecognised(
+            path, f"torch.load failed, the file is probably truncated or corrupt ({exc})"
+        ) from None
 
 
 def _normalise_state_dict(path: Path, raw: object) -> dict[str, torch.Tensor]:
@@ -212,8 +230,11 @@ def _check_pt2_entries(path: Path) -> None:
 def _check_payload_config(path: Path, data: bytes) -> None:
     try:
         config = json.loads(data)["config"]
-        pickled = [key for key, meta in config.items()
-                   if meta["use_pickle"] or not meta["path_name"].startswith(("weight_", "tensor_"))]
+        pickled = [
+            key
+            for key, meta in config.items()
+            if meta["use_pickle"] or not meta["path_name"].startswith(("weight_", "tensor_"))
+        ]
     except (ValueError, KeyError, TypeError, AttributeError):
         raise unrecognised(path, "the torch.export archive has an unreadable payload configuration") from None
     if pickled:
@@ -236,8 +257,10 @@ def _weights_only_everywhere() -> Iterator[None]:
     # Second line of defence for torch.export.load's internal torch.load(weights_only=False) calls;
     # torch reads these variables at each torch.load call.
     with _ENV_LOCK:
-        saved = {name: os.environ.pop(name, None) for name in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD",
-                                                               "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")}
+        saved = {
+            name: os.environ.pop(name, None)
+            for name in ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+        }
         os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
         try:
             yield
@@ -250,8 +273,11 @@ def _weights_only_everywhere() -> Iterator[None]:
 
 def exported_network(program: torch.export.ExportedProgram, path: Path) -> nn.Module:
     """The unflattened module tree of an exported program, after checking its batch dimension is dynamic."""
-    inputs = [node for node in program.graph.nodes
-              if node.op == "placeholder" and node.name in program.graph_signature.user_inputs]
+    inputs = [
+        node
+        for node in program.graph.nodes
+        if node.op == "placeholder" and node.name in program.graph_signature.user_inputs
+    ]
     if len(inputs) != 1:
         raise CheckpointError(
             f"{path}: the exported program takes {len(inputs)} inputs; advaudit calls model(x) with one image batch"
@@ -299,8 +325,13 @@ def exported_module(program: torch.export.ExportedProgram, named: nn.Module, pat
         fast = program.module()
     except Exception as exc:
         raise unrecognised(path, f"the exported program cannot be turned into a module ({exc})") from None
-    shared = dict(fast.named_parameters(remove_duplicate=False)) | dict(fast.named_buffers(remove_duplicate=False))
-    for name, _ in [*named.named_parameters(remove_duplicate=False), *named.named_buffers(remove_duplicate=False)]:
+    shared = dict(fast.named_parameters(remove_duplicate=False)) | dict(
+        fast.named_buffers(remove_duplicate=False)
+    )
+    for name, _ in [
+        *named.named_parameters(remove_duplicate=False),
+        *named.named_buffers(remove_duplicate=False),
+    ]:
         if name in shared:
             owner, _, attr = name.rpartition(".")
             holder = named.get_submodule(owner) if owner else named

@@ -12,7 +12,9 @@ from torch import nn
 from services import zoo
 from services.errors import CheckpointError
 
-_SENTINEL_CLASSES = 7919  # a prime no real layer width uses: marks the classifier's parameters in a probe build
+_SENTINEL_CLASSES = (
+    7919  # a prime no real layer width uses: marks the classifier's parameters in a probe build
+)
 
 
 def list_architectures() -> list[str]:
@@ -70,14 +72,20 @@ def _build(arch: str, num_classes: int, in_channels: int) -> nn.Module:
             return zoo.build_architecture(arch, num_classes, in_channels=in_channels)
         return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
     except Exception as exc:  # builders raise assorted errors for bad argument combinations
-        raise CheckpointError(f"cannot build architecture {arch!r} with {num_classes} classes: {exc}") from None
+        raise CheckpointError(
+            f"cannot build architecture {arch!r} with {num_classes} classes: {exc}"
+        ) from None
 
 
 def _infer_num_classes(arch: str, state: dict[str, torch.Tensor], in_channels: int) -> int | None:
     try:
         with torch.device("meta"):  # shapes only: no memory, no random initialisation
             probe = _build(arch, _SENTINEL_CLASSES, in_channels)
-        names = [key for key, value in probe.state_dict().items() if value.ndim and value.shape[0] == _SENTINEL_CLASSES]
+        names = [
+            key
+            for key, value in probe.state_dict().items()
+            if value.ndim and value.shape[0] == _SENTINEL_CLASSES
+        ]
     except Exception:  # a few builders (torchvision's regnets) cannot run on the meta device
         names = []
     if not names:  # fall back on the last weight matrix, which is the classifier head in most networks
@@ -97,8 +105,11 @@ def _load_strict(network: nn.Module, state: dict[str, torch.Tensor], arch: str, 
     ]
     problems = [
         f"{label}: {first_names(names)}"
-        for label, names in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches (checkpoint vs architecture)", mismatched))
+        for label, names in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches (checkpoint vs architecture)", mismatched),
+        )
         if names
     ]
     if problems:

@@ -31,7 +31,13 @@ from services.files import sha256_file
 from services.limits import MAX_CLASSES
 
 __all__ = [
-    "LoadedModel", "ModelInfo", "NormalizedModel", "demo_model_path", "list_architectures", "load_model", "sha256_file",
+    "LoadedModel",
+    "ModelInfo",
+    "NormalizedModel",
+    "demo_model_path",
+    "list_architectures",
+    "load_model",
+    "sha256_file",
 ]
 
 DEMO_PREFIX = "demo:"
@@ -163,7 +169,9 @@ def demo_model_path(name: str) -> Path:
 def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     values = tuple(input_shape)
     if len(values) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-        raise CheckpointError(f"input shape must be three positive integers C,H,W (e.g. 3,32,32), got {input_shape!r}")
+        raise CheckpointError(
+            f"input shape must be three positive integers C,H,W (e.g. 3,32,32), got {input_shape!r}"
+        )
     return values  # type: ignore[return-value]
 
 
@@ -206,9 +214,13 @@ def _check_file(text: str) -> Path:
     path = Path(text).expanduser()
     if not path.exists():
         demos = ", ".join(DEMO_PREFIX + name for name in zoo.DEMO_MODELS)
-        raise CheckpointError(f"model file {path} does not exist: give a checkpoint path or a demo model ({demos})")
+        raise CheckpointError(
+            f"model file {path} does not exist: give a checkpoint path or a demo model ({demos})"
+        )
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory: give a model file. Supported formats: {SUPPORTED_FORMATS}.")
+        raise CheckpointError(
+            f"{path} is a directory: give a model file. Supported formats: {SUPPORTED_FORMATS}."
+        )
     if not os.access(path, os.R_OK):
         raise CheckpointError(f"cannot read {path}: check its permissions")
     return path
@@ -229,13 +241,21 @@ def _load_demo(name: str, path: Path) -> nn.Module:
             f"the demo model file {path} is missing: it ships with advaudit; reinstall the package or train the demos"
         )
     fmt = detect_format(path)
-    state = load_torchscript(path, torch.device("cpu")).state_dict() if fmt == TORCHSCRIPT else read_state_dict(path)
+    state = (
+        load_torchscript(path, torch.device("cpu")).state_dict()
+        if fmt == TORCHSCRIPT
+        else read_state_dict(path)
+    )
     # Rebuilt as the Python architecture (not the ScriptModule) so forward hooks for CAMs work.
     return network_from_weights(name, dict(state), None, _DEMO_CHANNELS, path, _DEMO_CLASSES)
 
 
 def _check_forward(
-    module: nn.Module, network: nn.Module, shape: tuple[int, int, int], device: torch.device, num_classes: int | None
+    module: nn.Module,
+    network: nn.Module,
+    shape: tuple[int, int, int],
+    device: torch.device,
+    num_classes: int | None,
 ) -> int:
     """Run a dummy batch through the model and return the number of classes it predicts."""
     batch = torch.rand((2, *shape), generator=torch.Generator().manual_seed(0)).to(device)
@@ -244,14 +264,24 @@ def _check_forward(
         logits = _forward(module, batch, f"inputs of shape {tuple(batch.shape)} (N, C, H, W)")
         width = _check_logits(logits, 2)
         if num_classes is not None and width != num_classes:
-            raise CheckpointError(f"the model outputs {width} logits per input but --num-classes is {num_classes}")
-        single = _forward(module, batch[:1], "a batch of 1 (a batch of 2 worked: was it traced or exported "
-                                             "with a fixed batch size?)")
+            raise CheckpointError(
+                f"the model outputs {width} logits per input but --num-classes is {num_classes}"
+            )
+        single = _forward(
+            module,
+            batch[:1],
+            "a batch of 1 (a batch of 2 worked: was it traced or exported with a fixed batch size?)",
+        )
         if _check_logits(single, 1) != width:
-            raise CheckpointError("the model outputs a different number of logits for a batch of 1 than for 2")
+            raise CheckpointError(
+                "the model outputs a different number of logits for a batch of 1 than for 2"
+            )
         repeat = _forward(module, batch, "the same batch twice")
-    changed = [name for name, value in network.named_buffers() if name in buffers
-               and not torch.equal(value, buffers[name])]
+    changed = [
+        name
+        for name, value in network.named_buffers()
+        if name in buffers and not torch.equal(value, buffers[name])
+    ]
     if changed:
         raise CheckpointError(
             f"the model updates its buffers ({first_names(changed, 3)}) during an inference forward pass: it behaves as "
@@ -265,15 +295,20 @@ def _check_forward(
     return width
 
 
-def _check_same_outputs(module: nn.Module, named: nn.Module, shape: tuple[int, int, int], device: torch.device,
-                        path: Path) -> None:
+def _check_same_outputs(
+    module: nn.Module, named: nn.Module, shape: tuple[int, int, int], device: torch.device, path: Path
+) -> None:
     """The fast graph and the named view of an exported program must be the same function."""
     batch = torch.rand((2, *shape), generator=torch.Generator().manual_seed(1)).to(device)
     with torch.no_grad():
         fast, slow = module(batch), _forward(named, batch, "the unflattened (named) view of the program")
-    if not isinstance(slow, torch.Tensor) or not torch.allclose(fast.float(), slow.float(), rtol=1e-4, atol=1e-5):
-        raise CheckpointError(f"{path.name}: the exported program and its unflattened module disagree on the same "
-                              "inputs; re-export the model")
+    if not isinstance(slow, torch.Tensor) or not torch.allclose(
+        fast.float(), slow.float(), rtol=1e-4, atol=1e-5
+    ):
+        raise CheckpointError(
+            f"{path.name}: the exported program and its unflattened module disagree on the same "
+            "inputs; re-export the model"
+        )
 
 
 def _forward(module: nn.Module, batch: torch.Tensor, what: str) -> object:
@@ -298,7 +333,9 @@ def _check_logits(output: object, batch_size: int) -> int:
             "advaudit needs forward(x) to return one (N, num_classes) tensor; wrap the model to return only the logits"
         )
     if not isinstance(output, torch.Tensor):
-        raise CheckpointError(f"the model returns a {type(output).__name__}, not a (N, num_classes) logits tensor")
+        raise CheckpointError(
+            f"the model returns a {type(output).__name__}, not a (N, num_classes) logits tensor"
+        )
     if output.ndim != 2 or output.shape[0] != batch_size or not output.is_floating_point():
         raise CheckpointError(
             f"the model returns a {output.dtype} tensor of shape {tuple(output.shape)} for a batch of {batch_size}; "
@@ -306,9 +343,13 @@ def _check_logits(output: object, batch_size: int) -> int:
         )
     width = output.shape[1]
     if width < 2:
-        raise CheckpointError(f"the model predicts {width} class(es); advaudit needs at least 2 (one logit per class)")
+        raise CheckpointError(
+            f"the model predicts {width} class(es); advaudit needs at least 2 (one logit per class)"
+        )
     if width > MAX_CLASSES:
-        raise CheckpointError(f"the model outputs {width} logits per input; at most {MAX_CLASSES} classes are supported")
+        raise CheckpointError(
+            f"the model outputs {width} logits per input; at most {MAX_CLASSES} classes are supported"
+        )
     if not torch.isfinite(output).all():
         raise CheckpointError(
             "the model outputs NaN or infinite logits on a dummy batch: the weights are probably corrupt or diverged"

@@ -58,7 +58,12 @@ def resolve_padding(padding, kernel: Pair, dilation: Pair, spatial_dims: int) ->
 
 
 def conv_output_hw(
-    input_hw: Pair, kernel: Pair, stride: Pair, padding: Pair | str, dilation: Pair, transposed: bool,
+    input_hw: Pair,
+    kernel: Pair,
+    stride: Pair,
+    padding: Pair | str,
+    dilation: Pair,
+    transposed: bool,
     output_padding: Pair = (0, 0),
 ) -> Pair:
     """Spatial output size of a convolution (PyTorch's documented shape formulas)."""

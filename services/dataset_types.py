@@ -42,5 +42,3 @@ class Reader:
     def read(self, indices: list[int]) -> torch.Tensor:
         """Rows at sorted, unique indices, in that order."""
         raise NotImplementedError
-
-

@@ -191,7 +191,8 @@ def _check_class_count(source: str, labels: np.ndarray) -> None:
         raise DatasetError(
             f"{source}: label y[{index}] is {int(labels[index])}, so the dataset would have "
             f"{int(labels[index]) + 1} classes; at most {MAX_CLASSES} are supported (labels 0..{MAX_CLASSES - 1}): "
-            "labels must be class indices, not ids or hashes")
+            "labels must be class indices, not ids or hashes"
+        )
 
 
 def _load_path(

@@ -38,13 +38,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _cam_extractor(loaded: LoadedModel, audit: ArchitectureAudit, config: EvaluationConfig, warnings: list[str]):
+def _cam_extractor(
+    loaded: LoadedModel, audit: ArchitectureAudit, config: EvaluationConfig, warnings: list[str]
+):
     """CAM or Grad-CAM as chosen by `config.cam`, or None when the audit is off or impossible."""
     if config.cam == "none":
         return None
     if not loaded.supports_hooks:
-        message = ("TorchScript archives do not support the hooks a CAM audit needs: register the weights "
-                   "with --arch, or export the model with torch.export (.pt2)")
+        message = (
+            "TorchScript archives do not support the hooks a CAM audit needs: register the weights "
+            "with --arch, or export the model with torch.export (.pt2)"
+        )
         if config.cam != "auto":
             raise ConfigError(message)
         warnings.append(f"CAM audit skipped: {message}")
@@ -55,8 +59,10 @@ def _cam_extractor(loaded: LoadedModel, audit: ArchitectureAudit, config: Evalua
 
     if config.cam != "auto":
         if positions(config.cam) < 2:
-            raise ConfigError(f"layer {config.cam!r} outputs a 1×1 (or non-spatial) map at this input size: "
-                              "a CAM there is constant; pick an earlier conv layer")
+            raise ConfigError(
+                f"layer {config.cam!r} outputs a 1×1 (or non-spatial) map at this input size: "
+                "a CAM there is constant; pick an earlier conv layer"
+            )
         return GradCAM(loaded.named_module, loaded.network, config.cam)
     head = audit.cam_head
     if head is not None and positions(head.feature_layer) >= 2:
@@ -98,7 +104,9 @@ def _check_labels(dataset: Dataset, num_classes: int, limit: int | None) -> None
 def _sample_choice(n: int, config: EvaluationConfig, with_cam: bool) -> tuple[list[int], np.ndarray]:
     """Seeded random samples for the gallery and triptychs, and which of them get CAMs."""
     pool = min(n, max(config.cam_samples if with_cam else 0, config.triptychs))
-    order = np.random.default_rng(config.seed).choice(n, size=pool, replace=False) if pool else np.array([], int)
+    order = (
+        np.random.default_rng(config.seed).choice(n, size=pool, replace=False) if pool else np.array([], int)
+    )
     selected = sorted(order.tolist())
     cam_indices = set(order[: min(config.cam_samples, pool)].tolist()) if with_cam else set()
     return selected, np.array([i in cam_indices for i in selected], dtype=bool)
@@ -148,10 +156,18 @@ def evaluate(
         selected, with_cam = _sample_choice(n, config, extractor is not None)
         sweep_started = time.perf_counter()
         sweep = run_sweep(
-            model, dataset.batches(config.batch_size, limit=n), num_samples=n, num_classes=num_classes,
-            eps=config.eps, targeted_eps=config.sweep_targeted_eps if config.targeted else (),
-            policy=config.targeted, device=device, precision=config.precision,
-            channels_last=config.channels_last, seed=config.seed, select=selected,
+            model,
+            dataset.batches(config.batch_size, limit=n),
+            num_samples=n,
+            num_classes=num_classes,
+            eps=config.eps,
+            targeted_eps=config.sweep_targeted_eps if config.targeted else (),
+            policy=config.targeted,
+            device=device,
+            precision=config.precision,
+            channels_last=config.channels_last,
+            seed=config.seed,
+            select=selected,
             keep_directions=config.save_adversarial,
             progress=(lambda done, total: progress("sweep", done, total)) if progress else None,
             should_stop=should_stop,
@@ -173,16 +189,28 @@ def evaluate(
             model.to(memory_format=torch.contiguous_format)
         loaded.to(home)
     timing = {
-        "seconds": time.perf_counter() - started, "sweep_seconds": sweep_seconds, "cam_seconds": cam_seconds,
-        "audit_seconds": audit_seconds, "samples_per_second": n / sweep_seconds if sweep_seconds > 0 else None,
-        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "seconds": time.perf_counter() - started,
+        "sweep_seconds": sweep_seconds,
+        "cam_seconds": cam_seconds,
+        "audit_seconds": audit_seconds,
+        "samples_per_second": n / sweep_seconds if sweep_seconds > 0 else None,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
     first_filters = None
     if audit.layers:
         with optional_section("filter grid", warnings):
             first_filters = filter_weights(loaded.network, audit.layers[0])
     return Report(
-        model=loaded.info, dataset=dataset.info, config=config, num_samples=n, sweep=sweep,
-        architecture=audit, cam=cam, triptychs=pictures, timing=timing, warnings=warnings,
+        model=loaded.info,
+        dataset=dataset.info,
+        config=config,
+        num_samples=n,
+        sweep=sweep,
+        architecture=audit,
+        cam=cam,
+        triptychs=pictures,
+        timing=timing,
+        warnings=warnings,
         first_filters=first_filters,
     )

@@ -28,11 +28,15 @@ def render_filter_grid(weight: torch.Tensor, title: str, path: str | Path) -> No
     columns = math.ceil(math.sqrt(count))
     rows = math.ceil(count / columns)
     cell_h, cell_w = kernel_h * scale + GAP_PIXELS, kernel_w * scale + GAP_PIXELS
-    canvas = np.full((rows * cell_h + GAP_PIXELS, columns * cell_w + GAP_PIXELS, 3), BACKGROUND, dtype=np.float32)
+    canvas = np.full(
+        (rows * cell_h + GAP_PIXELS, columns * cell_w + GAP_PIXELS, 3), BACKGROUND, dtype=np.float32
+    )
     for index in range(count):
-        tile = np.kron(tiles[index], np.ones((scale, scale, 1), dtype=np.float32))  # nearest-neighbour upscale
+        tile = np.kron(
+            tiles[index], np.ones((scale, scale, 1), dtype=np.float32)
+        )  # nearest-neighbour upscale
         top, left = GAP_PIXELS + (index // columns) * cell_h, GAP_PIXELS + (index % columns) * cell_w
-        canvas[top:top + tile.shape[0], left:left + tile.shape[1]] = tile
+        canvas[top : top + tile.shape[0], left : left + tile.shape[1]] = tile
     label = title if count == filters.shape[0] else f"{title} (first {count} of {filters.shape[0]})"
     dpi = 100
     width_in = max(canvas.shape[1], 320) / dpi

@@ -17,22 +17,29 @@ def node_shapes(ep: ExportedProgram, input_shape: tuple[int, int, int], user_inp
     traced_shape = tuple(traced.shape) if isinstance(traced, torch.Tensor) else ()
     static = all(isinstance(size, int) for size in traced_shape) and len(traced_shape) == 4
     if static and traced_shape[1:] == tuple(input_shape):
-        shapes = {n: tuple(int(s) for s in n.meta["val"].shape) for n in ep.graph.nodes
-                  if isinstance(n.meta.get("val"), torch.Tensor)}
+        shapes = {
+            n: tuple(int(s) for s in n.meta["val"].shape)
+            for n in ep.graph.nodes
+            if isinstance(n.meta.get("val"), torch.Tensor)
+        }
         return shapes, traced_shape[0]
     # Traced at another size (or with symbolic sizes): re-run the graph on a real batch and record the shapes.
     batch = traced_shape[0] if traced_shape and isinstance(traced_shape[0], int) else 1
     reference = next((t for t in ep.state_dict.values() if t.is_floating_point()), torch.zeros(()))
     dummy = torch.full((batch, *input_shape), 0.5, dtype=reference.dtype, device=reference.device)
-    inputs = [dummy if spec.kind == InputKind.USER_INPUT else _lifted_input(ep, spec.target)
-              for spec in ep.graph_signature.input_specs]
+    inputs = [
+        dummy if spec.kind == InputKind.USER_INPUT else _lifted_input(ep, spec.target)
+        for spec in ep.graph_signature.input_specs
+    ]
     recorder = _ShapeRecorder(ep.graph_module)
     try:
         with torch.no_grad():
             recorder.run(*inputs)
     except Exception as err:  # any failure here means the program cannot run at this size
-        raise ModelError(f"the exported model was traced at input {list(traced_shape[1:])} and cannot run at "
-                         f"{list(input_shape)}: {_first_line(err)}") from err
+        raise ModelError(
+            f"the exported model was traced at input {list(traced_shape[1:])} and cannot run at "
+            f"{list(input_shape)}: {_first_line(err)}"
+        ) from err
     return recorder.shapes, batch
 
 

@@ -25,18 +25,35 @@ _REDUCTIONS = {aten.mean, aten.sum, aten.amax, aten.amin}
 _LINEARS = {aten.linear, aten.addmm, aten.mm}
 # Ops that may sit between the global pool and the classifier without changing what CAM computes.
 _HEAD_PASSTHROUGH = {
-    aten.view, aten.reshape, aten.flatten, aten.squeeze, aten._unsafe_view, aten.clone, aten.contiguous, aten.alias,
-    aten.detach, aten.dropout, aten.dropout_, aten.feature_dropout, aten.feature_dropout_,
+    aten.view,
+    aten.reshape,
+    aten.flatten,
+    aten.squeeze,
+    aten._unsafe_view,
+    aten.clone,
+    aten.contiguous,
+    aten.alias,
+    aten.detach,
+    aten.dropout,
+    aten.dropout_,
+    aten.feature_dropout,
+    aten.feature_dropout_,
 }
 
 Field = list[float]  # [rf_h, rf_w, jump_h, jump_w]
 
 
-def export_inventory(ep: ExportedProgram, input_shape: tuple[int, int, int], module_names: set[str]) -> Inventory:
+def export_inventory(
+    ep: ExportedProgram, input_shape: tuple[int, int, int], module_names: set[str]
+) -> Inventory:
     """Walk an exported program's graph in topological order; shapes are those at input_shape."""
-    user_inputs = [spec.arg.name for spec in ep.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT]
+    user_inputs = [
+        spec.arg.name for spec in ep.graph_signature.input_specs if spec.kind == InputKind.USER_INPUT
+    ]
     if len(user_inputs) != 1:
-        raise ModelError(f"the exported model takes {len(user_inputs)} inputs; advaudit needs one image batch")
+        raise ModelError(
+            f"the exported model takes {len(user_inputs)} inputs; advaudit needs one image batch"
+        )
     shapes, batch = node_shapes(ep, input_shape, user_inputs[0])
     params = ep.graph_signature.inputs_to_parameters
     names = _ModulePaths(ep.graph, module_names)
@@ -51,7 +68,9 @@ def export_inventory(ep: ExportedProgram, input_shape: tuple[int, int, int], mod
         incoming = [fields[arg] for arg in _tensor_args(node) if arg in fields]
         if not incoming:
             continue  # computed from parameters only (e.g. a standardised weight): no receptive field
-        field = [max(values) for values in zip(*incoming, strict=True)]  # merges (adds, concats) keep the widest
+        field = [
+            max(values) for values in zip(*incoming, strict=True)
+        ]  # merges (adds, concats) keep the widest
         packet = _packet(node)
         if packet in _CONVS or packet in _TRANSPOSED_CONVS:
             call = _conv_call(node, shapes, field, names, params)
@@ -66,8 +85,12 @@ def export_inventory(ep: ExportedProgram, input_shape: tuple[int, int, int], mod
         elif len(incoming) == 1:
             _resample(node, shapes, field)
         fields[node] = field
-    return Inventory(tuple(convs), _linear_macs(ep.graph, shapes, batch), _cam_head(ep.graph, shapes, names),
-                     "torch.export")
+    return Inventory(
+        tuple(convs),
+        _linear_macs(ep.graph, shapes, batch),
+        _cam_head(ep.graph, shapes, names),
+        "torch.export",
+    )
 
 
 class _ModulePaths:
@@ -136,24 +159,39 @@ def _conv_call(node, shapes, field: Field, names: _ModulePaths, params: dict) ->
     transposed = _packet(node) in _TRANSPOSED_CONVS or bool(args.get("transposed", False))
     groups = int(args.get("groups", 1))
     kernel = as_pair(weight_shape[2:], spatial_dims)
-    stride, dilation = as_pair(args.get("stride", 1), spatial_dims), as_pair(args.get("dilation", 1), spatial_dims)
+    stride, dilation = (
+        as_pair(args.get("stride", 1), spatial_dims),
+        as_pair(args.get("dilation", 1), spatial_dims),
+    )
     if spatial_dims == 2:
         _conv_field(field, kernel, stride, dilation, transposed)
     # else: a Conv1d runs along a sequence (often the channel axis, as in ECA), not the image grid
     path, _ = names.innermost(node)
     if not path and isinstance(weight, fx.Node) and weight.name in params:
-        path = params[weight.name].rpartition(".")[0]  # functional conv at the top level: use its weight's owner
+        path = params[weight.name].rpartition(".")[
+            0
+        ]  # functional conv at the top level: use its weight's owner
     in_channels, out_channels = (
-        (weight_shape[0], weight_shape[1] * groups) if transposed else (weight_shape[1] * groups, weight_shape[0])
+        (weight_shape[0], weight_shape[1] * groups)
+        if transposed
+        else (weight_shape[1] * groups, weight_shape[0])
     )
     return ConvCall(
-        name=path, weight_key=weight.name if isinstance(weight, fx.Node) else node.name, transposed=transposed,
-        in_channels=in_channels, out_channels=out_channels, kernel_size=kernel, stride=stride,
-        padding=resolve_padding(args.get("padding", 0), kernel, dilation, spatial_dims), dilation=dilation,
-        groups=groups, has_bias=args.get("bias") is not None,
+        name=path,
+        weight_key=weight.name if isinstance(weight, fx.Node) else node.name,
+        transposed=transposed,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=kernel,
+        stride=stride,
+        padding=resolve_padding(args.get("padding", 0), kernel, dilation, spatial_dims),
+        dilation=dilation,
+        groups=groups,
+        has_bias=args.get("bias") is not None,
         input_hw=as_pair(input_shape[-spatial_dims:], spatial_dims),
         output_shape=(output_shape[-spatial_dims - 1], *as_pair(output_shape[-spatial_dims:], spatial_dims)),
-        receptive_field=rf_int(field[:2]), spatial_dims=spatial_dims,
+        receptive_field=rf_int(field[:2]),
+        spatial_dims=spatial_dims,
     )
 
 
@@ -219,7 +257,9 @@ def _linear_macs(graph: fx.Graph, shapes, batch: int) -> int:
         packet = _packet(node)
         if node.op != "call_function" or packet not in _LINEARS or node not in shapes:
             continue
-        weight = node.args[1] if packet is aten.linear else node.args[2] if packet is aten.addmm else node.args[1]
+        weight = (
+            node.args[1] if packet is aten.linear else node.args[2] if packet is aten.addmm else node.args[1]
+        )
         weight_shape = shapes.get(weight)
         if weight_shape is None or len(weight_shape) != 2:
             continue

@@ -22,7 +22,9 @@ ACTIVE = frozenset({QUEUED, RUNNING})
 
 # A finished job never goes back to the queue: a rerun is a new job, so each job's results stay as reported.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    QUEUED: frozenset({RUNNING, CANCELLED, FAILED}),  # → failed: it could not be enqueued, or ran out of attempts
+    QUEUED: frozenset(
+        {RUNNING, CANCELLED, FAILED}
+    ),  # → failed: it could not be enqueued, or ran out of attempts
     RUNNING: frozenset({SUCCEEDED, FAILED, CANCELLED, QUEUED}),  # → queued: worker lost, task redelivered
     SUCCEEDED: frozenset(),
     FAILED: frozenset(),
@@ -42,7 +44,8 @@ def check_transition(old: str, new: str) -> None:
     if new not in TRANSITIONS[JobStatus(old)]:
         if old in TERMINAL:
             raise InvalidTransition(
-                f"job is already {old} and cannot become {new}; rerun it to start a new job")
+                f"job is already {old} and cannot become {new}; rerun it to start a new job"
+            )
         allowed = ", ".join(sorted(TRANSITIONS[JobStatus(old)]))
         raise InvalidTransition(f"a {old} job cannot become {new}; from {old} it can only become {allowed}")
 

@@ -28,7 +28,9 @@ def attack_success_rate(pred: torch.Tensor, clean_pred: torch.Tensor, labels: to
     return fooled.float().mean(dim=0).tolist()
 
 
-def target_success_rate(targeted_pred: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor) -> list[float]:
+def target_success_rate(
+    targeted_pred: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor
+) -> list[float]:
     """Per ε: among samples whose label differs from their target, the fraction predicted as the target."""
     eligible = labels != targets
     if not eligible.any():
@@ -37,7 +39,9 @@ def target_success_rate(targeted_pred: torch.Tensor, targets: torch.Tensor, labe
     return hit.float().mean(dim=0).tolist()
 
 
-def minimal_eps(pred: torch.Tensor, labels: torch.Tensor, eps: Sequence[float], clean_pred: torch.Tensor) -> np.ndarray:
+def minimal_eps(
+    pred: torch.Tensor, labels: torch.Tensor, eps: Sequence[float], clean_pred: torch.Tensor
+) -> np.ndarray:
     """Per sample, the smallest swept ε at which it is misclassified: 0 if the clean input already is,
     inf when no swept ε fools it. A sample correct again at a larger ε still counts as fooled at the first.
     """
@@ -72,12 +76,14 @@ def per_class_accuracy(
         count = int(mask.sum())
         if count == 0:
             continue
-        rows.append({
-            "class": c,
-            "count": count,
-            "clean_accuracy": accuracy(clean_pred[mask], labels[mask]),
-            "accuracy": accuracy_per_eps(pred[mask], labels[mask]),
-        })
+        rows.append(
+            {
+                "class": c,
+                "count": count,
+                "clean_accuracy": accuracy(clean_pred[mask], labels[mask]),
+                "accuracy": accuracy_per_eps(pred[mask], labels[mask]),
+            }
+        )
     return rows
 
 

@@ -38,7 +38,9 @@ def accuracy_curve(document: dict, path: Path) -> None:
         t_points = sorted(targeted["points"], key=lambda p: p["eps"])
         t_eps = [p["eps"] for p in t_points]
         policy = targeted["policy"]
-        ax.plot(t_eps, [p["accuracy"] for p in t_points], "^-", label=f"accuracy under targeted FGSM ({policy})")
+        ax.plot(
+            t_eps, [p["accuracy"] for p in t_points], "^-", label=f"accuracy under targeted FGSM ({policy})"
+        )
         ax.plot(t_eps, [p["target_success_rate"] for p in t_points], "v--", alpha=0.7, label="target success")
     ax.set_xlabel("ε (input range [0, 1])")
     ax.set_ylabel("rate")
@@ -47,7 +49,10 @@ def accuracy_curve(document: dict, path: Path) -> None:
     top = ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda v: v / 255))
     top.set_xlabel("ε × 255")
     name = document["model"]["source"]
-    ax.set_title(f"{name} on {document['dataset']['source']} (AUC {document['summary']['robust_auc']:.3f})", fontsize=10)
+    ax.set_title(
+        f"{name} on {document['dataset']['source']} (AUC {document['summary']['robust_auc']:.3f})",
+        fontsize=10,
+    )
     ax.legend(fontsize=8, loc="best")
     _save(fig, path)
 
@@ -72,15 +77,22 @@ def cam_gallery(cam, class_name: ClassName, path: Path, columns: int = 4) -> Non
         clean_ax, adv_ax = axes[r, 2 * c], axes[r, 2 * c + 1]
         clean_ax.imshow(overlay(cam.images[i], cam.clean[i]), interpolation="nearest")
         adv_ax.imshow(overlay(cam.adversarial_images[i], cam.adversarial[i]), interpolation="nearest")
-        clean_ax.set_title(f"#{cam.indices[i]} label {class_name(int(cam.labels[i]))}\n"
-                           f"clean: {class_name(int(cam.clean_class[i]))} {100 * cam.clean_confidence[i]:.0f}%",
-                           fontsize=7)
-        adv_ax.set_title(f"adv: {class_name(int(cam.adversarial_class[i]))} "
-                         f"{100 * cam.adversarial_confidence[i]:.0f}%\n"
-                         f"r={cam.similarity[i]:.2f} IoU={cam.top20_iou[i]:.2f}", fontsize=7)
+        clean_ax.set_title(
+            f"#{cam.indices[i]} label {class_name(int(cam.labels[i]))}\n"
+            f"clean: {class_name(int(cam.clean_class[i]))} {100 * cam.clean_confidence[i]:.0f}%",
+            fontsize=7,
+        )
+        adv_ax.set_title(
+            f"adv: {class_name(int(cam.adversarial_class[i]))} "
+            f"{100 * cam.adversarial_confidence[i]:.0f}%\n"
+            f"r={cam.similarity[i]:.2f} IoU={cam.top20_iou[i]:.2f}",
+            fontsize=7,
+        )
     method = {"cam": "CAM", "gradcam": "Grad-CAM"}.get(cam.method, cam.method)
-    fig.suptitle(f"{method} on {cam.layer}: clean vs adversarial at ε = {cam.eps:.4f} ({cam.eps * 255:.1f}/255)",
-                 fontsize=10)
+    fig.suptitle(
+        f"{method} on {cam.layer}: clean vs adversarial at ε = {cam.eps:.4f} ({cam.eps * 255:.1f}/255)",
+        fontsize=10,
+    )
     _save(fig, path)
 
 
@@ -89,7 +101,9 @@ def triptych(t, class_name: ClassName, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.2))
     clean, cmap = _image(t.clean)
     axes[0].imshow(clean, cmap=cmap, vmin=0, vmax=1)
-    axes[0].set_title(f"clean: {class_name(t.clean_class)}\n{100 * t.clean_confidence:.1f} % confidence", fontsize=9)
+    axes[0].set_title(
+        f"clean: {class_name(t.clean_class)}\n{100 * t.clean_confidence:.1f} % confidence", fontsize=9
+    )
     noise, ncmap = _image(0.5 + 0.5 * t.perturbation)
     axes[1].imshow(noise, cmap=ncmap, vmin=0, vmax=1)
     axes[1].set_title(f"ε · sign(∇x loss)\nε = {t.eps:.4f} ({t.eps * 255:.1f}/255)", fontsize=9)

@@ -63,11 +63,14 @@ class CamAudit:
             "flipped": int(np.sum(self.clean_class != self.adversarial_class)),
             "samples": [
                 {
-                    "index": int(self.indices[i]), "label": int(self.labels[i]),
-                    "clean_class": int(self.clean_class[i]), "clean_confidence": float(self.clean_confidence[i]),
+                    "index": int(self.indices[i]),
+                    "label": int(self.labels[i]),
+                    "clean_class": int(self.clean_class[i]),
+                    "clean_confidence": float(self.clean_confidence[i]),
                     "adversarial_class": int(self.adversarial_class[i]),
                     "adversarial_confidence": float(self.adversarial_confidence[i]),
-                    "similarity": float(self.similarity[i]), "top20_iou": float(self.top20_iou[i]),
+                    "similarity": float(self.similarity[i]),
+                    "top20_iou": float(self.top20_iou[i]),
                     "confidence_drop": float(self.confidence_drop[i]),
                 }
                 for i in range(len(self.indices))
@@ -120,8 +123,13 @@ class Report:
         min_eps = metrics.minimal_eps(s.pred, s.labels, s.eps, s.clean_pred)
         clean_accuracy = metrics.accuracy(s.clean_pred, s.labels)
         fgsm = [
-            {"eps": e, "eps_255": e * 255, "accuracy": a, "attack_success_rate": r,
-             "mean_confidence": float(s.conf[:, j].mean())}
+            {
+                "eps": e,
+                "eps_255": e * 255,
+                "accuracy": a,
+                "attack_success_rate": r,
+                "mean_confidence": float(s.conf[:, j].mean()),
+            }
             for j, (e, a, r) in enumerate(zip(s.eps, acc, success, strict=True))
         ]
         targeted = None
@@ -137,13 +145,20 @@ class Report:
             targeted = {
                 "policy": str(s.policy),
                 "points": [
-                    {"eps": e, "eps_255": e * 255, "accuracy": a, "target_success_rate": t,
-                     "mean_target_probability": float(s.target_prob[:, j].mean())}
+                    {
+                        "eps": e,
+                        "eps_255": e * 255,
+                        "accuracy": a,
+                        "target_success_rate": t,
+                        "mean_target_probability": float(s.target_prob[:, j].mean()),
+                    }
                     for j, (e, a, t) in enumerate(zip(s.targeted_eps, t_acc, t_success, strict=True))
                 ],
             }
             summary["targeted_auc"] = metrics.robust_auc(s.targeted_eps, t_acc)
-            summary["max_target_success_rate"] = max((t for t in t_success if not math.isnan(t)), default=None)
+            summary["max_target_success_rate"] = max(
+                (t for t in t_success if not math.isnan(t)), default=None
+            )
         if self.cam is not None:
             summary["cam_drift"] = self.cam.drift()
         summary["macs"] = self.architecture.totals.get("macs")
@@ -154,8 +169,11 @@ class Report:
         document = {
             "schema_version": SCHEMA_VERSION,
             "model": self.model.to_dict(),
-            "dataset": {**self.dataset.to_dict(), "num_samples": self.num_samples,
-                        "available_samples": self.dataset.num_samples},
+            "dataset": {
+                **self.dataset.to_dict(),
+                "num_samples": self.num_samples,
+                "available_samples": self.dataset.num_samples,
+            },
             "config": self.config.to_dict(),
             "clean": {"accuracy": clean_accuracy, "mean_confidence": float(s.clean_conf.mean())},
             "fgsm": fgsm,
@@ -225,17 +243,25 @@ class Report:
         if self.cam is not None:
             c = self.cam
             np.savez_compressed(
-                out / "gradcam.npz", indices=c.indices, clean=c.clean.astype(np.float32),
-                adversarial=c.adversarial.astype(np.float32), clean_class=c.clean_class,
-                adversarial_class=c.adversarial_class, labels=c.labels, similarity=c.similarity,
-                top20_iou=c.top20_iou, confidence_drop=c.confidence_drop,
+                out / "gradcam.npz",
+                indices=c.indices,
+                clean=c.clean.astype(np.float32),
+                adversarial=c.adversarial.astype(np.float32),
+                clean_class=c.clean_class,
+                adversarial_class=c.adversarial_class,
+                labels=c.labels,
+                similarity=c.similarity,
+                top20_iou=c.top20_iou,
+                confidence_drop=c.confidence_drop,
                 # the inputs each map belongs to, so a viewer can draw the maps over them
-                images=c.images.astype(np.float32), adversarial_images=c.adversarial_images.astype(np.float32),
+                images=c.images.astype(np.float32),
+                adversarial_images=c.adversarial_images.astype(np.float32),
             )
             self._figure(out / "cam_gallery.png", lambda path: plots.cam_gallery(c, self.class_name, path))
         for i, triptych in enumerate(self.triptychs):
-            self._figure(out / f"triptych_{i}.png",
-                         lambda path, t=triptych: plots.triptych(t, self.class_name, path))
+            self._figure(
+                out / f"triptych_{i}.png", lambda path, t=triptych: plots.triptych(t, self.class_name, path)
+            )
         if self.first_filters is not None:
             self._figure(out / "filters.png", lambda path: render_filter_grid(*self.first_filters, path))
         if self.config.save_adversarial:
@@ -247,13 +273,21 @@ class Report:
     def _write_outcomes(self, path: Path) -> None:
         s = self.sweep
         arrays = {
-            "labels": s.labels.numpy(), "clean_pred": s.clean_pred.numpy(), "clean_conf": s.clean_conf.numpy(),
-            "eps": np.asarray(s.eps), "pred": s.pred.numpy(), "conf": s.conf.numpy(),
+            "labels": s.labels.numpy(),
+            "clean_pred": s.clean_pred.numpy(),
+            "clean_conf": s.clean_conf.numpy(),
+            "eps": np.asarray(s.eps),
+            "pred": s.pred.numpy(),
+            "conf": s.conf.numpy(),
             "minimal_eps": metrics.minimal_eps(s.pred, s.labels, s.eps, s.clean_pred),
         }
         if s.policy is not None:
-            arrays |= {"targets": s.targets.numpy(), "targeted_eps": np.asarray(s.targeted_eps),
-                       "targeted_pred": s.targeted_pred.numpy(), "target_prob": s.target_prob.numpy()}
+            arrays |= {
+                "targets": s.targets.numpy(),
+                "targeted_eps": np.asarray(s.targeted_eps),
+                "targeted_pred": s.targeted_pred.numpy(),
+                "target_prob": s.target_prob.numpy(),
+            }
         np.savez_compressed(path, **arrays)
 
     def _write_adversarial(self, path: Path) -> None:
@@ -261,6 +295,7 @@ class Report:
         s = self.sweep
         x = s.inputs.numpy()
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+
             def put(name: str, array: np.ndarray) -> None:
                 with archive.open(f"{name}.npy", "w", force_zip64=True) as handle:
                     np.lib.format.write_array(handle, np.ascontiguousarray(array), allow_pickle=False)
@@ -279,8 +314,15 @@ class Report:
                     put(f"targeted_{j}", np.clip(x + np.float32(e) * t_direction, 0, 1).astype(np.float32))
 
 
-REPORT_FILES = ("report.json", "outcomes.npz", "gradcam.npz", "adversarial.npz", "accuracy_curve.png",
-                "cam_gallery.png", "filters.png")
+REPORT_FILES = (
+    "report.json",
+    "outcomes.npz",
+    "gradcam.npz",
+    "adversarial.npz",
+    "accuracy_curve.png",
+    "cam_gallery.png",
+    "filters.png",
+)
 
 
 def _is_report_file(name: str) -> bool:

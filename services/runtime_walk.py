@@ -84,18 +84,31 @@ def _module_conv(name: str, module: nn.Module, source: torch.Tensor, output: tor
     kernel, stride = as_pair(module.kernel_size, spatial_dims), as_pair(module.stride, spatial_dims)
     dilation = as_pair(module.dilation, spatial_dims)
     input_hw = as_pair(tuple(source.shape[-spatial_dims:]), spatial_dims)
-    output_shape = (output.shape[-spatial_dims - 1], *as_pair(tuple(output.shape[-spatial_dims:]), spatial_dims))
+    output_shape = (
+        output.shape[-spatial_dims - 1],
+        *as_pair(tuple(output.shape[-spatial_dims:]), spatial_dims),
+    )
     if spatial_dims == 2:
         if transposed:
             chain.transposed(kernel, dilation, output_shape[1:])
         else:
             chain.window(kernel, dilation, input_hw)
     return ConvCall(
-        name=name, weight_key=name, transposed=transposed, in_channels=module.in_channels,
-        out_channels=module.out_channels, kernel_size=kernel, stride=stride,
-        padding=resolve_padding(module.padding, kernel, dilation, spatial_dims), dilation=dilation,
-        groups=module.groups, has_bias=module.bias is not None, input_hw=input_hw,
-        output_shape=tuple(int(v) for v in output_shape), receptive_field=chain.current(), spatial_dims=spatial_dims,
+        name=name,
+        weight_key=name,
+        transposed=transposed,
+        in_channels=module.in_channels,
+        out_channels=module.out_channels,
+        kernel_size=kernel,
+        stride=stride,
+        padding=resolve_padding(module.padding, kernel, dilation, spatial_dims),
+        dilation=dilation,
+        groups=module.groups,
+        has_bias=module.bias is not None,
+        input_hw=input_hw,
+        output_shape=tuple(int(v) for v in output_shape),
+        receptive_field=chain.current(),
+        spatial_dims=spatial_dims,
     )
 
 
@@ -107,8 +120,13 @@ def _hooked_cam_head(calls: list[_Call]) -> tuple[str, str] | None:
         return None
     final = linears[-1]
     before = [c for c in ordered if c.start < final.start]
-    pools = [c for c in before if isinstance(c.module, nn.AdaptiveAvgPool2d) and isinstance(c.output, torch.Tensor)
-             and tuple(c.output.shape[-2:]) == (1, 1)]
+    pools = [
+        c
+        for c in before
+        if isinstance(c.module, nn.AdaptiveAvgPool2d)
+        and isinstance(c.output, torch.Tensor)
+        and tuple(c.output.shape[-2:]) == (1, 1)
+    ]
     if not pools or pools[-1].output.shape[-3] != final.module.in_features:
         return None
     pool = pools[-1]
@@ -125,8 +143,14 @@ def _hooked_cam_head(calls: list[_Call]) -> tuple[str, str] | None:
     return None
 
 
-_CONV_EVENTS = {"aten::conv1d", "aten::conv2d", "aten::conv_transpose1d", "aten::conv_transpose2d",
-                "aten::convolution", "aten::_convolution"}
+_CONV_EVENTS = {
+    "aten::conv1d",
+    "aten::conv2d",
+    "aten::conv_transpose1d",
+    "aten::conv_transpose2d",
+    "aten::convolution",
+    "aten::_convolution",
+}
 _WINDOW_EVENTS = {"aten::max_pool2d", "aten::max_pool2d_with_indices", "aten::avg_pool2d"}
 _GLOBAL_EVENTS = {"aten::adaptive_avg_pool2d", "aten::adaptive_max_pool2d", "aten::mean"}
 _LINEAR_EVENTS = {"aten::linear", "aten::addmm"}
@@ -137,9 +161,22 @@ _CONV_LAYOUT = {
     "aten::conv2d": {"stride": 3, "padding": 4, "dilation": 5, "groups": 6},
     "aten::conv_transpose1d": {"stride": 3, "padding": 4, "output_padding": 5, "groups": 6, "dilation": 7},
     "aten::conv_transpose2d": {"stride": 3, "padding": 4, "output_padding": 5, "groups": 6, "dilation": 7},
-    "aten::convolution": {"stride": 3, "padding": 4, "dilation": 5, "transposed": 6, "output_padding": 7, "groups": 8},
-    "aten::_convolution": {"stride": 3, "padding": 4, "dilation": 5, "transposed": 6, "output_padding": 7,
-                           "groups": 8},
+    "aten::convolution": {
+        "stride": 3,
+        "padding": 4,
+        "dilation": 5,
+        "transposed": 6,
+        "output_padding": 7,
+        "groups": 8,
+    },
+    "aten::_convolution": {
+        "stride": 3,
+        "padding": 4,
+        "dilation": 5,
+        "transposed": 6,
+        "output_padding": 7,
+        "groups": 8,
+    },
 }
 
 
@@ -149,11 +186,16 @@ def torchscript_inventory(network: torch.jit.ScriptModule, dummy: torch.Tensor) 
         with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
             network(dummy)
     except Exception as err:  # the scripted forward can raise anything
-        raise ModelError(f"the TorchScript model's forward failed on a {list(dummy.shape)} batch: {err}") from err
+        raise ModelError(
+            f"the TorchScript model's forward failed on a {list(dummy.shape)} batch: {err}"
+        ) from err
     events = [e for e in prof.events() if e.name in _TRACKED_EVENTS and not _has_tracked_ancestor(e)]
     events.sort(key=lambda e: e.time_range.start)
-    modules = [(name, m) for name, m in network.named_modules()
-               if getattr(m, "original_name", "") in ("Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d")]
+    modules = [
+        (name, m)
+        for name, m in network.named_modules()
+        if getattr(m, "original_name", "") in ("Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d")
+    ]
     unused = list(modules)
     chain = ChainField((dummy.shape[-2], dummy.shape[-1]))
     convs: list[ConvCall] = []
@@ -194,7 +236,9 @@ def _is_global(name: str, shapes, values) -> bool:
 
 def _event_conv(name, shapes, values, chain: ChainField, modules, unused) -> ConvCall:
     layout = _CONV_LAYOUT[name]
-    transposed = "conv_transpose" in name or bool(values[layout["transposed"]] if "transposed" in layout else False)
+    transposed = "conv_transpose" in name or bool(
+        values[layout["transposed"]] if "transposed" in layout else False
+    )
     weight_shape, input_shape = tuple(shapes[1]), tuple(shapes[0])
     spatial_dims = len(weight_shape) - 2
     groups = int(values[layout["groups"]])
@@ -205,10 +249,19 @@ def _event_conv(name, shapes, values, chain: ChainField, modules, unused) -> Con
     padding = resolve_padding(raw_padding, kernel, dilation, spatial_dims)
     input_hw = as_pair(input_shape[-spatial_dims:], spatial_dims)
     output_padding = as_pair(values[layout["output_padding"]], spatial_dims) if transposed else (0, 0)
-    output_hw = conv_output_hw(input_hw, kernel, stride, raw_padding if isinstance(raw_padding, str) else padding,
-                               dilation, transposed, output_padding)
+    output_hw = conv_output_hw(
+        input_hw,
+        kernel,
+        stride,
+        raw_padding if isinstance(raw_padding, str) else padding,
+        dilation,
+        transposed,
+        output_padding,
+    )
     in_channels, out_channels = (
-        (weight_shape[0], weight_shape[1] * groups) if transposed else (weight_shape[1] * groups, weight_shape[0])
+        (weight_shape[0], weight_shape[1] * groups)
+        if transposed
+        else (weight_shape[1] * groups, weight_shape[0])
     )
     if spatial_dims == 2:
         if transposed:
@@ -217,10 +270,21 @@ def _event_conv(name, shapes, values, chain: ChainField, modules, unused) -> Con
             chain.window(kernel, dilation, input_hw)
     module_name = _match_module(weight_shape, stride, padding, dilation, groups, modules, unused)
     return ConvCall(
-        name=module_name, weight_key=module_name or f"<functional {len(unused)}>", transposed=transposed,
-        in_channels=in_channels, out_channels=out_channels, kernel_size=kernel, stride=stride, padding=padding,
-        dilation=dilation, groups=groups, has_bias=len(shapes[2]) > 0, input_hw=input_hw,
-        output_shape=(out_channels, *output_hw), receptive_field=chain.current(), spatial_dims=spatial_dims,
+        name=module_name,
+        weight_key=module_name or f"<functional {len(unused)}>",
+        transposed=transposed,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=kernel,
+        stride=stride,
+        padding=padding,
+        dilation=dilation,
+        groups=groups,
+        has_bias=len(shapes[2]) > 0,
+        input_hw=input_hw,
+        output_shape=(out_channels, *output_hw),
+        receptive_field=chain.current(),
+        spatial_dims=spatial_dims,
     )
 
 
@@ -229,6 +293,7 @@ def _match_module(weight_shape, stride, padding, dilation, groups, modules, unus
 
     Scripted modules keep stride/padding/…; traced ones keep only their weight, so those match on shape alone.
     """
+
     def fits(module) -> bool:
         if tuple(module.weight.shape) != weight_shape:
             return False

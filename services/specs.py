@@ -144,41 +144,79 @@ class EvaluationConfig:
     """
 
     eps: tuple[float, ...] = _option(
-        DEFAULT_EPS, kind="eps_list", label="ε list",
-        help="ε values in [0, 1] pixel units, comma-separated; fractions such as 8/255 are fine")
+        DEFAULT_EPS,
+        kind="eps_list",
+        label="ε list",
+        help="ε values in [0, 1] pixel units, comma-separated; fractions such as 8/255 are fine",
+    )
     targeted: TargetPolicy | None = _option(
-        None, kind="policy", label="Targeted policy",
+        None,
+        kind="policy",
+        label="Targeted policy",
         help="also run targeted FGSM: class:K, random (seeded, never the true class), least-likely, "
-             "next ((y+1) mod C)")
+        "next ((y+1) mod C)",
+    )
     targeted_eps: tuple[float, ...] | None = _option(
-        None, kind="eps_list", label="Targeted ε list",
-        help="ε list of the targeted sweep (needs a targeted policy; default: the ε list)")
+        None,
+        kind="eps_list",
+        label="Targeted ε list",
+        help="ε list of the targeted sweep (needs a targeted policy; default: the ε list)",
+    )
     cam: str = _option(
-        "auto", kind="text", label="CAM layer", max_length=200,
+        "auto",
+        kind="text",
+        label="CAM layer",
+        max_length=200,
         help="CAM audit: auto (CAM on a GAP→Linear head, else Grad-CAM on the last conv layer with a spatial "
-             "map), none, or a module path such as features.6 for Grad-CAM (a layer whose map is 1×1 at the "
-             "dataset's size is refused: its CAM would be constant)")
+        "map), none, or a module path such as features.6 for Grad-CAM (a layer whose map is 1×1 at the "
+        "dataset's size is refused: its CAM would be constant)",
+    )
     cam_eps: float = _option(DEFAULT_CAM_EPS, kind="eps", label="CAM ε", help="ε of the adversarial maps")
-    cam_samples: int = _option(16, kind="int", label="CAM samples", minimum=0, maximum=10_000,
-                               help="images in the CAM gallery")
-    triptychs: int = _option(4, kind="int", label="Triptychs", minimum=0, maximum=1_000,
-                             help="clean + perturbation = adversarial pictures to draw")
-    limit: int | None = _option(None, kind="int", label="Sample limit", minimum=1,
-                                help="evaluate the first N samples only")
-    batch_size: int = _option(128, kind="int", label="Batch size", minimum=1, maximum=65_536,
-                              help="samples per forward pass")
-    device: str = _option("auto", kind="text", label="Device", max_length=32,
-                          help="auto (CUDA if present), cpu, cuda or cuda:N")
-    precision: str = _option("fp32", kind="choice", label="Precision", choices=PRECISIONS,
-                             help="bf16 autocasts the model (the loss stays fp32)")
-    channels_last: bool = _option(False, kind="flag", label="Channels-last",
-                                  help="channels_last memory format (for CUDA)")
-    seed: int = _option(0, kind="int", label="Seed", minimum=0, maximum=2**32 - 1,
-                        help="seeds the random target policy and the CAM sample choice")
+    cam_samples: int = _option(
+        16, kind="int", label="CAM samples", minimum=0, maximum=10_000, help="images in the CAM gallery"
+    )
+    triptychs: int = _option(
+        4,
+        kind="int",
+        label="Triptychs",
+        minimum=0,
+        maximum=1_000,
+        help="clean + perturbation = adversarial pictures to draw",
+    )
+    limit: int | None = _option(
+        None, kind="int", label="Sample limit", minimum=1, help="evaluate the first N samples only"
+    )
+    batch_size: int = _option(
+        128, kind="int", label="Batch size", minimum=1, maximum=65_536, help="samples per forward pass"
+    )
+    device: str = _option(
+        "auto", kind="text", label="Device", max_length=32, help="auto (CUDA if present), cpu, cuda or cuda:N"
+    )
+    precision: str = _option(
+        "fp32",
+        kind="choice",
+        label="Precision",
+        choices=PRECISIONS,
+        help="bf16 autocasts the model (the loss stays fp32)",
+    )
+    channels_last: bool = _option(
+        False, kind="flag", label="Channels-last", help="channels_last memory format (for CUDA)"
+    )
+    seed: int = _option(
+        0,
+        kind="int",
+        label="Seed",
+        minimum=0,
+        maximum=2**32 - 1,
+        help="seeds the random target policy and the CAM sample choice",
+    )
     save_adversarial: bool = _option(
-        False, kind="flag", label="Save adversarial examples",
+        False,
+        kind="flag",
+        label="Save adversarial examples",
         help="also write the float32 adversarial inputs (adversarial.npz, lossless; N·C·H·W·6 bytes of host "
-             "memory while running)")
+        "memory while running)",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "eps", parse_eps_list(self.eps, "eps"))
@@ -215,14 +253,21 @@ def _check_bounds(option: Option, value: object) -> None:
         raise ConfigError(f"{option.name} must be a whole number, got {value!r}")
     low, high = option.minimum, option.maximum
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"between {low} and {high}" if low is not None and high is not None else \
-            f"at least {low}" if low is not None else f"at most {high}"
+        bounds = (
+            f"between {low} and {high}"
+            if low is not None and high is not None
+            else f"at least {low}"
+            if low is not None
+            else f"at most {high}"
+        )
         raise ConfigError(f"{option.name} must be {bounds}, got {value}")
 
 
 def _declared_options() -> tuple[Option, ...]:
-    return tuple(replace(item.metadata["option"], name=item.name, default=item.default)
-                 for item in fields(EvaluationConfig))
+    return tuple(
+        replace(item.metadata["option"], name=item.name, default=item.default)
+        for item in fields(EvaluationConfig)
+    )
 
 
 OPTIONS: tuple[Option, ...] = _declared_options()

@@ -41,7 +41,9 @@ def target_function(policy: TargetPolicy, num_classes: int, offsets: torch.Tenso
     """Targets for one batch from (labels, clean logits, row slice) under `policy`."""
     if policy.kind == "class":
         if policy.target_class >= num_classes:
-            raise ConfigError(f"target class {policy.target_class} does not exist: the model has {num_classes} classes")
+            raise ConfigError(
+                f"target class {policy.target_class} does not exist: the model has {num_classes} classes"
+            )
         return lambda y, logits, rows: torch.full_like(y, policy.target_class)
     if policy.kind == "next":
         return lambda y, logits, rows: (y + 1) % num_classes
@@ -169,15 +171,27 @@ def run_sweep(
         raise DatasetError(f"the dataset yielded {start} samples, {n} were announced")
     bad = int(nonfinite.sum())
     if bad:
-        raise ModelError(f"the model produced NaN or infinite logits for {bad} sample(s); check its weights and inputs")
+        raise ModelError(
+            f"the model produced NaN or infinite logits for {bad} sample(s); check its weights and inputs"
+        )
 
     def cpu(t):
         return None if t is None else t.cpu()
 
     return SweepResult(
-        labels=cpu(labels), clean_pred=cpu(clean_pred), clean_conf=cpu(clean_conf), eps=eps,
-        pred=cpu(pred), conf=cpu(conf), targeted_eps=targeted_eps, policy=policy, targets=cpu(targets),
-        targeted_pred=cpu(t_pred), target_prob=cpu(t_prob),
+        labels=cpu(labels),
+        clean_pred=cpu(clean_pred),
+        clean_conf=cpu(clean_conf),
+        eps=eps,
+        pred=cpu(pred),
+        conf=cpu(conf),
+        targeted_eps=targeted_eps,
+        policy=policy,
+        targets=cpu(targets),
+        targeted_pred=cpu(t_pred),
+        target_prob=cpu(t_prob),
         selected={i: (cpu(a), cpu(b)) for i, (a, b) in kept.items()},
-        directions=cpu(directions), inputs=cpu(inputs), targeted_directions=cpu(t_directions),
+        directions=cpu(directions),
+        inputs=cpu(inputs),
+        targeted_directions=cpu(t_directions),
     )

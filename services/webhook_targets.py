@@ -53,8 +53,11 @@ def _check_name(url: str, host: str) -> None:
     name = host[:-1] if host.endswith(".") else host
     labels = name.split(".")
     if len(name) > MAX_HOST_CHARS or not all(LABEL.match(label) for label in labels):
-        raise _refuse(url, f"has an invalid host name {host!r}: labels of letters, digits and hyphens, "
-                           "separated by single dots")
+        raise _refuse(
+            url,
+            f"has an invalid host name {host!r}: labels of letters, digits and hyphens, "
+            "separated by single dots",
+        )
     try:  # getaddrinfo reads 2130706433, 127.1 or 0x7f000001 as IPv4 addresses: no such disguises
         int(labels[-1], 0)
     except ValueError:
@@ -77,8 +80,9 @@ def parse_target(url: str) -> WebhookTarget:
     address = _literal(host)
     if address is None:
         _check_name(url, host)
-    return WebhookTarget(url=parsed, host=host, port=port or (443 if parsed.scheme == "https" else 80),
-                         address=address)
+    return WebhookTarget(
+        url=parsed, host=host, port=port or (443 if parsed.scheme == "https" else 80), address=address
+    )
 
 
 def address_problem(address: IPAddress) -> str | None:
@@ -88,9 +92,13 @@ def address_problem(address: IPAddress) -> str | None:
             address = address.ipv4_mapped
         elif address in NAT64:
             address = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    for kind, matches in (("loopback", address.is_loopback), ("unspecified", address.is_unspecified),
-                          ("link-local", address.is_link_local), ("multicast", address.is_multicast),
-                          ("private", address.is_private)):
+    for kind, matches in (
+        ("loopback", address.is_loopback),
+        ("unspecified", address.is_unspecified),
+        ("link-local", address.is_link_local),
+        ("multicast", address.is_multicast),
+        ("private", address.is_private),
+    ):
         if matches:
             return kind
     return None if address.is_global else "non-public"
@@ -102,8 +110,9 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in found))
 
 
-def public_addresses(target: WebhookTarget, *, must_resolve: bool,
-                     resolver: Resolver | None = None) -> list[IPAddress]:
+def public_addresses(
+    target: WebhookTarget, *, must_resolve: bool, resolver: Resolver | None = None
+) -> list[IPAddress]:
     """The addresses a POST to `target` may connect to; ConfigError if any of them is not public.
 
     A name that does not resolve gives [] when `must_resolve` is False (the API stores it; the delivery checks
@@ -125,10 +134,14 @@ def public_addresses(target: WebhookTarget, *, must_resolve: bool,
     for address in addresses:
         kind = address_problem(address)
         if kind is not None:
-            shown = target.host if target.address is not None else f"{target.host} resolves to {address}, which"
+            shown = (
+                target.host if target.address is not None else f"{target.host} resolves to {address}, which"
+            )
             article = "an" if kind[0] in "aeiou" else "a"
-            raise ConfigError(f"webhook host {shown} is {article} {kind} address: webhooks go to public addresses only "
-                              f"(set {ALLOW_PRIVATE_SETTING} to allow private ones)")
+            raise ConfigError(
+                f"webhook host {shown} is {article} {kind} address: webhooks go to public addresses only "
+                f"(set {ALLOW_PRIVATE_SETTING} to allow private ones)"
+            )
     return addresses
 
 

@@ -28,8 +28,9 @@ def require(module_name: str) -> ModuleType:
     except ImportError as error:
         message = f"cross-check dependency {module_name!r} cannot be imported: {error}"
         if in_ci():
-            pytest.fail(f"{message} (CI is set, so this is a failure, not a skip; run `make install`)",
-                        pytrace=False)
+            pytest.fail(
+                f"{message} (CI is set, so this is a failure, not a skip; run `make install`)", pytrace=False
+            )
         pytest.skip(message)
 
 
@@ -65,7 +66,7 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 def batches_of(x: torch.Tensor, y: torch.Tensor, size: int):
     """Split tensors into (x, y) batches, as a Dataset would yield them."""
-    return [(x[i:i + size], y[i:i + size]) for i in range(0, len(y), size)]
+    return [(x[i : i + size], y[i : i + size]) for i in range(0, len(y), size)]
 
 
 def comparable_report(document: dict) -> dict:

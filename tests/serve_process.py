@@ -52,7 +52,9 @@ def descendants(pid: int) -> set[int]:
 def command(pid: int) -> str:
     """The command line of `pid`, for messages (empty once it is gone)."""
     try:
-        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        return f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace"
+        )
     except FileNotFoundError:
         return f"{pid}: (gone)"
 
@@ -85,9 +87,14 @@ def serving(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Serve
     """Run `advaudit serve` on `data_dir` until the block ends; ADVAUDIT_* variables come only from `env`."""
     port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith("ADVAUDIT_")} | (env or {})
-    process = subprocess.Popen([EXECUTABLE, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                               env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        [EXECUTABLE, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     served = Served(process, f"http://127.0.0.1:{port}", data_dir)
     started: set[int] = set()
     try:

@@ -28,8 +28,9 @@ def _flags(parser) -> set[str]:
 
 
 def test_the_readme_tables_are_the_declarations():
-    assert reference.render(reference.README.read_text()) == reference.README.read_text(), \
+    assert reference.render(reference.README.read_text()) == reference.README.read_text(), (
         "README tables are stale: run `.venv/bin/python -m advaudit.reference`"
+    )
 
 
 def test_every_surface_offers_exactly_the_declared_options():
@@ -37,7 +38,9 @@ def test_every_surface_offers_exactly_the_declared_options():
     assert set(JobConfig.model_fields) == names
     for command in (("evaluate",), ("jobs", "submit"), ("audits", "add")):
         assert {option.flag for option in OPTIONS} <= _flags(_subcommand(*command)), command
-    assert set(evaluation_form.DEFAULTS) - {"target_class"} | set(evaluation_form.FLAGS) | {"triptychs"} == names
+    assert (
+        set(evaluation_form.DEFAULTS) - {"target_class"} | set(evaluation_form.FLAGS) | {"triptychs"} == names
+    )
     for option in OPTIONS:
         assert evaluation_form.LABELS[option.name] == option.label
         schema = JobConfig.model_json_schema()["properties"][option.name]
@@ -55,7 +58,10 @@ def test_defaults_agree_everywhere():
     assert EvaluationConfig(**JobConfig().evaluation_options()) == config
     form = {key: value for key, value in evaluation_form.DEFAULTS.items() if key != "target_class"}
     body = evaluation_form.job_request({**form, "model_id": "1", "dataset_id": "1"}, set())
-    assert EvaluationConfig(**JobConfig.model_validate(body["config"], strict=False).evaluation_options()) == config
+    assert (
+        EvaluationConfig(**JobConfig.model_validate(body["config"], strict=False).evaluation_options())
+        == config
+    )
 
 
 def test_thresholds_come_from_their_declaration():
@@ -78,8 +84,13 @@ def test_settings_defaults_feed_the_webhook_settings():
 def test_a_new_option_gets_a_form_field_without_a_template_change():
     """What adding an option to EvaluationConfig's field table gives the dashboard (its other surfaces are
     generated from the same table): a generic field of its kind, read back into the job request."""
-    hypothetical = replace(next(option for option in OPTIONS if option.name == "cam_samples"),
-                           name="restarts", label="Restarts", help="random restarts of each attack", default=1)
+    hypothetical = replace(
+        next(option for option in OPTIONS if option.name == "cam_samples"),
+        name="restarts",
+        label="Restarts",
+        help="random restarts of each attack",
+        default=1,
+    )
     macro = templates.env.get_template("_form_fields.html").module.other_option_fields
     html = str(macro([hypothetical], {"restarts": "3"}, set()))
     assert 'name="restarts"' in html and 'value="3"' in html and "Restarts" in html

@@ -17,9 +17,26 @@ from advaudit.cli import main
 
 def test_evaluate_writes_a_report_and_prints_a_summary(tmp_path, capsys):
     out = tmp_path / "report"
-    code = main(["evaluate", "--model", "demo:gap-cnn", "--dataset", "digits", "--out", str(out), "--limit", "40",
-                 "--eps", "0,2/255,8/255", "--targeted", "least-likely", "--cam-samples", "4",
-                 "--save-adversarial"])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            "demo:gap-cnn",
+            "--dataset",
+            "digits",
+            "--out",
+            str(out),
+            "--limit",
+            "40",
+            "--eps",
+            "0,2/255,8/255",
+            "--targeted",
+            "least-likely",
+            "--cam-samples",
+            "4",
+            "--save-adversarial",
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "accuracy %" in printed and "robust AUC" in printed and str(out / "report.json") in printed
@@ -29,14 +46,17 @@ def test_evaluate_writes_a_report_and_prints_a_summary(tmp_path, capsys):
     assert (out / "adversarial.npz").is_file() and (out / "triptych_0.png").is_file()
 
 
-@pytest.mark.parametrize(("arguments", "message"), [
-    (["--eps", "0,2"], "outside [0, 1]"),
-    (["--eps", "abc"], "cannot read ε"),
-    (["--targeted", "sideways"], "unknown targeted policy"),
-    (["--cam", "nowhere"], "no layer 'nowhere'"),
-    (["--model", "demo:nope"], "nope"),
-    (["--dataset", "missing.npz"], "missing.npz"),
-])
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--eps", "0,2"], "outside [0, 1]"),
+        (["--eps", "abc"], "cannot read ε"),
+        (["--targeted", "sideways"], "unknown targeted policy"),
+        (["--cam", "nowhere"], "no layer 'nowhere'"),
+        (["--model", "demo:nope"], "nope"),
+        (["--dataset", "missing.npz"], "missing.npz"),
+    ],
+)
 def test_bad_input_is_one_clear_line_and_exit_code_2(tmp_path, capsys, arguments, message):
     base = {"--model": "demo:gap-cnn", "--dataset": "digits", "--out": str(tmp_path / "r"), "--limit": "8"}
     for flag, value in zip(arguments[::2], arguments[1::2], strict=True):
@@ -60,7 +80,10 @@ def test_pickle_payload_is_refused_and_never_runs(tmp_path, capsys):
     marker = tmp_path / "pwned"
     checkpoint = tmp_path / "model.pt"
     checkpoint.write_bytes(pickle.dumps({"weights": CreatesAFile(marker)}))
-    assert main(["evaluate", "--model", str(checkpoint), "--dataset", "digits", "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["evaluate", "--model", str(checkpoint), "--dataset", "digits", "--out", str(tmp_path / "r")])
+        == 2
+    )
     assert "pickle" in capsys.readouterr().out.lower()
     assert not marker.exists()
 
@@ -74,9 +97,13 @@ def test_console_script_is_installed():
 def test_demo_evaluates_every_demo_model_and_records_the_runs(tmp_path):
     executable = shutil.which("advaudit") or str(Path(sys.executable).parent / "advaudit")
     data_dir = tmp_path / "data"
-    result = subprocess.run([executable, "demo", "--out", str(tmp_path / "reports")], capture_output=True,
-                            text=True, env={**os.environ, "COLUMNS": "200", "ADVAUDIT_DATA_DIR": str(data_dir)},
-                            timeout=300)
+    result = subprocess.run(
+        [executable, "demo", "--out", str(tmp_path / "reports")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "200", "ADVAUDIT_DATA_DIR": str(data_dir)},
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Robustness comparison" in result.stdout
     for name in ("gap-cnn", "separable-cnn", "dilated-cnn"):
@@ -92,7 +119,11 @@ def test_demo_evaluates_every_demo_model_and_records_the_runs(tmp_path):
     from api.main import create_app
     from contracts.settings import Settings
 
-    with TestClient(create_app(Settings(data_dir=data_dir, auth="off", allowed_hosts=["testserver"]), listen_host="127.0.0.1")) as client:
+    with TestClient(
+        create_app(
+            Settings(data_dir=data_dir, auth="off", allowed_hosts=["testserver"]), listen_host="127.0.0.1"
+        )
+    ) as client:
         jobs = client.get("/api/v1/jobs").json()["data"]
         assert sorted(job["status"] for job in jobs) == ["succeeded"] * 3
         report = client.get(f"/api/v1/jobs/{jobs[0]['id']}/report").json()

@@ -9,17 +9,53 @@ from advaudit.cli import build_parser, main
 from advaudit.client import ServerError
 
 NAME = "nightly [/] [bold]x[/bold] [disabled]"
-AUDIT = {"id": 1, "name": NAME, "model_name": "net[/]", "model_ids": None, "dataset_id": 1, "cron": None,
-         "timezone": None, "interval_s": 3600, "run_on_new_version": False, "enabled": False,
-         "next_run_at": None, "baseline_job_id": None, "thresholds": {"accuracy_drop_pp": 5.0},
-         "last_verdict": "regressed"}
+AUDIT = {
+    "id": 1,
+    "name": NAME,
+    "model_name": "net[/]",
+    "model_ids": None,
+    "dataset_id": 1,
+    "cron": None,
+    "timezone": None,
+    "interval_s": 3600,
+    "run_on_new_version": False,
+    "enabled": False,
+    "next_run_at": None,
+    "baseline_job_id": None,
+    "thresholds": {"accuracy_drop_pp": 5.0},
+    "last_verdict": "regressed",
+}
 CANDIDATE = {"job_id": 9, "model_name": "net[/]", "model_version": "v2 [red]"}
-RUN = {"id": 4, "trigger": "manual", "slot": "manual:[/]", "status": "finished", "verdict": "regressed",
-       "reason": "accuracy fell [/] 18.6 pp", "clean_accuracy": 0.98, "robust_auc": 0.69, "regressed_metrics": 1,
-       "comparisons": [{"candidate": CANDIDATE, "baseline": {**CANDIDATE, "job_id": 5, "model_version": "v1"},
-                        "rows": [{"metric": "accuracy", "eps": 8 / 255, "baseline": 49.2, "candidate": 30.6,
-                                  "delta": -18.6, "threshold": 5.0, "unit": "pp", "direction": "drop",
-                                  "regressed": True}]}]}
+RUN = {
+    "id": 4,
+    "trigger": "manual",
+    "slot": "manual:[/]",
+    "status": "finished",
+    "verdict": "regressed",
+    "reason": "accuracy fell [/] 18.6 pp",
+    "clean_accuracy": 0.98,
+    "robust_auc": 0.69,
+    "regressed_metrics": 1,
+    "comparisons": [
+        {
+            "candidate": CANDIDATE,
+            "baseline": {**CANDIDATE, "job_id": 5, "model_version": "v1"},
+            "rows": [
+                {
+                    "metric": "accuracy",
+                    "eps": 8 / 255,
+                    "baseline": 49.2,
+                    "candidate": 30.6,
+                    "delta": -18.6,
+                    "threshold": 5.0,
+                    "unit": "pp",
+                    "direction": "drop",
+                    "regressed": True,
+                }
+            ],
+        }
+    ],
+}
 
 
 class FakeServer:

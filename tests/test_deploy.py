@@ -19,8 +19,12 @@ def test_compose_file_is_valid_and_complete():
         if in_ci():
             pytest.fail("docker-compose is missing: scripts/ensure_tools.sh installs it")
         pytest.skip("docker-compose is not installed")
-    result = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
-                            capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        ["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr
     rendered = result.stdout
     for service in ("api:", "worker:", "worker-cpu:", "beat:", "redis:", "postgres:"):

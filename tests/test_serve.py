@@ -28,17 +28,35 @@ def cli(url: str, *args: str) -> subprocess.CompletedProcess:
 def test_upload_submit_watch_report_compare(server, tmp_path):
     url, data_dir = server
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "data.npz", x=rng.random((32, 1, 32, 32), dtype=np.float32), y=rng.integers(0, 10, 32))
+    np.savez(
+        tmp_path / "data.npz", x=rng.random((32, 1, 32, 32), dtype=np.float32), y=rng.integers(0, 10, 32)
+    )
     added = cli(url, "datasets", "add", str(tmp_path / "data.npz"), "--name", "noise")
     assert added.returncode == 0, added.stdout + added.stderr
     dataset_id = added.stdout.split()[1].rstrip(":")
     job_ids = []
     for name in ("gap-cnn", "dilated-cnn"):
-        model = cli(url, "models", "add", str(demo_model_path(name)), "--name", name, "--dataset-id", dataset_id)
+        model = cli(
+            url, "models", "add", str(demo_model_path(name)), "--name", name, "--dataset-id", dataset_id
+        )
         assert model.returncode == 0, model.stdout + model.stderr
         model_id = model.stdout.split()[1].rstrip(":")
-        job = cli(url, "jobs", "submit", "--model-id", model_id, "--dataset-id", dataset_id,
-                  "--eps", "0,2/255,8/255", "--targeted", "next", "--cam-samples", "4", "--wait")
+        job = cli(
+            url,
+            "jobs",
+            "submit",
+            "--model-id",
+            model_id,
+            "--dataset-id",
+            dataset_id,
+            "--eps",
+            "0,2/255,8/255",
+            "--targeted",
+            "next",
+            "--cam-samples",
+            "4",
+            "--wait",
+        )
         assert job.returncode == 0, job.stdout + job.stderr
         assert "succeeded" in job.stdout and "accuracy %" in job.stdout
         job_ids.append(job.stdout.split()[1])
@@ -59,6 +77,8 @@ def test_bad_input_from_the_client_is_one_line(server, tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"not a checkpoint")
     result = cli(url, "models", "add", str(bad), "--name", "bad", "--input-shape", "1,32,32")
-    assert result.returncode == 2 and result.stdout.startswith("error: 422") and "Traceback" not in result.stdout
+    assert (
+        result.returncode == 2 and result.stdout.startswith("error: 422") and "Traceback" not in result.stdout
+    )
     unreachable = cli("http://127.0.0.1:9", "jobs", "show", "1")
     assert unreachable.returncode == 2 and "cannot reach the server" in unreachable.stdout

@@ -34,16 +34,36 @@ def wait_for_run(url: str, audit_id: str, data_dir, condition, what: str) -> dic
         if found:
             return found[0]
         time.sleep(0.5)
-    log = "".join((data_dir / name).read_text(errors="replace")[-3000:] for name in ("control.log", "worker.log"))
+    log = "".join(
+        (data_dir / name).read_text(errors="replace")[-3000:] for name in ("control.log", "worker.log")
+    )
     pytest.fail(f"no {what} within 120 s: {runs(url, audit_id)}\n{log}")
 
 
 def test_a_cli_audit_runs_on_schedule_and_catches_a_fragile_new_version(server):
     url, data_dir = server
-    model = cli(url, "models", "add", str(demo_model_path("gap-cnn")), "--name", "digits-net", "--dataset-id", "1")
+    model = cli(
+        url, "models", "add", str(demo_model_path("gap-cnn")), "--name", "digits-net", "--dataset-id", "1"
+    )
     assert model.returncode == 0, model.stdout + model.stderr
-    added = cli(url, "audits", "add", "--name", "every-5s", "--model-name", "digits-net", "--dataset-id", "1",
-                "--interval", "5s", "--on-new-version", "--eps", "0,4/255,8/255", "--cam", "none")
+    added = cli(
+        url,
+        "audits",
+        "add",
+        "--name",
+        "every-5s",
+        "--model-name",
+        "digits-net",
+        "--dataset-id",
+        "1",
+        "--interval",
+        "5s",
+        "--on-new-version",
+        "--eps",
+        "0,4/255,8/255",
+        "--cam",
+        "none",
+    )
     assert added.returncode == 0, added.stdout + added.stderr
     assert "every 5 s, and on each new version" in added.stdout
     audit_id = added.stdout.split()[1].rstrip(":")
@@ -51,11 +71,24 @@ def test_a_cli_audit_runs_on_schedule_and_catches_a_fragile_new_version(server):
     first = wait_for_run(url, audit_id, data_dir, lambda r: r["verdict"], "scheduled verdict")
     assert (first["trigger"], first["verdict"]) == ("schedule", "baseline")
 
-    fragile = cli(url, "models", "add", str(demo_model_path("gap-cnn-fragile")), "--name", "digits-net",
-                  "--dataset-id", "1")
+    fragile = cli(
+        url,
+        "models",
+        "add",
+        str(demo_model_path("gap-cnn-fragile")),
+        "--name",
+        "digits-net",
+        "--dataset-id",
+        "1",
+    )
     assert fragile.returncode == 0, fragile.stdout + fragile.stderr
-    version = wait_for_run(url, audit_id, data_dir, lambda r: r["trigger"] == "new_version" and r["verdict"],
-                           "new-version verdict")
+    version = wait_for_run(
+        url,
+        audit_id,
+        data_dir,
+        lambda r: r["trigger"] == "new_version" and r["verdict"],
+        "new-version verdict",
+    )
     assert version["verdict"] == "regressed", version["reason"]
 
     now = cli(url, "audits", "run", audit_id, "--wait")
@@ -71,9 +104,33 @@ def test_a_cli_audit_runs_on_schedule_and_catches_a_fragile_new_version(server):
 
 def test_bad_audits_from_the_cli_are_one_line(server):
     url, _ = server
-    bad = cli(url, "audits", "add", "--name", "bad", "--model-name", "nope", "--dataset-id", "1", "--cron",
-              "0 3 * * *", "--timezone", "Mars/Olympus")
+    bad = cli(
+        url,
+        "audits",
+        "add",
+        "--name",
+        "bad",
+        "--model-name",
+        "nope",
+        "--dataset-id",
+        "1",
+        "--cron",
+        "0 3 * * *",
+        "--timezone",
+        "Mars/Olympus",
+    )
     assert bad.returncode == 2 and bad.stdout.startswith("error: 422") and "time zone" in bad.stdout
-    short = cli(url, "audits", "add", "--name", "bad", "--model-name", "nope", "--dataset-id", "1",
-                "--interval", "soon")
+    short = cli(
+        url,
+        "audits",
+        "add",
+        "--name",
+        "bad",
+        "--model-name",
+        "nope",
+        "--dataset-id",
+        "1",
+        "--interval",
+        "soon",
+    )
     assert short.returncode == 2 and "duration" in short.stderr

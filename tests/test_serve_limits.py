@@ -17,8 +17,13 @@ from tests.worker.builders import write_faulty_model
 pytestmark = pytest.mark.timeout(300)
 
 LIMIT_S, GRACE_S = 6, 2
-ENV = {"ADVAUDIT_JOB_TIME_LIMIT_S": str(LIMIT_S), "ADVAUDIT_JOB_KILL_GRACE_S": str(GRACE_S),
-       "ADVAUDIT_JOB_MAX_ATTEMPTS": "2", "ADVAUDIT_JOB_LEASE_S": "4", "ADVAUDIT_DEVICE": "cpu"}
+ENV = {
+    "ADVAUDIT_JOB_TIME_LIMIT_S": str(LIMIT_S),
+    "ADVAUDIT_JOB_KILL_GRACE_S": str(GRACE_S),
+    "ADVAUDIT_JOB_MAX_ATTEMPTS": "2",
+    "ADVAUDIT_JOB_LEASE_S": "4",
+    "ADVAUDIT_DEVICE": "cpu",
+}
 SMALL = {"batch_size": 8, "eps": [0, 8 / 255], "cam": "none", "triptychs": 0, "limit": 32}
 LONG = {"batch_size": 16, "eps": [k / 255 for k in range(60)], "cam": "none", "triptychs": 0}
 
@@ -34,8 +39,9 @@ def _wait(api: httpx.Client, job_id: int, condition, timeout_s: float, what: str
 
 
 def _finished(api: httpx.Client, job_id: int, timeout_s: float = 120) -> dict:
-    return _wait(api, job_id, lambda job: job["status"] in ("succeeded", "failed", "cancelled"), timeout_s,
-                 "to finish")
+    return _wait(
+        api, job_id, lambda job: job["status"] in ("succeeded", "failed", "cancelled"), timeout_s, "to finish"
+    )
 
 
 def _seconds(later: str, earlier: str) -> float:
@@ -44,8 +50,9 @@ def _seconds(later: str, earlier: str) -> float:
 
 def _upload(api: httpx.Client, path, name: str) -> dict:
     with open(path, "rb") as handle:
-        response = api.post("/models", files={"file": (path.name, handle)},
-                            data={"name": name, "input_shape": "1,32,32"})
+        response = api.post(
+            "/models", files={"file": (path.name, handle)}, data={"name": name, "input_shape": "1,32,32"}
+        )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -61,14 +68,18 @@ def test_hung_and_poison_jobs_end_and_the_queue_moves_on(tmp_path):
         digits = api.get("/datasets", params={"name": "digits"}).json()["data"][0]
 
         def submit(model: dict, config: dict) -> int:
-            response = api.post("/jobs", json={"model_id": model["id"], "dataset_id": digits["id"], "config": config})
+            response = api.post(
+                "/jobs", json={"model_id": model["id"], "dataset_id": digits["id"], "config": config}
+            )
             assert response.status_code == 201, response.text
             return response.json()["id"]
 
         # A forward pass that never returns: failed at the limit, and the job queued behind it runs.
         hung_id, behind_id = submit(hangs, SMALL), submit(demo, SMALL)
         hung = _finished(api, hung_id)
-        assert hung["status"] == "failed" and hung["error"].startswith(f"exceeded the time limit of {LIMIT_S} s")
+        assert hung["status"] == "failed" and hung["error"].startswith(
+            f"exceeded the time limit of {LIMIT_S} s"
+        )
         overrun = _seconds(hung["finished_at"], hung["started_at"]) - LIMIT_S
         print(f"embedded: hung job stopped {overrun:.2f} s past its {LIMIT_S} s limit")
         assert 0 <= overrun <= GRACE_S + 1 + 2.0
@@ -77,8 +88,15 @@ def test_hung_and_poison_jobs_end_and_the_queue_moves_on(tmp_path):
         # A job whose pool process is killed every time it runs (the OOM killer): failed after two attempts.
         poison_id = submit(demo, LONG)
         for attempt in (1, 2):
-            running = _wait(api, poison_id, lambda job, a=attempt: job["status"] == "running"
-                            and job["attempts"] == a and job["progress"] > 0, 120, f"to run attempt {attempt}")
+            running = _wait(
+                api,
+                poison_id,
+                lambda job, a=attempt: (
+                    job["status"] == "running" and job["attempts"] == a and job["progress"] > 0
+                ),
+                120,
+                f"to run attempt {attempt}",
+            )
             os.kill(int(running["worker_host"].rsplit(":", 1)[1]), signal.SIGKILL)
         poison = _finished(api, poison_id)
         assert poison["status"] == "failed" and poison["attempts"] == 2, poison
@@ -86,7 +104,10 @@ def test_hung_and_poison_jobs_end_and_the_queue_moves_on(tmp_path):
 
         # Error messages name what the user registered, never the server's paths.
         failing = _finished(api, submit(steady, SMALL))
-        assert failing["error"] == "the model's forward raised RuntimeError: forward refuses batches larger than 2"
+        assert (
+            failing["error"]
+            == "the model's forward raised RuntimeError: forward refuses batches larger than 2"
+        )
         assert str(served.data_dir) not in failing["error"]
 
         # Killed attempts could not remove their folders: the sweep and the next job's start did.

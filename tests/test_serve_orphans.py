@@ -50,17 +50,27 @@ def test_a_killed_server_leaves_no_process_and_a_new_one_finishes_its_job(tmp_pa
         with serving(data_dir, ENV) as served:
             api = httpx.Client(base_url=f"{served.url}/api/v1", timeout=30)
             with open(demo_model_path("dilated-cnn"), "rb") as handle:
-                model = api.post("/models", files={"file": ("dilated-cnn.pt", handle)},
-                                 data={"name": "dilated", "input_shape": "1,32,32"}).json()
+                model = api.post(
+                    "/models",
+                    files={"file": ("dilated-cnn.pt", handle)},
+                    data={"name": "dilated", "input_shape": "1,32,32"},
+                ).json()
             digits = api.get("/datasets", params={"name": "digits"}).json()["data"][0]
-            job_id = api.post("/jobs", json={"model_id": model["id"], "dataset_id": digits["id"],
-                                             "config": LONG}).json()["id"]
-            _wait(lambda: api.get(f"/jobs/{job_id}").json()["progress"] > 0.05, 120, "the job to be under way")
+            job_id = api.post(
+                "/jobs", json={"model_id": model["id"], "dataset_id": digits["id"], "config": LONG}
+            ).json()["id"]
+            _wait(
+                lambda: api.get(f"/jobs/{job_id}").json()["progress"] > 0.05, 120, "the job to be under way"
+            )
 
             def upload_hanging() -> None:  # its validation child hangs; the request dies with the server
                 with contextlib.suppress(httpx.HTTPError), open(hanging, "rb") as handle:
-                    httpx.post(f"{served.url}/api/v1/models", files={"file": ("hangs.pt", handle)},
-                               data={"name": "hangs", "input_shape": "1,32,32"}, timeout=60)
+                    httpx.post(
+                        f"{served.url}/api/v1/models",
+                        files={"file": ("hangs.pt", handle)},
+                        data={"name": "hangs", "input_shape": "1,32,32"},
+                        timeout=60,
+                    )
 
             threading.Thread(target=upload_hanging, daemon=True).start()
             before = descendants(served.process.pid)
@@ -75,12 +85,21 @@ def test_a_killed_server_leaves_no_process_and_a_new_one_finishes_its_job(tmp_pa
                 time.sleep(0.1)
             survivors = {pid for pid in left if alive(pid)}
             assert not survivors, f"processes outlived advaudit serve: {[command(pid) for pid in survivors]}"
-            print(f"all {len(left)} processes of serve gone {time.monotonic() - killed_at:.2f} s after its SIGKILL")
+            print(
+                f"all {len(left)} processes of serve gone {time.monotonic() - killed_at:.2f} s after its SIGKILL"
+            )
 
         with serving(data_dir, ENV) as served:  # the same data directory starts cleanly …
             api = httpx.Client(base_url=f"{served.url}/api/v1", timeout=30)
-            final = _wait(lambda: (job := api.get(f"/jobs/{job_id}").json())["status"] in
-                          ("succeeded", "failed", "cancelled") and job, 180, "the interrupted job to finish")
+            final = _wait(
+                lambda: (
+                    (job := api.get(f"/jobs/{job_id}").json())["status"]
+                    in ("succeeded", "failed", "cancelled")
+                    and job
+                ),
+                180,
+                "the interrupted job to finish",
+            )
             assert (final["status"], final["attempts"]) == ("succeeded", 2), final  # … and finishes the job
     finally:
         for pid in left:  # whatever a failed run left behind must not haunt the rest of the suite

@@ -40,26 +40,42 @@ def _wait(check, timeout_s: float, what: str, process: subprocess.Popen):
 
 
 def test_a_killed_worker_is_restarted_and_its_job_succeeds_on_a_second_attempt(tmp_path):
-    env = {"ADVAUDIT_JOB_LEASE_S": str(LEASE_S), "ADVAUDIT_PROGRESS_INTERVAL_S": "0.2", "ADVAUDIT_DEVICE": "cpu"}
+    env = {
+        "ADVAUDIT_JOB_LEASE_S": str(LEASE_S),
+        "ADVAUDIT_PROGRESS_INTERVAL_S": "0.2",
+        "ADVAUDIT_DEVICE": "cpu",
+    }
     with serving(tmp_path, env) as served:
         process, api = served.process, httpx.Client(base_url=f"{served.url}/api/v1", timeout=30)
         with open(demo_model_path("dilated-cnn"), "rb") as handle:
-            model = api.post("/models", files={"file": ("dilated-cnn.pt", handle)},
-                             data={"name": "dilated", "input_shape": "1,32,32"}).json()
+            model = api.post(
+                "/models",
+                files={"file": ("dilated-cnn.pt", handle)},
+                data={"name": "dilated", "input_shape": "1,32,32"},
+            ).json()
         digits = api.get("/datasets", params={"name": "digits"}).json()["data"][0]
-        job_id = api.post("/jobs", json={"model_id": model["id"], "dataset_id": digits["id"],
-                                         "config": CONFIG}).json()["id"]
+        job_id = api.post(
+            "/jobs", json={"model_id": model["id"], "dataset_id": digits["id"], "config": CONFIG}
+        ).json()["id"]
 
-        running = _wait(lambda: (job := api.get(f"/jobs/{job_id}").json())["progress"] > 0.05 and job,
-                        120, "the job to be under way", process)
+        running = _wait(
+            lambda: (job := api.get(f"/jobs/{job_id}").json())["progress"] > 0.05 and job,
+            120,
+            "the job to be under way",
+            process,
+        )
         assert running["status"] == "running" and running["attempts"] == 1
         worker_pid = int(running["worker_host"].rsplit(":", 1)[1])  # the pool child running the job
         main_pid = parent_of(worker_pid)  # the worker's main process, which serve supervises
         assert main_pid in workers(process.pid)
         os.kill(main_pid, signal.SIGKILL)  # as the OOM killer would; the supervisor kills what is left of it
 
-        final = _wait(lambda: (job := api.get(f"/jobs/{job_id}").json())["status"] in ("succeeded", "failed")
-                      and job, 180, "the job to finish after the worker was killed", process)
+        final = _wait(
+            lambda: (job := api.get(f"/jobs/{job_id}").json())["status"] in ("succeeded", "failed") and job,
+            180,
+            "the job to finish after the worker was killed",
+            process,
+        )
         assert final["status"] == "succeeded", final["error"]
         assert final["attempts"] == 2
         assert int(final["worker_host"].rsplit(":", 1)[1]) != worker_pid  # a new worker process ran it

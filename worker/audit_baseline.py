@@ -20,15 +20,24 @@ from services.specs import EvaluationConfig
 
 # Options that change which files are written, not what is measured.
 OUTPUT_ONLY_OPTIONS = ("triptychs", "save_adversarial")
-CHANGED = "the dataset or the evaluation config changed since the last passing run: this run is the new baseline"
+CHANGED = (
+    "the dataset or the evaluation config changed since the last passing run: this run is the new baseline"
+)
 
 Pair = tuple[JobResult, JobResult | None]
 
 
 def _result(job: Job, run_id: int | None) -> JobResult:
-    return JobResult(job_id=job.id, model_id=job.model_id, model_name=job.model.name,
-                     model_version=job.model.version, status=job.status, error=job.error, report=job.report,
-                     run_id=run_id)
+    return JobResult(
+        job_id=job.id,
+        model_id=job.model_id,
+        model_name=job.model.name,
+        model_version=job.model.version,
+        status=job.status,
+        error=job.error,
+        report=job.report,
+        run_id=run_id,
+    )
 
 
 def measurement(job: Job) -> tuple[int, str] | None:
@@ -51,16 +60,18 @@ def _earlier_jobs(session: Session, audit: Audit, run: AuditRun) -> Iterator[tup
     """(run id, job) of the earlier runs that passed or were a baseline, newest run first."""
     offset = 0
     while True:
-        page = repo.audits.list_reference_jobs(session=session, audit_id=audit.id, before_run_id=run.id,
-                                               limit=MAX_LIMIT, offset=offset)
+        page = repo.audits.list_reference_jobs(
+            session=session, audit_id=audit.id, before_run_id=run.id, limit=MAX_LIMIT, offset=offset
+        )
         yield from page
         if len(page) < MAX_LIMIT:
             return
         offset += MAX_LIMIT
 
 
-def _previous_run_pairs(session: Session, audit: Audit, run: AuditRun,
-                        candidates: list[Job]) -> tuple[list[Pair], str]:
+def _previous_run_pairs(
+    session: Session, audit: Audit, run: AuditRun, candidates: list[Job]
+) -> tuple[list[Pair], str]:
     """Each candidate with the newest earlier passing job of its model that measured the same thing."""
     matches: dict[int, tuple[int, Job]] = {}
     wanted = {job.id: measurement(job) for job in candidates}
@@ -75,13 +86,16 @@ def _previous_run_pairs(session: Session, audit: Audit, run: AuditRun,
                 changed = True
         if len(matches) == len(candidates):
             break
-    pairs = [(_result(job, run.id), _result(matches[job.id][1], matches[job.id][0]) if job.id in matches else None)
-             for job in candidates]
+    pairs = [
+        (_result(job, run.id), _result(matches[job.id][1], matches[job.id][0]) if job.id in matches else None)
+        for job in candidates
+    ]
     return pairs, CHANGED if changed and not matches else NO_BASELINE
 
 
-def baseline_pairs(session: Session, audit: Audit, run: AuditRun, candidates: list[Job],
-                   errors: list[str]) -> tuple[list[Pair], str]:
+def baseline_pairs(
+    session: Session, audit: Audit, run: AuditRun, candidates: list[Job], errors: list[str]
+) -> tuple[list[Pair], str]:
     """Each candidate job with the job it is judged against (None: nothing comparable before it), and the
     reason to give when no candidate has one."""
     if audit.baseline_job_id is None:

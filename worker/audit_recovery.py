@@ -23,8 +23,17 @@ def resend_unsent_jobs(context: AuditContext) -> list[int]:
     cutoff = context.clock() - timedelta(seconds=context.lost_after_s)
     with session_scope(context.sessions) as session:
         runs = repo.audits.list_runs_with_unsent_jobs(session=session, started_before=cutoff)
-        plan = [(run.id, [job for _, job in repo.audits.list_run_jobs(session=session, run_ids=[run.id])
-                          if job.status == QUEUED]) for run in runs]
+        plan = [
+            (
+                run.id,
+                [
+                    job
+                    for _, job in repo.audits.list_run_jobs(session=session, run_ids=[run.id])
+                    if job.status == QUEUED
+                ],
+            )
+            for run in runs
+        ]
     resent = []
     for run_id, jobs in plan:
         try:
@@ -34,8 +43,11 @@ def resend_unsent_jobs(context: AuditContext) -> list[int]:
         except Exception:  # broker or database unavailable: the next tick tries again
             log.exception("audit run %s: could not send its queued jobs again", run_id)
             continue
-        log.warning("audit run %s: its launch never confirmed sending its jobs; sent %d queued job(s) again",
-                    run_id, len(jobs))
+        log.warning(
+            "audit run %s: its launch never confirmed sending its jobs; sent %d queued job(s) again",
+            run_id,
+            len(jobs),
+        )
         resent.append(run_id)
     return resent
 

@@ -29,6 +29,7 @@ from worker.webhooks import WebhookSettings
 
 log = logging.getLogger(__name__)
 
+
 class LaunchError(AdvauditError):
     """A run cannot create its jobs (a model or dataset is gone, the stored config no longer validates)."""
 
@@ -51,7 +52,9 @@ def _models(session: Session, audit: Audit, run: AuditRun) -> list[ModelRecord]:
     if run.target_model_id is not None:  # a version trigger evaluates exactly the version that was registered
         model = repo.models.get(session=session, model_id=run.target_model_id)
         if model is None:
-            raise LaunchError(f"model {run.target_model_id}, whose registration triggered this run, no longer exists")
+            raise LaunchError(
+                f"model {run.target_model_id}, whose registration triggered this run, no longer exists"
+            )
         return [model]
     if audit.model_ids is not None:
         models = []
@@ -77,11 +80,15 @@ def _plan(session: Session, audit: Audit, run: AuditRun) -> tuple[list[ModelReco
     models = _models(session, audit, run)
     for model in models:
         if list(model.input_shape) != list(dataset.input_shape):
-            raise LaunchError(f"model {model.name} {model.version} takes inputs of shape {tuple(model.input_shape)} "
-                              f"but dataset {dataset.name} has {tuple(dataset.input_shape)}")
+            raise LaunchError(
+                f"model {model.name} {model.version} takes inputs of shape {tuple(model.input_shape)} "
+                f"but dataset {dataset.name} has {tuple(dataset.input_shape)}"
+            )
         if dataset.num_classes > model.num_classes:
-            raise LaunchError(f"dataset {dataset.name} has {dataset.num_classes} classes but model {model.name} "
-                              f"{model.version} predicts only {model.num_classes}")
+            raise LaunchError(
+                f"dataset {dataset.name} has {dataset.num_classes} classes but model {model.name} "
+                f"{model.version} predicts only {model.num_classes}"
+            )
     return models, config
 
 
@@ -94,8 +101,9 @@ def launch_run(run_id: int, context: AuditContext) -> str | None:
         if run is None or run.status != PENDING:
             return None
         # The status change and the jobs commit together: a run is never running without its jobs.
-        if not repo.audits.transition_run(session=session, run_id=run_id, from_status=PENDING,
-                                          to_status=RUNNING, started_at=now):
+        if not repo.audits.transition_run(
+            session=session, run_id=run_id, from_status=PENDING, to_status=RUNNING, started_at=now
+        ):
             return None
         try:
             models, config = _plan(session, run.audit, run)
@@ -103,8 +111,13 @@ def launch_run(run_id: int, context: AuditContext) -> str | None:
             _write_verdict(session, run, Verdict(ERROR, str(error), [], [str(error)]), now)
         else:
             for model in models:
-                job = repo.jobs.create(session=session, model_id=model.id, dataset_id=run.audit.dataset_id,
-                                       config=config.to_dict(), queue=queue_for(config.device))
+                job = repo.jobs.create(
+                    session=session,
+                    model_id=model.id,
+                    dataset_id=run.audit.dataset_id,
+                    config=config.to_dict(),
+                    queue=queue_for(config.device),
+                )
                 repo.audits.create_run_job(session=session, run=run, job=job)
                 jobs.append(job)
         notify = not jobs and run.audit.webhook_url is not None
@@ -136,8 +149,12 @@ def _send_job(job: Job, context: AuditContext) -> bool:
         with session_scope(context.sessions) as session:
             record = repo.jobs.get(session=session, job_id=job.id)
             if record is not None and record.status == QUEUED:
-                repo.jobs.transition(session=session, job=record, new_status=FAILED,
-                                     error=f"broker unavailable: {type(error).__name__}: {error}")
+                repo.jobs.transition(
+                    session=session,
+                    job=record,
+                    new_status=FAILED,
+                    error=f"broker unavailable: {type(error).__name__}: {error}",
+                )
         return False
 
 
@@ -145,9 +162,16 @@ def _write_verdict(session: Session, run: AuditRun, verdict: Verdict, now: datet
     """running → finished with the verdict (compare-and-set: written once even if finalized twice)."""
     webhook = WEBHOOK_PENDING if run.audit.webhook_url else None
     return repo.audits.transition_run(
-        session=session, run_id=run.id, from_status=RUNNING, to_status=FINISHED, verdict=verdict.verdict,
-        reason=verdict.reason, result={"comparisons": verdict.comparisons, "errors": verdict.errors},
-        finished_at=now, webhook_status=webhook)
+        session=session,
+        run_id=run.id,
+        from_status=RUNNING,
+        to_status=FINISHED,
+        verdict=verdict.verdict,
+        reason=verdict.reason,
+        result={"comparisons": verdict.comparisons, "errors": verdict.errors},
+        finished_at=now,
+        webhook_status=webhook,
+    )
 
 
 def finalize_run(run_id: int, context: AuditContext) -> str | None:
@@ -157,8 +181,12 @@ def finalize_run(run_id: int, context: AuditContext) -> str | None:
         run = repo.audits.get_run(session=session, run_id=run_id)
         if run is None or run.status != RUNNING:
             return None
-        jobs = [job for _, job in repo.audits.list_run_jobs(session=session, run_ids=[run_id], with_reports=True)]
-        timed_out = run.started_at is not None and now - run.started_at > timedelta(seconds=context.run_timeout_s)
+        jobs = [
+            job for _, job in repo.audits.list_run_jobs(session=session, run_ids=[run_id], with_reports=True)
+        ]
+        timed_out = run.started_at is not None and now - run.started_at > timedelta(
+            seconds=context.run_timeout_s
+        )
         if jobs and not timed_out and any(job.status not in TERMINAL for job in jobs):
             return None
         errors = []
@@ -166,8 +194,10 @@ def finalize_run(run_id: int, context: AuditContext) -> str | None:
             errors.append("the run created no jobs")
         late = [job for job in jobs if job.status not in TERMINAL] if timed_out else []
         if late:
-            errors.append(f"{len(late)} job(s) had not finished {_duration(context.run_timeout_s)} after the run "
-                          "started and were cancelled")
+            errors.append(
+                f"{len(late)} job(s) had not finished {_duration(context.run_timeout_s)} after the run "
+                "started and were cancelled"
+            )
         pairs, no_baseline_reason = baseline_pairs(session, run.audit, run, jobs, errors)
         verdict = judge(pairs, Thresholds.from_dict(run.thresholds), errors, no_baseline_reason)
         for job in late:  # the verdict is out: their results could no longer change it
@@ -187,5 +217,7 @@ def _duration(seconds: float) -> str:
 def _send_webhook(run_id: int, context: AuditContext) -> None:
     try:
         context.send_webhook(run_id)
-    except Exception as error:  # the broker refused: the delivery stays pending and a later tick sends it again
+    except (
+        Exception
+    ) as error:  # the broker refused: the delivery stays pending and a later tick sends it again
         log.warning("audit run %s: cannot queue the webhook delivery (a tick retries): %s", run_id, error)

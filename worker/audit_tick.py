@@ -39,8 +39,9 @@ def due_slot(audit: Audit, now: datetime, *, min_interval_s: int = 1) -> datetim
     """The slot `audit` should run for at `now`: its latest slot, unless that predates its schedule."""
     if not audit.enabled:
         return None
-    schedule = Schedule.build(cron=audit.cron, interval_s=audit.interval_s, timezone=audit.timezone,
-                              min_interval_s=min_interval_s)
+    schedule = Schedule.build(
+        cron=audit.cron, interval_s=audit.interval_s, timezone=audit.timezone, min_interval_s=min_interval_s
+    )
     if schedule is None:
         return None
     slot = schedule.latest_slot(now)
@@ -65,8 +66,10 @@ def _ids(session, statement_fn) -> list[int]:
 def record_due_runs(context: AuditContext, now: datetime) -> list[int]:
     """Insert a pending run for every enabled audit whose latest slot has no run yet."""
     with session_scope(context.sessions) as session:
-        audit_ids = _ids(session, lambda s, offset: repo.audits.list(session=s, enabled=True, limit=MAX_LIMIT,
-                                                                     offset=offset))
+        audit_ids = _ids(
+            session,
+            lambda s, offset: repo.audits.list(session=s, enabled=True, limit=MAX_LIMIT, offset=offset),
+        )
     created = []
     for audit_id in audit_ids:
         try:
@@ -82,8 +85,9 @@ def record_due_runs(context: AuditContext, now: datetime) -> list[int]:
                 # fires (once, as the latest slot) when that run is done.
                 if repo.audits.count_runs(session=session, audit_id=audit_id, status=(PENDING, RUNNING)):
                     continue
-                run = repo.audits.create_run(session=session, audit=audit, slot=key, trigger=SCHEDULE,
-                                             scheduled_for=slot)
+                run = repo.audits.create_run(
+                    session=session, audit=audit, slot=key, trigger=SCHEDULE, scheduled_for=slot
+                )
                 if run is not None:
                     created.append(run.id)
         except ConfigError as error:  # a stored schedule this version no longer accepts: say so, go on
@@ -103,8 +107,10 @@ def _each(run_ids: list[int], step, context: AuditContext, done: list[int]) -> N
 
 def _run_ids(context: AuditContext, status: str) -> list[int]:
     with session_scope(context.sessions) as session:
-        return _ids(session, lambda s, offset: repo.audits.list_runs(session=s, status=status, limit=MAX_LIMIT,
-                                                                     offset=offset))
+        return _ids(
+            session,
+            lambda s, offset: repo.audits.list_runs(session=s, status=status, limit=MAX_LIMIT, offset=offset),
+        )
 
 
 def tick(context: AuditContext, now: datetime | None = None) -> TickReport:

@@ -35,8 +35,13 @@ def audit_context() -> AuditContext:
     """One engine and session factory per worker process, and the real task senders."""
     settings = get_settings()
     sessions = make_session_factory(make_engine(settings.database_url))
-    return AuditContext(sessions=sessions, send_job=_send_job, send_webhook=_send_webhook,
-                        run_timeout_s=settings.audit_run_timeout_s, webhook=webhook_settings())
+    return AuditContext(
+        sessions=sessions,
+        send_job=_send_job,
+        send_webhook=_send_webhook,
+        run_timeout_s=settings.audit_run_timeout_s,
+        webhook=webhook_settings(),
+    )
 
 
 def webhook_settings() -> WebhookSettings:

@@ -37,24 +37,38 @@ def beat_schedule(settings: Settings) -> dict:
     """Periodic tasks that read the database: the audit tick, and the sweep that requeues a dead worker's jobs."""
     # A tick that waited longer than one period is dropped: the next one does the same work.
     every_s = max(settings.job_lease_s / 2, 1.0)  # a dead worker's job waits at most 1.5 leases
-    return {"audit-tick": {"task": Task.AUDIT_TICK, "schedule": settings.audit_tick_s,
-                           "options": {"queue": Queue.CONTROL, "expires": settings.audit_tick_s}},
-            "requeue-abandoned-jobs": {"task": Task.REQUEUE_ABANDONED, "schedule": every_s,
-                                       "options": {"queue": Queue.CONTROL, "expires": every_s}}}
+    return {
+        "audit-tick": {
+            "task": Task.AUDIT_TICK,
+            "schedule": settings.audit_tick_s,
+            "options": {"queue": Queue.CONTROL, "expires": settings.audit_tick_s},
+        },
+        "requeue-abandoned-jobs": {
+            "task": Task.REQUEUE_ABANDONED,
+            "schedule": every_s,
+            "options": {"queue": Queue.CONTROL, "expires": every_s},
+        },
+    }
 
 
 def make_celery() -> Celery:
     """A Celery app whose tasks survive worker loss: late acks, redelivery on a lost worker, prefetch 1."""
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app = Celery("advaudit", broker=settings.broker_url, backend=settings.result_backend,
-                 include=["worker.tasks", "worker.audits"])
+    app = Celery(
+        "advaudit",
+        broker=settings.broker_url,
+        backend=settings.result_backend,
+        include=["worker.tasks", "worker.audits"],
+    )
     app.conf.update(
         task_acks_late=True,  # a task is acknowledged only after it finished …
         task_reject_on_worker_lost=True,  # … and requeued when its worker process dies mid-run
         worker_prefetch_multiplier=1,  # one job at a time per process: evaluations are long
         task_default_queue=Queue.EVALUATIONS,
-        task_routes={str(name): {"queue": Queue.CONTROL} for name in CONTROL_TASKS},  # also when sent without a queue
+        task_routes={
+            str(name): {"queue": Queue.CONTROL} for name in CONTROL_TASKS
+        },  # also when sent without a queue
         task_track_started=True,
         # The job's own watchdog stops it at the limit (and kills it one grace later); this hard limit is the
         # backstop for a process that cannot even run its watchdog thread.

@@ -67,8 +67,9 @@ class JobControl:
         with self._lock:
             self._last = time.monotonic()
             with session_scope(self.context.sessions) as session:
-                answer = repo.jobs.report_progress(session=session, job_id=self.job_id, progress=self.fraction,
-                                                   attempt=self.attempt)
+                answer = repo.jobs.report_progress(
+                    session=session, job_id=self.job_id, progress=self.fraction, attempt=self.attempt
+                )
         if answer.lost:
             self._stop(StopReason.LOST)
         elif answer.cancel_requested:
@@ -96,18 +97,29 @@ class JobControl:
         if self.reason is StopReason.LOST:
             return True  # nothing to record: another attempt owns the job
         status = CANCELLED if self.reason is StopReason.CANCELLED else FAILED
-        error = None if status == CANCELLED else (
-            f"{time_limit_message(self.context.time_limit_s)}; it did not stop within "
-            f"{self.context.kill_grace_s:g} s more (a forward pass that never returns?), so its process was killed")
+        error = (
+            None
+            if status == CANCELLED
+            else (
+                f"{time_limit_message(self.context.time_limit_s)}; it did not stop within "
+                f"{self.context.kill_grace_s:g} s more (a forward pass that never returns?), so its process was killed"
+            )
+        )
         try:
             with session_scope(self.context.sessions) as session:
                 job = repo.jobs.get(session=session, job_id=self.job_id)
-                repo.jobs.transition(session=session, job=job, new_status=status, attempt=self.attempt,
-                                     error=error)
+                repo.jobs.transition(
+                    session=session, job=job, new_status=status, attempt=self.attempt, error=error
+                )
         except (StaleJob, InvalidTransition):  # it ended meanwhile after all (or another attempt took over)
             return False
-        log.error("job %s did not stop %s s after being told to (%s): %s it and killing its process",
-                  self.job_id, self.context.kill_grace_s, self.reason, status)
+        log.error(
+            "job %s did not stop %s s after being told to (%s): %s it and killing its process",
+            self.job_id,
+            self.context.kill_grace_s,
+            self.reason,
+            status,
+        )
         return True
 
 

@@ -27,7 +27,9 @@ def watch() -> bool:
         fd = int(raw)
         os.fstat(fd)
     except (ValueError, OSError):
-        log.warning("%s=%r is not an open descriptor: this worker will not follow its server", LIFELINE_ENV, raw)
+        log.warning(
+            "%s=%r is not an open descriptor: this worker will not follow its server", LIFELINE_ENV, raw
+        )
         return False
     threading.Thread(target=_wait_for_end, args=(fd,), name="advaudit-lifeline", daemon=True).start()
     return True

@@ -71,13 +71,20 @@ class WorkerContext:
     kill: Callable[[], None] = kill_this_process  # what the watchdog does to a job that does not stop
 
     @classmethod
-    def from_settings(cls, settings: Settings, sessions: sessionmaker[Session], store: ArtifactStore,
-                      **overrides) -> WorkerContext:
+    def from_settings(
+        cls, settings: Settings, sessions: sessionmaker[Session], store: ArtifactStore, **overrides
+    ) -> WorkerContext:
         """The context of a worker configured by `settings` (ADVAUDIT_* variables)."""
-        values = {"device": settings.device, "progress_interval_s": settings.progress_interval_s,
-                  "lease_s": settings.job_lease_s, "heartbeat_interval_s": settings.heartbeat_interval_s,
-                  "time_limit_s": float(settings.job_time_limit_s), "kill_grace_s": settings.job_kill_grace_s,
-                  "max_attempts": settings.job_max_attempts, "scratch_root": settings.scratch_root}
+        values = {
+            "device": settings.device,
+            "progress_interval_s": settings.progress_interval_s,
+            "lease_s": settings.job_lease_s,
+            "heartbeat_interval_s": settings.heartbeat_interval_s,
+            "time_limit_s": float(settings.job_time_limit_s),
+            "kill_grace_s": settings.job_kill_grace_s,
+            "max_attempts": settings.job_max_attempts,
+            "scratch_root": settings.scratch_root,
+        }
         return cls(sessions=sessions, store=store, **(values | overrides))
 
 
@@ -109,12 +116,27 @@ def _load_model(record: ModelRecord, context: WorkerContext, device: str) -> Loa
     path = context.store.path(record.storage_key)
     if path is None:
         raise ModelError(f"the checkpoint of model {record.name} {record.version} is missing from the store")
-    key = (record.sha256, record.arch, record.num_classes, tuple(record.input_shape),
-           tuple(record.mean or ()), tuple(record.std or ()), device)
-    return MODELS.get(key, lambda: load_model(
-        path, input_shape=tuple(record.input_shape), arch=record.arch,
-        num_classes=record.num_classes if record.arch else None, mean=record.mean, std=record.std,
-        device=device))
+    key = (
+        record.sha256,
+        record.arch,
+        record.num_classes,
+        tuple(record.input_shape),
+        tuple(record.mean or ()),
+        tuple(record.std or ()),
+        device,
+    )
+    return MODELS.get(
+        key,
+        lambda: load_model(
+            path,
+            input_shape=tuple(record.input_shape),
+            arch=record.arch,
+            num_classes=record.num_classes if record.arch else None,
+            mean=record.mean,
+            std=record.std,
+            device=device,
+        ),
+    )
 
 
 def _open_dataset(record: DatasetRecord, context: WorkerContext, workdir: Path):
@@ -148,9 +170,13 @@ def _store_results(context: WorkerContext, job_id: int, attempt: int, report, wo
     record_results(context, job_id, attempt, report.to_dict(), out)
 
 
-def record_results(context: WorkerContext, job_id: int, attempt: int, document: dict, report_dir: Path) -> None:
+def record_results(
+    context: WorkerContext, job_id: int, attempt: int, document: dict, report_dir: Path
+) -> None:
     """Store a report folder's files and mark the job succeeded with its results, in one transaction."""
-    stored = [(path.name, *context.store.put_file(path)) for path in sorted(report_dir.iterdir()) if path.is_file()]
+    stored = [
+        (path.name, *context.store.put_file(path)) for path in sorted(report_dir.iterdir()) if path.is_file()
+    ]
     with session_scope(context.sessions) as session:
         job = repo.jobs.get(session=session, job_id=job_id)
         # The fenced status change comes first: it raises before a stale attempt touches any result row,
@@ -158,9 +184,15 @@ def record_results(context: WorkerContext, job_id: int, attempt: int, document: 
         repo.jobs.transition(session=session, job=job, new_status=SUCCEEDED, attempt=attempt, report=document)
         repo.results.replace_results(session=session, job=job, report_document=document)
         for name, key, sha256, size in stored:
-            repo.results.put_artifact(session=session, job=job, name=name,
-                                      kind=ARTIFACT_KINDS.get(Path(name).suffix, "file"),
-                                      storage_key=key, sha256=sha256, size_bytes=size)
+            repo.results.put_artifact(
+                session=session,
+                job=job,
+                name=name,
+                kind=ARTIFACT_KINDS.get(Path(name).suffix, "file"),
+                storage_key=key,
+                sha256=sha256,
+                size_bytes=size,
+            )
 
 
 def _leased(job: Job | None, lease_s: float | None) -> float | None:
@@ -176,8 +208,13 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
     Raises JobLeased when another worker holds the job under a live lease (the caller retries later).
     """
     with session_scope(context.sessions) as session:
-        job: Job | None = repo.jobs.claim(session=session, job_id=job_id, worker_host=context.host,
-                                             lease_s=context.lease_s, max_attempts=context.max_attempts)
+        job: Job | None = repo.jobs.claim(
+            session=session,
+            job_id=job_id,
+            worker_host=context.host,
+            lease_s=context.lease_s,
+            max_attempts=context.max_attempts,
+        )
         if job is None:
             retry_after = _leased(repo.jobs.get(session=session, job_id=job_id), context.lease_s)
             if retry_after is not None:
@@ -194,11 +231,16 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
         if config.device == "auto" and context.device != "auto":
             config = replace(config, device=context.device)  # the worker's device, unless the job names one
         device = str(resolve_device(config.device))  # the loaders take a concrete device, never "auto"
-        with watched(control, context.kill), scratch.job_folder(context.scratch_root, job_id, attempt) as workdir:
+        with (
+            watched(control, context.kill),
+            scratch.job_folder(context.scratch_root, job_id, attempt) as workdir,
+        ):
             aliases = _aliases(context, model_record, dataset_record, workdir)
             loaded = _load_model(model_record, context, device)
             dataset = _open_dataset(dataset_record, context, workdir)
-            report = evaluate(loaded, dataset, config, progress=control.progress, should_stop=control.should_stop)
+            report = evaluate(
+                loaded, dataset, config, progress=control.progress, should_stop=control.should_stop
+            )
             # The files were opened from the store by hash; the report names what the user registered.
             report.model = replace(report.model, source=f"{model_record.name}:{model_record.version}")
             report.dataset = replace(report.dataset, source=dataset_record.name)
@@ -211,7 +253,9 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
         return None
     except Exception as error:  # a model's own code can raise anything: the job fails with its message
         log.exception("job %s failed", job_id)  # the whole story for the operator …
-        return _finish(context, job_id, attempt, FAILED, error=public_message(error, aliases))  # … the gist here
+        return _finish(
+            context, job_id, attempt, FAILED, error=public_message(error, aliases)
+        )  # … the gist here
 
 
 def _discard_stale_scratch(context: WorkerContext) -> None:
@@ -227,27 +271,35 @@ def _discard_stale_scratch(context: WorkerContext) -> None:
 def _stopped(context: WorkerContext, control: JobControl) -> str | None:
     """The outcome of an evaluation that stopped at a check: cancelled, over its time limit, or lost."""
     if control.reason is StopReason.TIME_LIMIT:
-        return _finish(context, control.job_id, control.attempt, FAILED,
-                       error=time_limit_message(context.time_limit_s))
+        return _finish(
+            context, control.job_id, control.attempt, FAILED, error=time_limit_message(context.time_limit_s)
+        )
     if control.reason is StopReason.LOST:
         return None
     return _finish(context, control.job_id, control.attempt, CANCELLED)
 
 
-def _aliases(context: WorkerContext, model: ModelRecord, dataset: DatasetRecord, workdir: Path) -> dict[str, str]:
+def _aliases(
+    context: WorkerContext, model: ModelRecord, dataset: DatasetRecord, workdir: Path
+) -> dict[str, str]:
     """Server paths that may appear in an error, and how the user knows them."""
-    names = {str(workdir / f"dataset{DATASET_SUFFIX.get(dataset.format, '')}"): f"dataset {dataset.name}",
-             str(workdir): "the job's folder"}
-    for key, name in ((model.storage_key, f"model {model.name} {model.version}"),
-                      (dataset.storage_key, f"dataset {dataset.name}")):
+    names = {
+        str(workdir / f"dataset{DATASET_SUFFIX.get(dataset.format, '')}"): f"dataset {dataset.name}",
+        str(workdir): "the job's folder",
+    }
+    for key, name in (
+        (model.storage_key, f"model {model.name} {model.version}"),
+        (dataset.storage_key, f"dataset {dataset.name}"),
+    ):
         path = context.store.path(key) if key else None
         if path is not None:
             names[str(path)] = name
     return names
 
 
-def settle_lost_process(context: WorkerContext, job_id: int, worker_host: str, *, timed_out: bool,
-                        reason: str) -> str | None:
+def settle_lost_process(
+    context: WorkerContext, job_id: int, worker_host: str, *, timed_out: bool, reason: str
+) -> str | None:
     """A job's process died under Celery's eyes (killed at the hard time limit, or lost): settle its row.
 
     Called by the worker's main process, which outlives its pool child. Only a job still running under that
@@ -260,13 +312,20 @@ def settle_lost_process(context: WorkerContext, job_id: int, worker_host: str, *
             return None
         if timed_out:
             status = CANCELLED if job.cancel_requested else FAILED
-            error = None if job.cancel_requested else (
-                f"{time_limit_message(context.time_limit_s)}; its process was killed at the worker's hard limit")
+            error = (
+                None
+                if job.cancel_requested
+                else (
+                    f"{time_limit_message(context.time_limit_s)}; its process was killed at the worker's hard limit"
+                )
+            )
             fields = {"error": error, "lost_reason": reason}
         else:
             exhausted = repo.jobs.attempts_exhausted(job.attempts, context.max_attempts, reason)
             status = FAILED if exhausted else QUEUED
-            fields = {"error": exhausted, "lost_reason": reason} | ({} if exhausted else {"worker_host": None})
+            fields = {"error": exhausted, "lost_reason": reason} | (
+                {} if exhausted else {"worker_host": None}
+            )
         try:
             repo.jobs.transition(session=session, job=job, new_status=status, attempt=job.attempts, **fields)
         except (StaleJob, InvalidTransition):
@@ -290,12 +349,20 @@ def requeue_abandoned(context: WorkerContext, send: Callable[[int, str | None], 
     requeued: list[tuple[int, str | None]] = []
     with session_scope(context.sessions) as session:
         for job in repo.jobs.list_abandoned(session=session, heartbeat_before=cutoff):
-            exhausted = repo.jobs.attempts_exhausted(job.attempts, context.max_attempts, repo.jobs.SILENT_WORKER)
+            exhausted = repo.jobs.attempts_exhausted(
+                job.attempts, context.max_attempts, repo.jobs.SILENT_WORKER
+            )
             status = FAILED if exhausted else QUEUED
             try:  # fenced by the attempt it was seen with: a worker that just came back keeps its job
-                repo.jobs.transition(session=session, job=job, new_status=status, attempt=job.attempts,
-                                     lost_reason=repo.jobs.SILENT_WORKER, error=exhausted,
-                                     **({} if exhausted else {"worker_host": None}))
+                repo.jobs.transition(
+                    session=session,
+                    job=job,
+                    new_status=status,
+                    attempt=job.attempts,
+                    lost_reason=repo.jobs.SILENT_WORKER,
+                    error=exhausted,
+                    **({} if exhausted else {"worker_host": None}),
+                )
             except (StaleJob, InvalidTransition):
                 continue
             if not exhausted:

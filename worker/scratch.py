@@ -39,8 +39,11 @@ def discard_stale(root: Path, sessions: sessionmaker[Session]) -> list[Path]:
     """Remove the folders of attempts that are over (their job is not running under that attempt)."""
     if not root.is_dir():
         return []
-    found = [(path, int(match[1]), int(match[2])) for path in root.iterdir()
-             if path.is_dir() and (match := FOLDER.match(path.name))]
+    found = [
+        (path, int(match[1]), int(match[2]))
+        for path in root.iterdir()
+        if path.is_dir() and (match := FOLDER.match(path.name))
+    ]
     if not found:
         return []
     with session_scope(sessions) as session:

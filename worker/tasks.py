@@ -40,8 +40,9 @@ def short_lived_context() -> Iterator[WorkerContext]:
     settings = get_settings()
     engine = make_engine(settings.database_url)
     try:
-        yield WorkerContext.from_settings(settings, make_session_factory(engine),
-                                          LocalArtifactStore(settings.artifact_root))
+        yield WorkerContext.from_settings(
+            settings, make_session_factory(engine), LocalArtifactStore(settings.artifact_root)
+        )
     finally:
         engine.dispose()
 
@@ -75,8 +76,13 @@ class EvaluateRequest(Request):
         job_id = int(self.args[0])
         try:
             with short_lived_context() as context:
-                status = settle_lost_process(context, job_id, f"{socket.gethostname()}:{self.worker_pid}",
-                                             timed_out=timed_out, reason=reason)
+                status = settle_lost_process(
+                    context,
+                    job_id,
+                    f"{socket.gethostname()}:{self.worker_pid}",
+                    timed_out=timed_out,
+                    reason=reason,
+                )
                 if status in TERMINAL:
                     audits.job_ended(job_id, sessions=context.sessions)
         except Exception:  # the sweep settles it later: a running job without heartbeats is requeued
@@ -98,11 +104,15 @@ def evaluate(self, job_id: int) -> str | None:
     return status
 
 
-@app.task(name=Task.REQUEUE_ABANDONED, ignore_result=True)  # on the control queue (contracts.tasks.CONTROL_TASKS)
+@app.task(
+    name=Task.REQUEUE_ABANDONED, ignore_result=True
+)  # on the control queue (contracts.tasks.CONTROL_TASKS)
 def requeue_abandoned_jobs() -> list[int]:
     """Sent by beat: queue again the jobs whose worker stopped sending heartbeats; drop stale scratch folders."""
-    return requeue_abandoned(worker_context(), send=lambda job_id, queue: evaluate.apply_async(
-        args=[job_id], queue=queue or Queue.EVALUATIONS))
+    return requeue_abandoned(
+        worker_context(),
+        send=lambda job_id, queue: evaluate.apply_async(args=[job_id], queue=queue or Queue.EVALUATIONS),
+    )
 
 
 @worker_init.connect

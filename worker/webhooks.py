@@ -49,9 +49,13 @@ class WebhookSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> WebhookSettings:
-        return cls(max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,
-                   timeout_s=settings.webhook_timeout_s, public_url=settings.public_url,
-                   allow_private=settings.webhook_allow_private)
+        return cls(
+            max_attempts=settings.webhook_max_attempts,
+            backoff_s=settings.webhook_backoff_s,
+            timeout_s=settings.webhook_timeout_s,
+            public_url=settings.public_url,
+            allow_private=settings.webhook_allow_private,
+        )
 
     def wait_after(self, attempts: int) -> float:
         """Seconds between attempt `attempts` and the next one (0 before the first)."""
@@ -77,18 +81,33 @@ def payload(run: AuditRun, public_url: str | None, attempt: int = 1) -> dict[str
     base = (public_url or "").rstrip("/")
     audit = run.audit
     comparisons = (run.result or {}).get("comparisons", [])
-    regressions = [{"model_name": entry["candidate"]["model_name"],
-                    "model_version": entry["candidate"]["model_version"],
-                    "candidate_job_id": entry["candidate"]["job_id"],
-                    "baseline_job_id": (entry.get("baseline") or {}).get("job_id"), **row}
-                   for entry in comparisons for row in entry.get("rows", []) if row.get("regressed")]
+    regressions = [
+        {
+            "model_name": entry["candidate"]["model_name"],
+            "model_version": entry["candidate"]["model_version"],
+            "candidate_job_id": entry["candidate"]["job_id"],
+            "baseline_job_id": (entry.get("baseline") or {}).get("job_id"),
+            **row,
+        }
+        for entry in comparisons
+        for row in entry.get("rows", [])
+        if row.get("regressed")
+    ]
     return {
         "event": "audit.run.finished",
         "delivery": {"id": delivery_id(run.id), "attempt": attempt},
         "audit": {"id": audit.id, "name": audit.name, "url": f"{base}/api/v1/audits/{audit.id}"},
-        "run": {"id": run.id, "slot": run.slot, "trigger": run.trigger, "verdict": run.verdict,
-                "reason": run.reason, "scheduled_for": _iso(run.scheduled_for), "started_at": _iso(run.started_at),
-                "finished_at": _iso(run.finished_at), "url": f"{base}/api/v1/audits/{audit.id}/runs/{run.id}"},
+        "run": {
+            "id": run.id,
+            "slot": run.slot,
+            "trigger": run.trigger,
+            "verdict": run.verdict,
+            "reason": run.reason,
+            "scheduled_for": _iso(run.scheduled_for),
+            "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at),
+            "url": f"{base}/api/v1/audits/{audit.id}/runs/{run.id}",
+        },
         "regressions": regressions,
         "comparisons": comparisons,
         "errors": (run.result or {}).get("errors", []),
@@ -105,8 +124,9 @@ class Attempt:
     retry_in_s: float | None = None
 
 
-def _connection(target: webhook_targets.WebhookTarget,
-                allow_private: bool) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
+def _connection(
+    target: webhook_targets.WebhookTarget, allow_private: bool
+) -> tuple[httpx.URL, dict[str, str], dict[str, Any]]:
     """URL, extra headers and extensions of the request: to a checked public address unless private ones are allowed.
 
     The request goes to the very address that was checked (Host header and TLS server name keep the name),
@@ -127,11 +147,17 @@ def _post(url: str, body: dict[str, Any], settings: WebhookSettings) -> str | No
         target = webhook_targets.parse_target(url)
         request_url, headers, extensions = _connection(target, settings.allow_private)
         with httpx.Client(timeout=settings.timeout_s, follow_redirects=False) as client:
-            response = client.post(request_url, json=body, extensions=extensions, headers={
-                "User-Agent": USER_AGENT, "Idempotency-Key": body["delivery"]["id"], **headers})
+            response = client.post(
+                request_url,
+                json=body,
+                extensions=extensions,
+                headers={"User-Agent": USER_AGENT, "Idempotency-Key": body["delivery"]["id"], **headers},
+            )
     except ConfigError as error:
         return f"refused: {error}"[:MAX_ERROR_CHARS]
-    except Exception as error:  # any failure is a failed attempt, recorded and retried: never a stuck delivery
+    except (
+        Exception
+    ) as error:  # any failure is a failed attempt, recorded and retried: never a stuck delivery
         return f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
     if response.is_success:
         return None
@@ -139,8 +165,9 @@ def _post(url: str, body: dict[str, Any], settings: WebhookSettings) -> str | No
     return f"HTTP {response.status_code} {response.reason_phrase}".strip()[:MAX_ERROR_CHARS]
 
 
-def _claim(run_id: int, sessions: sessionmaker[Session],
-           settings: WebhookSettings) -> tuple[str, dict[str, Any], int] | Attempt:
+def _claim(
+    run_id: int, sessions: sessionmaker[Session], settings: WebhookSettings
+) -> tuple[str, dict[str, Any], int] | Attempt:
     """Claim the next attempt: (url, body, attempt number), or the Attempt to return when there is none to make."""
     now = utcnow()
     with session_scope(sessions) as session:
@@ -150,11 +177,16 @@ def _claim(run_id: int, sessions: sessionmaker[Session],
         done = run.webhook_attempts
         early_s = EARLY_FRACTION * settings.wait_after(done)
         if done and now < settings.next_attempt_at(run) - timedelta(seconds=early_s):
-            return Attempt(None, done)  # a duplicate message: the scheduled retry (or the tick) makes this attempt
-        if done >= settings.max_attempts:  # the last attempt was interrupted (its worker died during the POST)
+            return Attempt(
+                None, done
+            )  # a duplicate message: the scheduled retry (or the tick) makes this attempt
+        if (
+            done >= settings.max_attempts
+        ):  # the last attempt was interrupted (its worker died during the POST)
             error = f"gave up after {done} attempts (the last one was interrupted)"
-            if not repo.audits.record_webhook_attempt(session=session, run_id=run_id, attempt=done,
-                                                      status=WEBHOOK_FAILED, error=error, at=now):
+            if not repo.audits.record_webhook_attempt(
+                session=session, run_id=run_id, attempt=done, status=WEBHOOK_FAILED, error=error, at=now
+            ):
                 return Attempt(None, done)
             return Attempt(WEBHOOK_FAILED, done, error)
         if not repo.audits.claim_webhook_attempt(session=session, run_id=run_id, attempts=done, at=now):
@@ -177,7 +209,8 @@ def attempt_delivery(run_id: int, sessions: sessionmaker[Session], settings: Web
     else:
         status, retry_in = WEBHOOK_PENDING, settings.wait_after(attempt)
     with session_scope(sessions) as session:
-        if not repo.audits.record_webhook_attempt(session=session, run_id=run_id, attempt=attempt, status=status,
-                                                  error=error, at=utcnow()):
+        if not repo.audits.record_webhook_attempt(
+            session=session, run_id=run_id, attempt=attempt, status=status, error=error, at=utcnow()
+        ):
             return Attempt(None, attempt, error)  # the run is gone, or a later attempt was claimed meanwhile
     return Attempt(status, attempt, error, retry_in)

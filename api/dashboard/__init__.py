@@ -21,8 +21,9 @@ def plotly_bundle() -> Path:
     """plotly.min.js as the `plotly` Python package ships it (found without importing the package)."""
     spec = importlib.util.find_spec("plotly")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("the dashboard needs the `plotly` package for its bundled plotly.min.js; "
-                           "pip install plotly")
+        raise RuntimeError(
+            "the dashboard needs the `plotly` package for its bundled plotly.min.js; pip install plotly"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "package_data" / "plotly.min.js"
     if not path.is_file():
         raise RuntimeError(f"{path} is missing: reinstall the `plotly` package")
@@ -35,8 +36,9 @@ def install(app: FastAPI) -> None:
 
     @app.get(PLOTLY_URL, include_in_schema=False)
     def plotly_js() -> FileResponse:
-        return FileResponse(bundle, media_type="text/javascript",
-                            headers={"Cache-Control": "public, max-age=86400"})
+        return FileResponse(
+            bundle, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"}
+        )
 
     # audit_form before audit_pages: /audits/new must match before /audits/{audit_id}.
     for module in (auth, pages, evaluation_form, compare_page, audit_form, audit_pages):

@@ -52,36 +52,65 @@ PageRun = Annotated[AuditRun, Depends(page_run)]
 @router.get("/audits", dependencies=[PageAuth])
 def audits_page(request: Request, session: SessionDep) -> Response:
     # A fixed text: echoing a name from the URL would let any link claim that some audit was deleted.
-    notice = ("The audit was deleted with its runs; the jobs they created and their reports stay."
-              if request.query_params.get("deleted") == "1" else None)
+    notice = (
+        "The audit was deleted with its runs; the jobs they created and their reports stay."
+        if request.query_params.get("deleted") == "1"
+        else None
+    )
     return render(request, "audits.html", {"audits": views.audit_list(session=session), "notice": notice})
 
 
-def _audit_page(request: Request, session, audit: Audit, *, queued: str = "", saved: bool = False,
-                error: str | None = None, status: int = HTTPStatus.OK) -> Response:
+def _audit_page(
+    request: Request,
+    session,
+    audit: Audit,
+    *,
+    queued: str = "",
+    saved: bool = False,
+    error: str | None = None,
+    status: int = HTTPStatus.OK,
+) -> Response:
     view = views.audit_view(session=session, audit=audit)
     # The notice lasts while the queued run is unfinished: the page reloads itself with the verdict.
     waiting = any(str(run["id"]) == queued and run["status"] != "finished" for run in view.runs)
     notice = f"Run #{queued} was queued; this page follows it until its verdict." if waiting else None
     if notice is None and saved:
         notice = SAVED_NOTICE
-    context: dict[str, Any] = {"view": view, "audit": view.audit, "schedule": views.describe_schedule(view.audit),
-                               "metric_names": METRIC_LABELS, "notice": notice, "error": error}
+    context: dict[str, Any] = {
+        "view": view,
+        "audit": view.audit,
+        "schedule": views.describe_schedule(view.audit),
+        "metric_names": METRIC_LABELS,
+        "notice": notice,
+        "error": error,
+    }
     return render(request, "audit.html", context, status_code=status)
 
 
 @router.get("/audits/{audit_id}", dependencies=[PageAuth])
 def audit_page(request: Request, session: SessionDep, audit: PageAudit) -> Response:
-    return _audit_page(request, session, audit, queued=request.query_params.get("queued", ""),
-                       saved=request.query_params.get("saved") == "1")
+    return _audit_page(
+        request,
+        session,
+        audit,
+        queued=request.query_params.get("queued", ""),
+        saved=request.query_params.get("saved") == "1",
+    )
 
 
 @router.get("/audits/{audit_id}/runs/{run_id}", dependencies=[PageAuth])
 def run_page(request: Request, session: SessionDep, audit: PageAudit, run: PageRun) -> Response:
     document = run_service.read_run(session=session, run=run)
-    return render(request, "audit_run.html", {
-        "audit": audit, "run": document, "active": document["status"] != "finished",
-        "metric_names": METRIC_LABELS})
+    return render(
+        request,
+        "audit_run.html",
+        {
+            "audit": audit,
+            "run": document,
+            "active": document["status"] != "finished",
+            "metric_names": METRIC_LABELS,
+        },
+    )
 
 
 @router.post("/audits/{audit_id}/run", dependencies=[PageAuth, SameOrigin])
@@ -97,24 +126,29 @@ def run_now(request: Request, session: SessionDep, audit: PageAudit, dispatch: D
 def _set_enabled(request: Request, session, store, settings, audit: Audit, enabled: bool) -> Response:
     """Enable or disable through the same use case as PATCH /api/v1/audits/{id} (it re-validates the audit)."""
     try:
-        audit_service.update_audit(session=session, store=store, settings=settings, audit=audit,
-                                   body=AuditUpdate(enabled=enabled))
+        audit_service.update_audit(
+            session=session, store=store, settings=settings, audit=audit, body=AuditUpdate(enabled=enabled)
+        )
     except (ApiError, AdvauditError) as error:  # validation fails before anything is written
         status = error.status if isinstance(error, ApiError) else HTTPStatus.UNPROCESSABLE_ENTITY
         verb = "enabled" if enabled else "disabled"
-        return _audit_page(request, session, audit, error=f"The audit could not be {verb}: {error}", status=status)
+        return _audit_page(
+            request, session, audit, error=f"The audit could not be {verb}: {error}", status=status
+        )
     return RedirectResponse(f"/audits/{audit.id}", status_code=HTTPStatus.SEE_OTHER)
 
 
 @router.post("/audits/{audit_id}/enable", dependencies=[PageAuth, SameOrigin])
-def enable(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
-           audit: PageAudit) -> Response:
+def enable(
+    request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep, audit: PageAudit
+) -> Response:
     return _set_enabled(request, session, store, settings, audit, True)
 
 
 @router.post("/audits/{audit_id}/disable", dependencies=[PageAuth, SameOrigin])
-def disable(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
-            audit: PageAudit) -> Response:
+def disable(
+    request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep, audit: PageAudit
+) -> Response:
     return _set_enabled(request, session, store, settings, audit, False)
 
 

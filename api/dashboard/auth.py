@@ -33,7 +33,9 @@ def require_page_token(request: Request, session: SessionDep) -> None:
 def require_fragment_token(request: Request, session: SessionDep) -> None:
     """Parts a script fetches (report section, CAM images): 401 rather than a redirect to a login page."""
     if request.app.state.auth_required and not _signed_in(request, session):
-        raise PageError(HTTPStatus.UNAUTHORIZED, "Your sign-in has expired: reload the page to sign in again.")
+        raise PageError(
+            HTTPStatus.UNAUTHORIZED, "Your sign-in has expired: reload the page to sign in again."
+        )
 
 
 def same_origin(request: Request) -> None:
@@ -62,8 +64,12 @@ def login_page(request: Request, session: SessionDep, next: str | None = None) -
 
 
 @router.post("/login", dependencies=[SameOrigin])
-def login(request: Request, session: SessionDep, token: Annotated[str, Form()] = "",
-          next: Annotated[str, Form()] = "/") -> Response:
+def login(
+    request: Request,
+    session: SessionDep,
+    token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
+) -> Response:
     """Check the token; on success keep it in the cookie and go on to the page that asked for it."""
     plaintext = token.strip()
     if not plaintext or len(plaintext) > MAX_TOKEN_CHARS:
@@ -74,16 +80,28 @@ def login(request: Request, session: SessionDep, token: Annotated[str, Form()] =
         response = RedirectResponse(safe_next(next), status_code=HTTPStatus.SEE_OTHER)
         # Lax: the cookie rides on top-level links from elsewhere (a shared job URL opens directly) but on
         # no cross-site POST or fetch, and every state change here is a POST.
-        response.set_cookie(TOKEN_COOKIE, plaintext, max_age=COOKIE_MAX_AGE_S, path="/", httponly=True,
-                            samesite="lax", secure=request.url.scheme == "https")
+        response.set_cookie(
+            TOKEN_COOKIE,
+            plaintext,
+            max_age=COOKIE_MAX_AGE_S,
+            path="/",
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+        )
         return response
-    return render(request, "login.html", {"next": safe_next(next), "error": error, "hide_signout": True},
-                  status_code=HTTPStatus.UNAUTHORIZED)
+    return render(
+        request,
+        "login.html",
+        {"next": safe_next(next), "error": error, "hide_signout": True},
+        status_code=HTTPStatus.UNAUTHORIZED,
+    )
 
 
 @router.post("/logout", dependencies=[SameOrigin])
 def logout(request: Request) -> Response:
-    response = RedirectResponse("/login" if request.app.state.auth_required else "/",
-                                status_code=HTTPStatus.SEE_OTHER)
+    response = RedirectResponse(
+        "/login" if request.app.state.auth_required else "/", status_code=HTTPStatus.SEE_OTHER
+    )
     response.delete_cookie(TOKEN_COOKIE, path="/", httponly=True, samesite="lax")
     return response

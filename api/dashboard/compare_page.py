@@ -36,17 +36,27 @@ def compare_page(request: Request, session: SessionDep) -> Response:
     job_ids, model_ids = _ids(request, "job_ids"), _ids(request, "model_ids")
     dataset_text = request.query_params.get("dataset_id", "").strip()
     context: dict[str, Any] = {
-        "datasets": views.datasets(session=session), "models": views.models(session=session),
-        "jobs": views.succeeded_jobs(session=session), "chosen_jobs": _chosen(job_ids),
-        "chosen_models": _chosen(model_ids), "chosen_dataset": dataset_text, "result": None, "error": None}
+        "datasets": views.datasets(session=session),
+        "models": views.models(session=session),
+        "jobs": views.succeeded_jobs(session=session),
+        "chosen_jobs": _chosen(job_ids),
+        "chosen_models": _chosen(model_ids),
+        "chosen_dataset": dataset_text,
+        "result": None,
+        "error": None,
+    }
     asked = job_ids is not None or dataset_text != ""
     if model_ids and not dataset_text:
         context["error"] = "Choose the dataset the models were evaluated on."
     elif asked:
         try:
             dataset_id = _dataset_id(dataset_text) if job_ids is None else None
-            document = compare_service.compare(session=session, job_ids=job_ids, dataset_id=dataset_id,
-                                               model_ids=model_ids if job_ids is None else None)
+            document = compare_service.compare(
+                session=session,
+                job_ids=job_ids,
+                dataset_id=dataset_id,
+                model_ids=model_ids if job_ids is None else None,
+            )
             context["result"] = CompareRead.model_validate(document).model_dump(mode="json")
         except ApiError as error:
             context["error"] = error.detail

@@ -33,8 +33,12 @@ def page_not_found(what: str) -> PageError:
 
 
 def error_page(request: Request, status: int, detail: str) -> Response:
-    return render(request, "error.html", {"status": status, "title": HTTPStatus(status).phrase,
-                                          "detail": detail}, status_code=status)
+    return render(
+        request,
+        "error.html",
+        {"status": status, "title": HTTPStatus(status).phrase, "detail": detail},
+        status_code=status,
+    )
 
 
 def _page_error(request: Request, error: PageError) -> Response:
@@ -47,8 +51,7 @@ def _login_required(request: Request, error: LoginRequired) -> Response:
 
 
 def _wants_html(request: Request) -> bool:
-    return (not request.url.path.startswith(API_PATHS)
-            and "text/html" in request.headers.get("accept", ""))
+    return not request.url.path.startswith(API_PATHS) and "text/html" in request.headers.get("accept", "")
 
 
 def install_error_pages(app: FastAPI) -> None:
@@ -57,12 +60,14 @@ def install_error_pages(app: FastAPI) -> None:
 
     async def http_error(request: Request, error: StarletteHTTPException) -> Response:
         if error.status_code == HTTPStatus.NOT_FOUND and _wants_html(request):
-            return error_page(request, HTTPStatus.NOT_FOUND,
-                              f"There is no page at {request.url.path}. Start again from the overview.")
+            return error_page(
+                request,
+                HTTPStatus.NOT_FOUND,
+                f"There is no page at {request.url.path}. Start again from the overview.",
+            )
         answer = api_handler(request, error)
         return await answer if inspect.isawaitable(answer) else answer
 
     app.add_exception_handler(PageError, _page_error)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(StarletteHTTPException, http_error)
-

@@ -25,6 +25,9 @@ NAV_LINKS: list[NavLink] = [
 
 def active_link(path: str) -> NavLink | None:
     """The link whose section is the longest prefix of `path` ("/" only matches the home page)."""
-    matches = [link for link in NAV_LINKS
-               if path == link.section or (link.section != "/" and path.startswith(link.section))]
+    matches = [
+        link
+        for link in NAV_LINKS
+        if path == link.section or (link.section != "/" and path.startswith(link.section))
+    ]
     return max(matches, key=lambda link: len(link.section), default=None)

@@ -51,9 +51,16 @@ PageModel = Annotated[ModelRecord, Depends(page_model)]
 @router.get("/", dependencies=[PageAuth])
 def home(request: Request, session: SessionDep) -> Response:
     jobs = views.recent_jobs(session=session)
-    return render(request, "home.html", {
-        "jobs": jobs, "live": views.any_active(jobs), "models": views.models(session=session),
-        "datasets": views.datasets(session=session)})
+    return render(
+        request,
+        "home.html",
+        {
+            "jobs": jobs,
+            "live": views.any_active(jobs),
+            "models": views.models(session=session),
+            "datasets": views.datasets(session=session),
+        },
+    )
 
 
 def report_context(session, store, job: Job) -> dict[str, Any]:
@@ -61,14 +68,21 @@ def report_context(session, store, job: Job) -> dict[str, Any]:
     if job.status != SUCCEEDED or job.report is None:
         return {"report": None}
     names = [artifact.name for artifact in views.artifacts(session=session, job=job)]
-    return {"report": job.report, "artifact_names": names, "triptychs": views.triptych_names(names),
-            "cam_overlays": cam_images.overlays_available(session=session, store=store, job=job)}
+    return {
+        "report": job.report,
+        "artifact_names": names,
+        "triptychs": views.triptych_names(names),
+        "cam_overlays": cam_images.overlays_available(session=session, store=store, job=job),
+    }
 
 
 @router.get("/jobs/{job_id}", dependencies=[PageAuth])
 def job_page(request: Request, session: SessionDep, store: StoreDep, job: PageJob) -> Response:
-    return render(request, "job.html", {"job": job, "active": job.status in ACTIVE,
-                                        **report_context(session, store, job)})
+    return render(
+        request,
+        "job.html",
+        {"job": job, "active": job.status in ACTIVE, **report_context(session, store, job)},
+    )
 
 
 @router.get("/jobs/{job_id}/report-section", dependencies=[FragmentAuth])
@@ -80,18 +94,38 @@ def job_report_section(request: Request, session: SessionDep, store: StoreDep, j
 @router.get("/jobs/{job_id}/cam/{position}/{view}.png", dependencies=[FragmentAuth])
 def cam_image(session: SessionDep, store: StoreDep, job: PageJob, position: str, view: str) -> Response:
     """One map of the CAM gallery; immutable once rendered, so the browser may keep it."""
-    png = cam_images.cam_png(session=session, store=store, job=job,
-                             position=int(position) if is_decimal(position) else -1, view=view)
+    png = cam_images.cam_png(
+        session=session,
+        store=store,
+        job=job,
+        position=int(position) if is_decimal(position) else -1,
+        view=view,
+    )
     return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.get("/models/{model_id}", dependencies=[PageAuth])
-def model_page(request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep,
-               model: PageModel) -> Response:
+def model_page(
+    request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep, model: PageModel
+) -> Response:
     versions = views.version_history(session=session, model=model)
-    return render(request, "model.html", {
-        "model": model, "audit": views.model_audit(session=session, store=store, settings=settings, model=model),
-        "jobs": views.model_jobs(session=session, model=model), "versions": versions,
-        "versions_data": [{"version": row.model.version, "dataset": row.dataset.name, "job_id": row.job.id,
-                           "clean_accuracy": row.summary.get("clean_accuracy"),
-                           "robust_auc": row.summary.get("robust_auc")} for row in versions]})
+    return render(
+        request,
+        "model.html",
+        {
+            "model": model,
+            "audit": views.model_audit(session=session, store=store, settings=settings, model=model),
+            "jobs": views.model_jobs(session=session, model=model),
+            "versions": versions,
+            "versions_data": [
+                {
+                    "version": row.model.version,
+                    "dataset": row.dataset.name,
+                    "job_id": row.job.id,
+                    "clean_accuracy": row.summary.get("clean_accuracy"),
+                    "robust_auc": row.summary.get("robust_auc"),
+                }
+                for row in versions
+            ],
+        },
+    )

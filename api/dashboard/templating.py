@@ -19,11 +19,19 @@ from services.specs import OPTIONS_BY_NAME
 TEMPLATES = Path(__file__).parent / "templates"
 # Scripts and styles only from this server (the product works offline, and a page cannot be made to load
 # code from elsewhere); Plotly sets inline styles on the elements it draws, hence 'unsafe-inline' styles.
-CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; "
-                           "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
-                           "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'")
-KIND_LABELS = {"standard": "standard", "pointwise": "1×1 pointwise", "depthwise": "depthwise",
-               "grouped": "grouped", "dilated": "dilated", "transposed": "transposed"}
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
+)
+KIND_LABELS = {
+    "standard": "standard",
+    "pointwise": "1×1 pointwise",
+    "depthwise": "depthwise",
+    "grouped": "grouped",
+    "dilated": "dilated",
+    "transposed": "transposed",
+}
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -85,20 +93,37 @@ def pair(value: Any) -> str:
 
 
 def _nav(request: Request) -> dict[str, Any]:
-    return {"nav_links": NAV_LINKS, "active_link": active_link(request.url.path),
-            "signed_in": request.app.state.auth_required and bool(request.cookies.get(TOKEN_COOKIE))}
+    return {
+        "nav_links": NAV_LINKS,
+        "active_link": active_link(request.url.path),
+        "signed_in": request.app.state.auth_required and bool(request.cookies.get(TOKEN_COOKIE)),
+    }
 
 
 templates = Jinja2Templates(directory=TEMPLATES, context_processors=[_nav])
-templates.env.filters.update(pct=pct, eps255=eps255, fixed=fixed, si=si, thousands=thousands, when=when,
-                             pair=pair, day=day, kind_label=lambda kind: KIND_LABELS.get(kind, kind))
+templates.env.filters.update(
+    pct=pct,
+    eps255=eps255,
+    fixed=fixed,
+    si=si,
+    thousands=thousands,
+    when=when,
+    pair=pair,
+    day=day,
+    kind_label=lambda kind: KIND_LABELS.get(kind, kind),
+)
 # the declared catalogues: labels, help, choices and units of the evaluation options and the audit thresholds
 templates.env.globals.update(duration=duration, options=OPTIONS_BY_NAME, threshold_specs=THRESHOLD_SPECS)
 
 
-def render(request: Request, name: str, context: dict[str, Any] | None = None,
-           status_code: int = 200) -> HTMLResponse:
+def render(
+    request: Request, name: str, context: dict[str, Any] | None = None, status_code: int = 200
+) -> HTMLResponse:
     """The template `name` as an HTML response with the dashboard's security headers."""
-    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff",
-               "Referrer-Policy": "same-origin", "Cache-Control": "no-store"}
+    headers = {
+        "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+        "X-Content-Type-Options": "nosniff",
+        "Referrer-Policy": "same-origin",
+        "Cache-Control": "no-store",
+    }
     return templates.TemplateResponse(request, name, context or {}, status_code=status_code, headers=headers)

@@ -28,13 +28,17 @@ def create_audit(body: AuditCreate, session: SessionDep, store: StoreDep, settin
 
 
 @router.get("", response_model=Page[AuditRead])
-def list_audits(session: SessionDep, enabled: bool | None = None,
-                model_name: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
+def list_audits(
+    session: SessionDep,
+    enabled: bool | None = None,
+    model_name: Annotated[str | None, Query(max_length=200, pattern=NO_NUL)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+):
     """Audits, newest first, each with its next slot, newest run and last verdict."""
-    return service.list_audits(session=session, enabled=enabled, model_name=model_name, limit=limit,
-                               offset=offset)
+    return service.list_audits(
+        session=session, enabled=enabled, model_name=model_name, limit=limit, offset=offset
+    )
 
 
 @router.get("/{audit_id}", response_model=AuditRead)
@@ -43,8 +47,9 @@ def read_audit(audit: AuditDep, session: SessionDep):
 
 
 @router.patch("/{audit_id}", response_model=AuditRead)
-def update_audit(audit: AuditDep, body: AuditUpdate, session: SessionDep, store: StoreDep,
-                 settings: SettingsDep):
+def update_audit(
+    audit: AuditDep, body: AuditUpdate, session: SessionDep, store: StoreDep, settings: SettingsDep
+):
     """Change an audit; the scheduler sees it at its next tick (a changed schedule starts from now)."""
     audit = service.update_audit(session=session, store=store, settings=settings, audit=audit, body=body)
     return service.audit_read(session, audit)
@@ -64,9 +69,13 @@ def run_audit(audit: AuditDep, session: SessionDep, dispatch: DispatchDep):
 
 
 @router.get("/{audit_id}/runs", response_model=Page[AuditRunRead])
-def list_runs(audit: AuditDep, session: SessionDep, status: RunStatus | None = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-              offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
+def list_runs(
+    audit: AuditDep,
+    session: SessionDep,
+    status: RunStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+):
     """The audit's runs, newest first, with verdicts, metrics and the diff table against the baseline."""
     return run_service.list_runs(session=session, audit=audit, status=status, limit=limit, offset=offset)
 

@@ -14,9 +14,11 @@ router = APIRouter(prefix="/compare", tags=["compare"])
 
 
 @router.get("", response_model=CompareRead)
-def compare(session: SessionDep,
-            job_ids: Annotated[str | None, Query(max_length=2000, description="e.g. 1,2,3")] = None,
-            dataset_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-            model_ids: Annotated[str | None, Query(max_length=2000, description="with dataset_id")] = None):
+def compare(
+    session: SessionDep,
+    job_ids: Annotated[str | None, Query(max_length=2000, description="e.g. 1,2,3")] = None,
+    dataset_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    model_ids: Annotated[str | None, Query(max_length=2000, description="with dataset_id")] = None,
+):
     """`job_ids`, or `dataset_id` (+ `model_ids`) for each model's latest succeeded job there."""
     return service.compare(session=session, job_ids=job_ids, dataset_id=dataset_id, model_ids=model_ids)

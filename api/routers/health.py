@@ -16,8 +16,11 @@ router = APIRouter(tags=["health"])
 async def get_health(request: Request, response: Response, broker: BrokerDep) -> dict:
     """Database, broker and live workers; 503 when the database is unreachable."""
     document, database_ok = await run_in_threadpool(
-        health.check, sessions=request.app.state.sessions, broker=broker,
-        auth_required=request.app.state.auth_required)
+        health.check,
+        sessions=request.app.state.sessions,
+        broker=broker,
+        auth_required=request.app.state.auth_required,
+    )
     if not database_ok:
         response.status_code = 503
     return document

@@ -15,22 +15,31 @@ from services.job_states import JobStatus
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-
 @router.post("", response_model=JobRead, status_code=201)
 def create_job(body: JobCreate, session: SessionDep, store: StoreDep, enqueue: EnqueueDep):
     """Validate and queue an evaluation; 503 (job marked cancelled) when the broker cannot take it."""
-    return service.submit(session=session, store=store, enqueue=enqueue, model_id=body.model_id,
-                          dataset_id=body.dataset_id, options=body.config.evaluation_options())
+    return service.submit(
+        session=session,
+        store=store,
+        enqueue=enqueue,
+        model_id=body.model_id,
+        dataset_id=body.dataset_id,
+        options=body.config.evaluation_options(),
+    )
 
 
 @router.get("", response_model=Page[JobRead])
-def list_jobs(session: SessionDep, status: JobStatus | None = None,
-              model_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-              dataset_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-              offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
-    return service.list_jobs(session=session, status=status, model_id=model_id, dataset_id=dataset_id,
-                             limit=limit, offset=offset)
+def list_jobs(
+    session: SessionDep,
+    status: JobStatus | None = None,
+    model_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    dataset_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+):
+    return service.list_jobs(
+        session=session, status=status, model_id=model_id, dataset_id=dataset_id, limit=limit, offset=offset
+    )
 
 
 @router.get("/{job_id}", response_model=JobRead)
@@ -50,8 +59,9 @@ def rerun_job(job: JobDep, session: SessionDep, store: StoreDep, enqueue: Enqueu
     return service.rerun(session=session, store=store, enqueue=enqueue, job=job)
 
 
-@router.get("/{job_id}/report",
-            responses={200: {"description": "the report.json document (schema_version 1)"}})
+@router.get(
+    "/{job_id}/report", responses={200: {"description": "the report.json document (schema_version 1)"}}
+)
 def read_report(job: JobDep) -> JSONResponse:
     """Exactly the report.json of `advaudit evaluate`; 409 until the job succeeded."""
     return JSONResponse(service.report(job))
@@ -62,11 +72,22 @@ def list_artifacts(job: JobDep, session: SessionDep):
     return service.artifacts(session=session, job=job)
 
 
-@router.get("/{job_id}/artifacts/{name}", response_class=FileResponse,
-            responses={200: {"description": "the file", "content": {"application/octet-stream": {}}}})
-def read_artifact(job: JobDep, session: SessionDep, store: StoreDep,
-                  name: Annotated[str, Path(max_length=200, pattern=NO_NUL)]) -> FileResponse:
+@router.get(
+    "/{job_id}/artifacts/{name}",
+    response_class=FileResponse,
+    responses={200: {"description": "the file", "content": {"application/octet-stream": {}}}},
+)
+def read_artifact(
+    job: JobDep,
+    session: SessionDep,
+    store: StoreDep,
+    name: Annotated[str, Path(max_length=200, pattern=NO_NUL)],
+) -> FileResponse:
     path, media_type = service.artifact_file(session=session, store=store, job=job, name=name)
     inline = media_type.startswith("image/") or media_type == "application/json"
-    return FileResponse(path, media_type=media_type, filename=name,
-                        content_disposition_type="inline" if inline else "attachment")
+    return FileResponse(
+        path,
+        media_type=media_type,
+        filename=name,
+        content_disposition_type="inline" if inline else "attachment",
+    )

@@ -17,11 +17,17 @@ NameFilter = Annotated[str | None, Query(max_length=200, pattern=NO_NUL)]
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-@router.post("", response_model=ModelRead, status_code=201, openapi_extra=multipart_body(ModelUploadForm),
-             responses=UPLOAD_ERRORS | {200: {"model": ModelRead,
-                              "description": "the same file and options were already registered"}})
-async def create_model(request: Request, response: Response, session: SessionDep, store: StoreDep,
-                       settings: SettingsDep):
+@router.post(
+    "",
+    response_model=ModelRead,
+    status_code=201,
+    openapi_extra=multipart_body(ModelUploadForm),
+    responses=UPLOAD_ERRORS
+    | {200: {"model": ModelRead, "description": "the same file and options were already registered"}},
+)
+async def create_model(
+    request: Request, response: Response, session: SessionDep, store: StoreDep, settings: SettingsDep
+):
     """Upload a checkpoint (field `file`); it is validated in an isolated process before it is stored."""
     model, created = await service.upload_model(request, session=session, store=store, settings=settings)
     if not created:
@@ -30,9 +36,12 @@ async def create_model(request: Request, response: Response, session: SessionDep
 
 
 @router.get("", response_model=Page[ModelRead])
-def list_models(session: SessionDep, name: NameFilter = None,
-                limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-                offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0):
+def list_models(
+    session: SessionDep,
+    name: NameFilter = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+):
     return service.list_models(session=session, name=name, limit=limit, offset=offset)
 
 
@@ -41,16 +50,25 @@ def read_model(model: ModelDep):
     return model
 
 
-@router.get("/{model_id}/architecture",
-            responses={200: {"description": "the architecture audit: report.json's \"architecture\" section"}})
-def read_architecture(model: ModelDep, session: SessionDep, store: StoreDep, settings: SettingsDep) -> dict[str, Any]:
+@router.get(
+    "/{model_id}/architecture",
+    responses={200: {"description": 'the architecture audit: report.json\'s "architecture" section'}},
+)
+def read_architecture(
+    model: ModelDep, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> dict[str, Any]:
     """Conv layers (kind, geometry, params, MACs, receptive field), totals and CAM head, at the model's input size."""
     return architecture.architecture(session=session, store=store, settings=settings, model=model)
 
 
-@router.get("/{model_id}/filters.png", response_class=FileResponse,
-            responses={200: {"content": {"image/png": {}}, "description": "first conv layer's filters"}})
-def read_filter_grid(model: ModelDep, session: SessionDep, store: StoreDep, settings: SettingsDep) -> FileResponse:
+@router.get(
+    "/{model_id}/filters.png",
+    response_class=FileResponse,
+    responses={200: {"content": {"image/png": {}}, "description": "first conv layer's filters"}},
+)
+def read_filter_grid(
+    model: ModelDep, session: SessionDep, store: StoreDep, settings: SettingsDep
+) -> FileResponse:
     """The first conv layer's filters as a PNG tile grid (404 for a model without conv layers)."""
     path = architecture.filter_grid(session=session, store=store, settings=settings, model=model)
     return FileResponse(path, media_type="image/png")

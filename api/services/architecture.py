@@ -28,12 +28,25 @@ GRID_FILE = "filters.png"
 
 def load_options(model: ModelRecord, path: Path) -> dict[str, Any]:
     """The loader arguments the model was validated with."""
-    return {"path": str(path), "input_shape": list(model.input_shape), "arch": model.arch,
-            "num_classes": model.num_classes if model.arch else None, "mean": model.mean, "std": model.std}
+    return {
+        "path": str(path),
+        "input_shape": list(model.input_shape),
+        "arch": model.arch,
+        "num_classes": model.num_classes if model.arch else None,
+        "mean": model.mean,
+        "std": model.std,
+    }
 
 
-def keep(session: Session, store: LocalArtifactStore, *, sha256: str, input_shape: list[int],
-         result: dict[str, Any], grid_path: Path) -> list[str]:
+def keep(
+    session: Session,
+    store: LocalArtifactStore,
+    *,
+    sha256: str,
+    input_shape: list[int],
+    result: dict[str, Any],
+    grid_path: Path,
+) -> list[str]:
     """Store the audit (and the grid the child drew) for this sha256; the store keys this call added."""
     added: list[str] = []
     document = dict(result["audit"])
@@ -43,19 +56,22 @@ def keep(session: Session, store: LocalArtifactStore, *, sha256: str, input_shap
         if not existed:
             added.append(key)
         document[FILTER_GRID] = key
-    record = repo.results.store_architecture_audit(session=session, model_sha256=sha256, input_shape=input_shape,
-                                                   document=document)
+    record = repo.results.store_architecture_audit(
+        session=session, model_sha256=sha256, input_shape=input_shape, document=document
+    )
     if record.document != document and FILTER_GRID not in record.document:
         record.document = document  # an audit cached for a CAM-layer check, before the grid was kept
         session.flush()
     return added
 
 
-def _record(session: Session, store: LocalArtifactStore, settings: Settings,
-            model: ModelRecord) -> ArchitectureAuditRecord:
+def _record(
+    session: Session, store: LocalArtifactStore, settings: Settings, model: ModelRecord
+) -> ArchitectureAuditRecord:
     """The cached audit with its grid, computed now (in the validation sandbox) for an older model."""
-    record = repo.results.get_architecture_audit(session=session, model_sha256=model.sha256,
-                                                 input_shape=model.input_shape)
+    record = repo.results.get_architecture_audit(
+        session=session, model_sha256=model.sha256, input_shape=model.input_shape
+    )
     if record is not None and (FILTER_GRID in record.document or not record.document.get("layers")):
         return record
     path = store.path(model.storage_key)
@@ -65,23 +81,37 @@ def _record(session: Session, store: LocalArtifactStore, settings: Settings,
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=root, prefix="architecture-") as tmp:
         grid = Path(tmp) / GRID_FILE
-        result = run_isolated("architecture", {**load_options(model, path), "filter_grid_path": str(grid)},
-                              what=f"model {model.name} {model.version}", error=CheckpointError)
-        keep(session, store, sha256=model.sha256, input_shape=list(model.input_shape), result=result,
-             grid_path=grid)
+        result = run_isolated(
+            "architecture",
+            {**load_options(model, path), "filter_grid_path": str(grid)},
+            what=f"model {model.name} {model.version}",
+            error=CheckpointError,
+        )
+        keep(
+            session,
+            store,
+            sha256=model.sha256,
+            input_shape=list(model.input_shape),
+            result=result,
+            grid_path=grid,
+        )
     session.commit()
-    return repo.results.get_architecture_audit(session=session, model_sha256=model.sha256,
-                                               input_shape=model.input_shape)
+    return repo.results.get_architecture_audit(
+        session=session, model_sha256=model.sha256, input_shape=model.input_shape
+    )
 
 
-def architecture(*, session: Session, store: LocalArtifactStore, settings: Settings,
-                 model: ModelRecord) -> dict[str, Any]:
+def architecture(
+    *, session: Session, store: LocalArtifactStore, settings: Settings, model: ModelRecord
+) -> dict[str, Any]:
     """The model's architecture audit document (report.json's "architecture" section)."""
     document = _record(session, store, settings, model).document
     return {name: value for name, value in document.items() if name != FILTER_GRID}
 
 
-def filter_grid(*, session: Session, store: LocalArtifactStore, settings: Settings, model: ModelRecord) -> Path:
+def filter_grid(
+    *, session: Session, store: LocalArtifactStore, settings: Settings, model: ModelRecord
+) -> Path:
     """The PNG grid of the model's first conv layer's filters (404 for a model without conv layers)."""
     key = _record(session, store, settings, model).document.get(FILTER_GRID)
     path = store.path(key) if key else None

@@ -65,18 +65,31 @@ def _dataset_names(session: Session, ids: set[int]) -> dict[int, str]:
 
 def audit_list(*, session: Session) -> list[dict[str, Any]]:
     """Every audit (newest first) as AuditRead, with its dataset's name and its schedule in words."""
-    audits = audit_service.list_audits(session=session, enabled=None, model_name=None, limit=MAX_AUDITS,
-                                       offset=0)["data"]
+    audits = audit_service.list_audits(
+        session=session, enabled=None, model_name=None, limit=MAX_AUDITS, offset=0
+    )["data"]
     names = _dataset_names(session, {audit["dataset_id"] for audit in audits})
-    return [{**audit, "dataset_name": names[audit["dataset_id"]], "schedule": describe_schedule(audit)}
-            for audit in audits]
+    return [
+        {**audit, "dataset_name": names[audit["dataset_id"]], "schedule": describe_schedule(audit)}
+        for audit in audits
+    ]
 
 
 def error_point(run: dict[str, Any]) -> dict[str, Any]:
     """A run that ended in `error`: one chart point with no metrics, and the reason it gives."""
-    return {"run_id": run["id"], "at": chart_time(run["created_at"]), "verdict": ERROR, "trigger": run["trigger"],
-            "model": None, "version": None, "job_id": None, "clean_accuracy": None, "robust_auc": None,
-            "regressed": False, "reason": run["reason"]}
+    return {
+        "run_id": run["id"],
+        "at": chart_time(run["created_at"]),
+        "verdict": ERROR,
+        "trigger": run["trigger"],
+        "model": None,
+        "version": None,
+        "job_id": None,
+        "clean_accuracy": None,
+        "robust_auc": None,
+        "regressed": False,
+        "reason": run["reason"],
+    }
 
 
 def timeline(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -91,12 +104,20 @@ def timeline(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         for comparison in run["comparisons"]:
             candidate = comparison["candidate"]
-            points.append({
-                "run_id": run["id"], "at": chart_time(run["created_at"]), "verdict": run["verdict"],
-                "trigger": run["trigger"], "model": candidate["model_name"],
-                "version": candidate["model_version"], "job_id": candidate["job_id"],
-                "clean_accuracy": candidate["clean_accuracy"], "robust_auc": candidate["robust_auc"],
-                "regressed": comparison["regressed"]})
+            points.append(
+                {
+                    "run_id": run["id"],
+                    "at": chart_time(run["created_at"]),
+                    "verdict": run["verdict"],
+                    "trigger": run["trigger"],
+                    "model": candidate["model_name"],
+                    "version": candidate["model_version"],
+                    "job_id": candidate["job_id"],
+                    "clean_accuracy": candidate["clean_accuracy"],
+                    "robust_auc": candidate["robust_auc"],
+                    "regressed": comparison["regressed"],
+                }
+            )
     return points
 
 
@@ -132,10 +153,15 @@ def audit_view(*, session: Session, audit: Audit) -> AuditView:
     baseline = None
     if audit.baseline_job_id is not None:
         baseline = repo.jobs.get(session=session, job_id=audit.baseline_job_id)
-    return AuditView(audit=audit_service.audit_read(session, audit),
-                     dataset=repo.datasets.get(session=session, dataset_id=audit.dataset_id),
-                     models=_selected_models(session, audit), baseline_job=baseline, runs=runs["data"],
-                     runs_total=runs["count"], latest_verdict=latest)
+    return AuditView(
+        audit=audit_service.audit_read(session, audit),
+        dataset=repo.datasets.get(session=session, dataset_id=audit.dataset_id),
+        models=_selected_models(session, audit),
+        baseline_job=baseline,
+        runs=runs["data"],
+        runs_total=runs["count"],
+        latest_verdict=latest,
+    )
 
 
 def audit_run(*, session: Session, audit_id: int, run_id: int) -> AuditRun | None:

@@ -32,8 +32,9 @@ def cam_png(*, session: Session, store: LocalArtifactStore, job: Job, position: 
         raise NotFound(f"the CAM maps of job {job.id} are missing from the artifact store")
     count = _sample_count(path)
     if not 0 <= position < count:
-        raise NotFound(f"job {job.id}'s CAM gallery has {count} samples (0…{count - 1}); "
-                       f"there is no sample {position}")
+        raise NotFound(
+            f"job {job.id}'s CAM gallery has {count} samples (0…{count - 1}); there is no sample {position}"
+        )
     return _render(path, position, view)
 
 

@@ -17,7 +17,7 @@ EPS_DIGITS = 9  # ε values closer than 1e-9 are the same point (8/255 parsed tw
 
 
 def parse_ids(text: str | None, what: str) -> list[int] | None:
-    """"1,2,3" → [1, 2, 3] in the given order, repeats dropped (422 on anything else)."""
+    """ "1,2,3" → [1, 2, 3] in the given order, repeats dropped (422 on anything else)."""
     if text is None or not text.strip():
         return None
     parts = [part.strip() for part in text.split(",") if part.strip()]
@@ -40,8 +40,10 @@ def _jobs_by_id(session: Session, job_ids: list[int]) -> list[Job]:
         jobs.append(job)
     dataset_ids = sorted({job.dataset_id for job in jobs})
     if len(dataset_ids) > 1:
-        raise Unprocessable(f"the jobs ran on different datasets (ids {', '.join(map(str, dataset_ids))}); "
-                            "compare jobs on one dataset")
+        raise Unprocessable(
+            f"the jobs ran on different datasets (ids {', '.join(map(str, dataset_ids))}); "
+            "compare jobs on one dataset"
+        )
     return jobs
 
 
@@ -57,11 +59,14 @@ def _latest_per_model(session: Session, dataset: DatasetRecord, model_ids: list[
         model = repo.models.get(session=session, model_id=model_id)
         if model is None:
             raise NotFound(f"model {model_id} does not exist")
-        found = repo.jobs.list(session=session, status=SUCCEEDED, dataset_id=dataset.id, model_id=model_id,
-                               limit=1)
+        found = repo.jobs.list(
+            session=session, status=SUCCEEDED, dataset_id=dataset.id, model_id=model_id, limit=1
+        )
         if not found:
-            raise Unprocessable(f"model {model.name} {model.version} (id {model_id}) has no succeeded job on "
-                                f"dataset {dataset.name}; submit one first")
+            raise Unprocessable(
+                f"model {model.name} {model.version} (id {model_id}) has no succeeded job on "
+                f"dataset {dataset.name}; submit one first"
+            )
         jobs.append(found[0])
     return jobs
 
@@ -76,19 +81,26 @@ def _row(job: Job, eps: list[float]) -> dict[str, Any]:
     summary = document.get("summary") or {}
     targeted = document.get("targeted_fgsm") or {}
     return {
-        "job_id": job.id, "model_id": job.model_id, "model_name": job.model.name,
-        "model_version": job.model.version, "clean_accuracy": summary.get("clean_accuracy"),
+        "job_id": job.id,
+        "model_id": job.model_id,
+        "model_name": job.model.name,
+        "model_version": job.model.version,
+        "clean_accuracy": summary.get("clean_accuracy"),
         "accuracy": [points.get(e, {}).get("accuracy") for e in eps],
         "attack_success_rate": [points.get(e, {}).get("attack_success_rate") for e in eps],
-        "robust_auc": summary.get("robust_auc"), "targeted_policy": targeted.get("policy"),
+        "robust_auc": summary.get("robust_auc"),
+        "targeted_policy": targeted.get("policy"),
         "targeted_auc": summary.get("targeted_auc"),
         "max_target_success_rate": summary.get("max_target_success_rate"),
-        "cam_drift": summary.get("cam_drift"), "macs": summary.get("macs"), "params": summary.get("params"),
+        "cam_drift": summary.get("cam_drift"),
+        "macs": summary.get("macs"),
+        "params": summary.get("params"),
     }
 
 
-def compare(*, session: Session, job_ids: str | None, dataset_id: int | None,
-            model_ids: str | None) -> dict[str, Any]:
+def compare(
+    *, session: Session, job_ids: str | None, dataset_id: int | None, model_ids: str | None
+) -> dict[str, Any]:
     """Rows sorted by robust AUC (best first); per-ε columns over the union of the jobs' ε values."""
     ids = parse_ids(job_ids, "job_ids")
     if ids is not None and (dataset_id is not None or model_ids):
@@ -107,9 +119,18 @@ def compare(*, session: Session, job_ids: str | None, dataset_id: int | None,
     eps = sorted(frozenset().union(*eps_sets))
     warnings = []
     if len(set(eps_sets)) > 1:
-        warnings.append("the jobs swept different ε lists: robust AUC averages over each job's own ε range, "
-                        "so compare the accuracy columns at shared ε values")
-    rows = sorted((_row(job, eps) for job in jobs),
-                  key=lambda row: (row["robust_auc"] is None, -(row["robust_auc"] or 0.0), row["job_id"]))
-    return {"dataset": dataset, "eps": eps, "eps_255": [e * 255 for e in eps], "rows": rows,
-            "warnings": warnings}
+        warnings.append(
+            "the jobs swept different ε lists: robust AUC averages over each job's own ε range, "
+            "so compare the accuracy columns at shared ε values"
+        )
+    rows = sorted(
+        (_row(job, eps) for job in jobs),
+        key=lambda row: (row["robust_auc"] is None, -(row["robust_auc"] or 0.0), row["job_id"]),
+    )
+    return {
+        "dataset": dataset,
+        "eps": eps,
+        "eps_255": [e * 255 for e in eps],
+        "rows": rows,
+        "warnings": warnings,
+    }

@@ -45,8 +45,9 @@ class ModelAudit:
     problem: str | None = None
 
 
-def model_audit(*, session: Session, store: LocalArtifactStore, settings: Settings,
-                model: ModelRecord) -> ModelAudit:
+def model_audit(
+    *, session: Session, store: LocalArtifactStore, settings: Settings, model: ModelRecord
+) -> ModelAudit:
     """The audit made at registration (computed now for a model registered before audits were kept)."""
     try:
         document = architecture.architecture(session=session, store=store, settings=settings, model=model)
@@ -85,11 +86,15 @@ def model_jobs(*, session: Session, model: ModelRecord, limit: int = RECENT_JOBS
 
 def version_history(*, session: Session, model: ModelRecord) -> list[VersionResult]:
     """For every version of the model's name (oldest first), its latest succeeded job on each dataset."""
-    versions = {record.id: record for record in repo.models.list(session=session, name=model.name,
-                                                                 limit=MAX_VERSIONS)}
+    versions = {
+        record.id: record for record in repo.models.list(session=session, name=model.name, limit=MAX_VERSIONS)
+    }
     jobs = repo.jobs.latest_succeeded(session=session, model_ids=versions)
-    return [VersionResult(model=versions[job.model_id], dataset=job.dataset, job=job)
-            for job in sorted(jobs, key=lambda job: (job.model_id, job.id)) if job.report is not None]
+    return [
+        VersionResult(model=versions[job.model_id], dataset=job.dataset, job=job)
+        for job in sorted(jobs, key=lambda job: (job.model_id, job.id))
+        if job.report is not None
+    ]
 
 
 def artifacts(*, session: Session, job: Job) -> list[Artifact]:
@@ -99,5 +104,6 @@ def artifacts(*, session: Session, job: Job) -> list[Artifact]:
 def triptych_names(names: list[str]) -> list[str]:
     """triptych_0.png, triptych_1.png, … in numeric order (triptych_10 after triptych_9)."""
     numbered = {name: TRIPTYCH.fullmatch(name) for name in names}
-    return sorted((name for name, match in numbered.items() if match),
-                  key=lambda name: int(numbered[name].group(1)))
+    return sorted(
+        (name for name, match in numbered.items() if match), key=lambda name: int(numbered[name].group(1))
+    )

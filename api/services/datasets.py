@@ -41,22 +41,36 @@ def ensure_builtin_datasets(sessions: sessionmaker[Session]) -> None:
         info = _builtin_info(name)
         try:
             with session_scope(sessions) as session:
-                repo.datasets.create(session=session, name=name, sha256=info["sha256"], format=info["format"],
-                                     num_samples=info["num_samples"], input_shape=info["input_shape"],
-                                     num_classes=info["num_classes"], class_names=info["class_names"],
-                                     source=info["source"])
+                repo.datasets.create(
+                    session=session,
+                    name=name,
+                    sha256=info["sha256"],
+                    format=info["format"],
+                    num_samples=info["num_samples"],
+                    input_shape=info["input_shape"],
+                    num_classes=info["num_classes"],
+                    class_names=info["class_names"],
+                    source=info["source"],
+                )
         except IntegrityError:  # another API process registered it at the same moment
             pass
 
 
-async def upload_dataset(request: Request, *, session: Session, store: LocalArtifactStore,
-                         settings: Settings) -> tuple[DatasetRecord, bool]:
+async def upload_dataset(
+    request: Request, *, session: Session, store: LocalArtifactStore, settings: Settings
+) -> tuple[DatasetRecord, bool]:
     """Register the uploaded dataset; (record, True) when new, (existing record, False) for a re-upload."""
-    async with receive_upload(request, directory=upload_dir(settings), max_bytes=settings.max_upload_bytes,
-                              suffixes=DATASET_SUFFIXES, kind="dataset") as upload:
+    async with receive_upload(
+        request,
+        directory=upload_dir(settings),
+        max_bytes=settings.max_upload_bytes,
+        suffixes=DATASET_SUFFIXES,
+        kind="dataset",
+    ) as upload:
         form = parse_form(DatasetUploadForm, upload.fields)
-        return await run_in_threadpool(register_dataset, session=session, store=store, upload=upload,
-                                       form=form)
+        return await run_in_threadpool(
+            register_dataset, session=session, store=store, upload=upload, form=form
+        )
 
 
 def _same_upload(record: DatasetRecord, upload: ReceivedUpload, form: DatasetUploadForm) -> bool:
@@ -67,32 +81,52 @@ def _same_upload(record: DatasetRecord, upload: ReceivedUpload, form: DatasetUpl
 def _check_servable(info: dict, upload: ReceivedUpload, form: DatasetUploadForm) -> None:
     """Refuse what the worker could not reproduce: it re-opens stored files with only the recorded shape."""
     if info["format"] == "npz" and form.image_size is not None:
-        raise Unprocessable("image_size only applies to ImageFolder .zip datasets; an .npz is used at its "
-                            "own size")
+        raise Unprocessable(
+            "image_size only applies to ImageFolder .zip datasets; an .npz is used at its own size"
+        )
     _, height, width = info["input_shape"]
     if info["format"].startswith("imagefolder") and height != width:
-        raise Unprocessable(f"{upload.filename}: the images are {width}×{height}; give image_size=N to "
-                            "evaluate them resized to N×N")
+        raise Unprocessable(
+            f"{upload.filename}: the images are {width}×{height}; give image_size=N to "
+            "evaluate them resized to N×N"
+        )
 
 
-def register_dataset(*, session: Session, store: LocalArtifactStore, upload: ReceivedUpload,
-                     form: DatasetUploadForm) -> tuple[DatasetRecord, bool]:
+def register_dataset(
+    *, session: Session, store: LocalArtifactStore, upload: ReceivedUpload, form: DatasetUploadForm
+) -> tuple[DatasetRecord, bool]:
     """Validate the upload in a child process and register it under its (unique) name."""
     existing = repo.datasets.get_by_name(session=session, name=form.name)
     if existing is not None:
         if _same_upload(existing, upload, form):
             return existing, False
-        raise Conflict(f"a dataset named {form.name!r} already exists (id {existing.id}) with other content "
-                       "or image size; choose another name")
-    info = run_isolated("dataset", {"path": str(upload.path), "image_size": form.image_size},
-                        what=upload.filename, error=DatasetError, aliases={str(upload.path): upload.filename})
+        raise Conflict(
+            f"a dataset named {form.name!r} already exists (id {existing.id}) with other content "
+            "or image size; choose another name"
+        )
+    info = run_isolated(
+        "dataset",
+        {"path": str(upload.path), "image_size": form.image_size},
+        what=upload.filename,
+        error=DatasetError,
+        aliases={str(upload.path): upload.filename},
+    )
     _check_servable(info, upload, form)
 
     def create(key: str, size: int) -> DatasetRecord:
         return repo.datasets.create(
-            session=session, name=form.name, sha256=upload.sha256, format=info["format"],
-            num_samples=info["num_samples"], input_shape=info["input_shape"], num_classes=info["num_classes"],
-            class_names=info["class_names"], source=upload.filename, storage_key=key, size_bytes=size)
+            session=session,
+            name=form.name,
+            sha256=upload.sha256,
+            format=info["format"],
+            num_samples=info["num_samples"],
+            input_shape=info["input_shape"],
+            num_classes=info["num_classes"],
+            class_names=info["class_names"],
+            source=upload.filename,
+            storage_key=key,
+            size_bytes=size,
+        )
 
     record = store_and_create(session, store, upload.path, upload.sha256, create)
     return record, True

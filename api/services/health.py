@@ -20,8 +20,9 @@ def _database(sessions: sessionmaker[Session]) -> dict[str, Any]:
         return {"ok": False, "error": f"{type(error).__name__}: {lines[0] if lines else ''}"}
 
 
-def check(*, sessions: sessionmaker[Session], broker: Broker,
-          auth_required: bool) -> tuple[dict[str, Any], bool]:
+def check(
+    *, sessions: sessionmaker[Session], broker: Broker, auth_required: bool
+) -> tuple[dict[str, Any], bool]:
     """(document, database ok); status ok, degraded (no broker or no workers) or down (no database)."""
     database = _database(sessions)
     queue = broker.status()

@@ -54,27 +54,39 @@ def check_compatible(model: ModelRecord, dataset: DatasetRecord, config: Evaluat
             f"model {model.name} {model.version} was validated for inputs of shape "
             f"{tuple(model.input_shape)} (C, H, W) but dataset {dataset.name} has images of shape "
             f"{tuple(dataset.input_shape)}; register the model with input_shape (or dataset_id) matching the "
-            "dataset")
+            "dataset"
+        )
     if dataset.num_classes > model.num_classes:
         raise Unprocessable(
             f"dataset {dataset.name} has {dataset.num_classes} classes but model {model.name} "
-            f"{model.version} predicts only {model.num_classes}; check that they use the same classes")
+            f"{model.version} predicts only {model.num_classes}; check that they use the same classes"
+        )
     target = config.targeted
     if target is not None and target.kind == "class" and target.target_class >= model.num_classes:
-        raise ConfigError(f"targeted class:{target.target_class} is outside the model's {model.num_classes} "
-                          f"classes (0…{model.num_classes - 1})")
+        raise ConfigError(
+            f"targeted class:{target.target_class} is outside the model's {model.num_classes} "
+            f"classes (0…{model.num_classes - 1})"
+        )
 
 
-def check_cam_layer(session: Session, store: LocalArtifactStore, model: ModelRecord, dataset: DatasetRecord,
-                    config: EvaluationConfig) -> None:
+def check_cam_layer(
+    session: Session,
+    store: LocalArtifactStore,
+    model: ModelRecord,
+    dataset: DatasetRecord,
+    config: EvaluationConfig,
+) -> None:
     """A Grad-CAM layer path must exist and give a spatial map: the cached audit, else a child process."""
     if config.cam in ("auto", "none"):
         return
     if model.format == "torchscript":
-        raise ConfigError("TorchScript archives do not support the hooks a CAM audit needs: use cam auto or "
-                          "none, or register the weights with arch, or a torch.export (.pt2) archive")
-    cached = repo.results.get_architecture_audit(session=session, model_sha256=model.sha256,
-                                                 input_shape=dataset.input_shape)
+        raise ConfigError(
+            "TorchScript archives do not support the hooks a CAM audit needs: use cam auto or "
+            "none, or register the weights with arch, or a torch.export (.pt2) archive"
+        )
+    cached = repo.results.get_architecture_audit(
+        session=session, model_sha256=model.sha256, input_shape=dataset.input_shape
+    )
     if cached is not None:
         layers = cached.document.get("layers", [])
         layer = next((item for item in layers if item.get("name") == config.cam), None)
@@ -84,12 +96,23 @@ def check_cam_layer(session: Session, store: LocalArtifactStore, model: ModelRec
     path = store.path(model.storage_key)
     if path is None:
         raise Conflict(f"the file of model {model.name} {model.version} is missing from the artifact store")
-    result = run_isolated("cam_layer", {
-        "path": str(path), "input_shape": list(dataset.input_shape), "layer": config.cam, "arch": model.arch,
-        "num_classes": model.num_classes if model.arch else None, "mean": model.mean, "std": model.std,
-    }, what=f"model {model.name} {model.version}", error=ConfigError)
-    repo.results.store_architecture_audit(session=session, model_sha256=model.sha256,
-                                          input_shape=dataset.input_shape, document=result["audit"])
+    result = run_isolated(
+        "cam_layer",
+        {
+            "path": str(path),
+            "input_shape": list(dataset.input_shape),
+            "layer": config.cam,
+            "arch": model.arch,
+            "num_classes": model.num_classes if model.arch else None,
+            "mean": model.mean,
+            "std": model.std,
+        },
+        what=f"model {model.name} {model.version}",
+        error=ConfigError,
+    )
+    repo.results.store_architecture_audit(
+        session=session, model_sha256=model.sha256, input_shape=dataset.input_shape, document=result["audit"]
+    )
 
 
 def _loaded(session: Session, model_id: int, dataset_id: int) -> tuple[ModelRecord, DatasetRecord]:
@@ -102,15 +125,27 @@ def _loaded(session: Session, model_id: int, dataset_id: int) -> tuple[ModelReco
     return model, dataset
 
 
-def submit(*, session: Session, store: LocalArtifactStore, enqueue: Enqueue, model_id: int, dataset_id: int,
-           options: dict[str, Any]) -> Job:
+def submit(
+    *,
+    session: Session,
+    store: LocalArtifactStore,
+    enqueue: Enqueue,
+    model_id: int,
+    dataset_id: int,
+    options: dict[str, Any],
+) -> Job:
     """Validate, write the queued job, COMMIT, then enqueue its id (a worker must find the row)."""
     model, dataset = _loaded(session, model_id, dataset_id)
     config = build_config(options)
     check_compatible(model, dataset, config)
     check_cam_layer(session, store, model, dataset, config)
-    job = repo.jobs.create(session=session, model_id=model.id, dataset_id=dataset.id, config=config.to_dict(),
-                           queue=queue_for(config.device))
+    job = repo.jobs.create(
+        session=session,
+        model_id=model.id,
+        dataset_id=dataset.id,
+        config=config.to_dict(),
+        queue=queue_for(config.device),
+    )
     session.commit()
     try:
         enqueue(job)
@@ -126,15 +161,23 @@ def _withdraw(session: Session, job: Job, error: Exception) -> None:
     if job.status == QUEUED:
         repo.jobs.transition(session=session, job=job, new_status=FAILED, error=reason)
         session.commit()
-    raise ServiceUnavailable(f"job {job.id} could not be queued ({reason}); it was marked cancelled: rerun "
-                             f"it (POST /api/v1/jobs/{job.id}/rerun) once the broker is reachable",
-                             job_id=job.id)
+    raise ServiceUnavailable(
+        f"job {job.id} could not be queued ({reason}); it was marked cancelled: rerun "
+        f"it (POST /api/v1/jobs/{job.id}/rerun) once the broker is reachable",
+        job_id=job.id,
+    )
 
 
 def rerun(*, session: Session, store: LocalArtifactStore, enqueue: Enqueue, job: Job) -> Job:
     """A new job with the same model, dataset and (normalised) config."""
-    return submit(session=session, store=store, enqueue=enqueue, model_id=job.model_id,
-                  dataset_id=job.dataset_id, options=dict(job.config))
+    return submit(
+        session=session,
+        store=store,
+        enqueue=enqueue,
+        model_id=job.model_id,
+        dataset_id=job.dataset_id,
+        options=dict(job.config),
+    )
 
 
 def cancel(*, session: Session, job: Job) -> Job:
@@ -142,8 +185,15 @@ def cancel(*, session: Session, job: Job) -> Job:
     return repo.jobs.request_cancel(session=session, job=job)
 
 
-def list_jobs(*, session: Session, status: str | None, model_id: int | None, dataset_id: int | None,
-              limit: int, offset: int) -> dict:
+def list_jobs(
+    *,
+    session: Session,
+    status: str | None,
+    model_id: int | None,
+    dataset_id: int | None,
+    limit: int,
+    offset: int,
+) -> dict:
     """A page of jobs (newest first) and the total count matching the filters."""
     filters = {"status": status, "model_id": model_id, "dataset_id": dataset_id}
     rows = repo.jobs.list(session=session, **filters, limit=limit, offset=offset)
@@ -165,8 +215,9 @@ def artifact_file(*, session: Session, store: LocalArtifactStore, job: Job, name
     """(local path, media type) of the artifact `name` of `job` (404 when unknown or missing)."""
     artifact = repo.results.get_artifact(session=session, job_id=job.id, name=name)
     if artifact is None:
-        raise NotFound(f"job {job.id} has no artifact {name!r}; "
-                       f"GET /api/v1/jobs/{job.id}/artifacts lists them")
+        raise NotFound(
+            f"job {job.id} has no artifact {name!r}; GET /api/v1/jobs/{job.id}/artifacts lists them"
+        )
     path = store.path(artifact.storage_key)
     if path is None:
         raise NotFound(f"the file of artifact {name!r} of job {job.id} is missing from the artifact store")

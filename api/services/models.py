@@ -23,11 +23,17 @@ from services.errors import CheckpointError
 MODEL_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".torchscript", ".safetensors")
 
 
-async def upload_model(request: Request, *, session: Session, store: LocalArtifactStore,
-                       settings: Settings) -> tuple[ModelRecord, bool]:
+async def upload_model(
+    request: Request, *, session: Session, store: LocalArtifactStore, settings: Settings
+) -> tuple[ModelRecord, bool]:
     """Register the uploaded checkpoint; (record, True) when new, (existing record, False) for a duplicate."""
-    async with receive_upload(request, directory=upload_dir(settings), max_bytes=settings.max_upload_bytes,
-                              suffixes=MODEL_SUFFIXES, kind="model") as upload:
+    async with receive_upload(
+        request,
+        directory=upload_dir(settings),
+        max_bytes=settings.max_upload_bytes,
+        suffixes=MODEL_SUFFIXES,
+        kind="model",
+    ) as upload:
         form = parse_form(ModelUploadForm, upload.fields)
         return await run_in_threadpool(register_model, session=session, store=store, upload=upload, form=form)
 
@@ -50,25 +56,38 @@ def _input_shape(form: ModelUploadForm, dataset: DatasetRecord | None) -> list[i
         return parse_shape(form.input_shape)
     if dataset is not None:
         return list(dataset.input_shape)
-    raise Unprocessable("the model is validated with one forward pass, which needs its input shape: give "
-                        "input_shape=C,H,W (e.g. 1,32,32) or dataset_id of a registered dataset it "
-                        "classifies")
+    raise Unprocessable(
+        "the model is validated with one forward pass, which needs its input shape: give "
+        "input_shape=C,H,W (e.g. 1,32,32) or dataset_id of a registered dataset it "
+        "classifies"
+    )
 
 
-def _duplicate(session: Session, upload: ReceivedUpload, form: ModelUploadForm, shape: list[int],
-               mean: list[float] | None, std: list[float] | None) -> ModelRecord | None:
+def _duplicate(
+    session: Session,
+    upload: ReceivedUpload,
+    form: ModelUploadForm,
+    shape: list[int],
+    mean: list[float] | None,
+    std: list[float] | None,
+) -> ModelRecord | None:
     """A model with this name, the same bytes and the same load options (it was validated with them)."""
     for record in repo.models.list(session=session, name=form.name, sha256=upload.sha256):
-        same = (record.arch == form.arch and list(record.input_shape) == shape
-                and (form.num_classes is None or form.num_classes == record.num_classes)
-                and (record.mean or None) == mean and (record.std or None) == std)
+        same = (
+            record.arch == form.arch
+            and list(record.input_shape) == shape
+            and (form.num_classes is None or form.num_classes == record.num_classes)
+            and (record.mean or None) == mean
+            and (record.std or None) == std
+        )
         if same:
             return record
     return None
 
 
-def register_model(*, session: Session, store: LocalArtifactStore, upload: ReceivedUpload,
-                   form: ModelUploadForm) -> tuple[ModelRecord, bool]:
+def register_model(
+    *, session: Session, store: LocalArtifactStore, upload: ReceivedUpload, form: ModelUploadForm
+) -> tuple[ModelRecord, bool]:
     """Validate the upload in a child process and register it (a new version of `name`)."""
     mean, std = parse_floats(form.mean, "mean"), parse_floats(form.std, "std")
     dataset = _dataset_for(session, form.dataset_id)
@@ -77,24 +96,52 @@ def register_model(*, session: Session, store: LocalArtifactStore, upload: Recei
     if existing is not None:
         return existing, False
     grid = upload.path.parent / GRID_FILE  # the upload's own temporary folder, removed with it
-    info = run_isolated("model", {"path": str(upload.path), "input_shape": shape, "arch": form.arch,
-                                  "num_classes": form.num_classes, "mean": mean, "std": std,
-                                  "filter_grid_path": str(grid)},
-                        what=upload.filename, error=CheckpointError,
-                        aliases={str(upload.path): upload.filename})
+    info = run_isolated(
+        "model",
+        {
+            "path": str(upload.path),
+            "input_shape": shape,
+            "arch": form.arch,
+            "num_classes": form.num_classes,
+            "mean": mean,
+            "std": std,
+            "filter_grid_path": str(grid),
+        },
+        what=upload.filename,
+        error=CheckpointError,
+        aliases={str(upload.path): upload.filename},
+    )
     names = dataset.class_names if dataset is not None else None
     class_names = names if names and len(names) == info["num_classes"] else None
     added: list[str] = []
 
     def create(key: str, size: int) -> ModelRecord:
         record = repo.models.create(
-            session=session, name=form.name, sha256=upload.sha256, format=info["format"],
-            num_classes=info["num_classes"], input_shape=info["input_shape"], storage_key=key,
-            size_bytes=size, arch=info["arch"], class_names=class_names, mean=info["mean"], std=info["std"])
+            session=session,
+            name=form.name,
+            sha256=upload.sha256,
+            format=info["format"],
+            num_classes=info["num_classes"],
+            input_shape=info["input_shape"],
+            storage_key=key,
+            size_bytes=size,
+            arch=info["arch"],
+            class_names=class_names,
+            mean=info["mean"],
+            std=info["std"],
+        )
         record_new_version(session=session, model=record)  # audits that follow this name: committed with it
         if "architecture" in info:  # else the model page computes it on first view, and says why if it cannot
-            added.extend(keep(session, store, sha256=upload.sha256, input_shape=info["input_shape"],
-                              result=info["architecture"], grid_path=grid))
+            added.extend(
+                keep(
+                    session,
+                    store,
+                    sha256=upload.sha256,
+                    input_shape=info["input_shape"],
+                    result=info["architecture"],
+                    grid_path=grid,
+                )
+            )
         return record
 
     try:
@@ -120,4 +167,3 @@ def delete_model(*, session: Session, store: LocalArtifactStore, model: ModelRec
     session.commit()
     if not repo.results.storage_key_in_use(session=session, storage_key=key):
         store.delete(key)
-

@@ -34,8 +34,13 @@ def discard_stale_uploads(settings: Settings, older_than_s: float = STALE_UPLOAD
             shutil.rmtree(leftover, ignore_errors=True)
 
 
-def store_and_create(session: Session, store: LocalArtifactStore, path: Path, sha256: str,
-                     create: Callable[[str, int], RecordT]) -> RecordT:
+def store_and_create(
+    session: Session,
+    store: LocalArtifactStore,
+    path: Path,
+    sha256: str,
+    create: Callable[[str, int], RecordT],
+) -> RecordT:
     """Store `path`, run create(key, size), commit; on failure roll back and drop the file if we added it."""
     # An object that was there before (another row's, or a concurrent upload's) is never ours to delete.
     existed_before = store.exists(sha256)

@@ -58,8 +58,10 @@ def _human(size: int) -> str:
 
 
 def too_large(max_bytes: int) -> PayloadTooLarge:
-    return PayloadTooLarge(f"the upload is larger than the limit of {max_bytes} bytes ({_human(max_bytes)}); "
-                           "nothing was stored (the server's limit is ADVAUDIT_MAX_UPLOAD_BYTES)")
+    return PayloadTooLarge(
+        f"the upload is larger than the limit of {max_bytes} bytes ({_human(max_bytes)}); "
+        "nothing was stored (the server's limit is ADVAUDIT_MAX_UPLOAD_BYTES)"
+    )
 
 
 class _Receiver:
@@ -79,10 +81,15 @@ class _Receiver:
         self._buffer = bytearray()
 
     def callbacks(self) -> dict:
-        return {"on_part_begin": self._part_begin, "on_header_field": self._header_field,
-                "on_header_value": self._header_value, "on_header_end": self._header_end,
-                "on_headers_finished": self._headers_finished, "on_part_data": self._part_data,
-                "on_part_end": self._part_end}
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": self._header_field,
+            "on_header_value": self._header_value,
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
 
     def _part_begin(self) -> None:
         self.parts += 1
@@ -118,7 +125,8 @@ class _Receiver:
         if suffix not in self.suffixes:
             raise UnsupportedMediaType(
                 f"{self.filename!r} has the extension {suffix or '(none)'}; a {self.kind} upload must end in "
-                f"one of {', '.join(self.suffixes)}; nothing was stored")
+                f"one of {', '.join(self.suffixes)}; nothing was stored"
+            )
         self.path = self.workdir / f"upload{suffix}"  # the loaders read the format from the suffix
         self._handle = open(self.path, "wb")  # noqa: SIM115 - closed in _part_end or close()
         self._name = FILE_FIELD
@@ -184,16 +192,18 @@ async def _consume(request: Request, receiver: _Receiver, max_bytes: int) -> Non
 
 
 @asynccontextmanager
-async def receive_upload(request: Request, *, directory: Path, max_bytes: int, suffixes: tuple[str, ...],
-                         kind: str) -> AsyncIterator[ReceivedUpload]:
+async def receive_upload(
+    request: Request, *, directory: Path, max_bytes: int, suffixes: tuple[str, ...], kind: str
+) -> AsyncIterator[ReceivedUpload]:
     """Stream the request's `file` part into a fresh temporary folder under `directory`; removed on exit."""
     directory.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="upload-", dir=directory))
     receiver = _Receiver(workdir, max_bytes, suffixes, kind)
     try:
         await _consume(request, receiver, max_bytes)
-        yield ReceivedUpload(receiver.path, receiver.filename, receiver.hasher.hexdigest(), receiver.size,
-                             receiver.fields)
+        yield ReceivedUpload(
+            receiver.path, receiver.filename, receiver.hasher.hexdigest(), receiver.size, receiver.fields
+        )
     finally:
         receiver.close()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -209,23 +219,27 @@ def parse_form(form: type[FormT], fields: dict[str, str]) -> FormT:
 
 
 def parse_floats(text: str | None, what: str) -> list[float] | None:
-    """"0.485,0.456,0.406" → [0.485, 0.456, 0.406] (422 on anything else)."""
+    """ "0.485,0.456,0.406" → [0.485, 0.456, 0.406] (422 on anything else)."""
     if text is None:
         return None
     try:
         return [float(part) for part in text.split(",") if part.strip()] or None
     except ValueError:
-        raise Unprocessable(f"{what} must be comma-separated numbers such as 0.485,0.456,0.406, "
-                            f"got {text!r}") from None
+        raise Unprocessable(
+            f"{what} must be comma-separated numbers such as 0.485,0.456,0.406, got {text!r}"
+        ) from None
 
 
 def parse_shape(text: str) -> list[int]:
-    """"3,32,32" → [3, 32, 32] (422 unless three positive integers)."""
+    """ "3,32,32" → [3, 32, 32] (422 unless three positive integers)."""
     parts = [part.strip() for part in text.split(",")]
     limits = (MAX_CHANNELS, MAX_SIDE, MAX_SIDE)
-    within = len(parts) == 3 and all(is_decimal(part) and 0 < int(part) <= top
-                                     for part, top in zip(parts, limits, strict=True))
+    within = len(parts) == 3 and all(
+        is_decimal(part) and 0 < int(part) <= top for part, top in zip(parts, limits, strict=True)
+    )
     if not within:
-        raise Unprocessable(f"input_shape must be three positive integers C,H,W such as 3,32,32 "
-                            f"(C ≤ {MAX_CHANNELS}, H and W ≤ {MAX_SIDE}), got {text!r}")
+        raise Unprocessable(
+            f"input_shape must be three positive integers C,H,W such as 3,32,32 "
+            f"(C ≤ {MAX_CHANNELS}, H and W ≤ {MAX_SIDE}), got {text!r}"
+        )
     return [int(part) for part in parts]

@@ -92,8 +92,15 @@ def _target() -> Callable[[dict[str, Any], Any], None]:
     return run
 
 
-def run_isolated(action: str, args: dict[str, Any], *, what: str, error: type[Exception],
-                 aliases: dict[str, str] | None = None, timeout_s: float | None = None) -> dict[str, Any]:
+def run_isolated(
+    action: str,
+    args: dict[str, Any],
+    *,
+    what: str,
+    error: type[Exception],
+    aliases: dict[str, str] | None = None,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
     """The child's result for `action`; its loader error re-raised as that domain error, else `error`.
 
     `what` names the upload in messages ("model.pt"); `aliases` rewrites text in the loader's messages
@@ -124,10 +131,14 @@ def run_isolated(action: str, args: dict[str, Any], *, what: str, error: type[Ex
             process.join()
     if answer is None:
         if timed_out:
-            raise error(f"{what} could not be validated: loading it took longer than {timeout_s:g} s, "
-                        "so it was stopped")
-        raise error(f"{what} could not be validated: the loader process crashed "
-                    f"(exit code {process.exitcode}); the file is corrupt or hostile")
+            raise error(
+                f"{what} could not be validated: loading it took longer than {timeout_s:g} s, "
+                "so it was stopped"
+            )
+        raise error(
+            f"{what} could not be validated: the loader process crashed "
+            f"(exit code {process.exitcode}); the file is corrupt or hostile"
+        )
     if answer["ok"]:
         return answer["result"]
     message = str(answer.get("error", ""))

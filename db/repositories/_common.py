@@ -31,8 +31,9 @@ def set_fields(record: Base, fields: dict[str, Any], *, protected: Iterable[str]
         setattr(record, key, value)
 
 
-def paginate(session: Session, statement: Select, model: type[T], *, limit: int,
-             offset: int) -> builtins.list[T]:
+def paginate(
+    session: Session, statement: Select, model: type[T], *, limit: int, offset: int
+) -> builtins.list[T]:
     """Newest first (id descending), `limit` clamped to [1, MAX_LIMIT], `offset` to ≥ 0."""
     limit = min(max(int(limit), 1), MAX_LIMIT)
     offset = max(int(offset), 0)

@@ -49,30 +49,67 @@ def _filtered(enabled: bool | None, model_name: str | None, run_on_new_version: 
     return statement
 
 
-def list(*, session: Session, enabled: bool | None = None, model_name: str | None = None,
-         run_on_new_version: bool | None = None, limit: int = DEFAULT_LIMIT,
-         offset: int = 0) -> Sequence[Audit]:
-    return paginate(session, _filtered(enabled, model_name, run_on_new_version), Audit, limit=limit,
-                    offset=offset)
+def list(
+    *,
+    session: Session,
+    enabled: bool | None = None,
+    model_name: str | None = None,
+    run_on_new_version: bool | None = None,
+    limit: int = DEFAULT_LIMIT,
+    offset: int = 0,
+) -> Sequence[Audit]:
+    return paginate(
+        session, _filtered(enabled, model_name, run_on_new_version), Audit, limit=limit, offset=offset
+    )
 
 
-def count(*, session: Session, enabled: bool | None = None, model_name: str | None = None,
-          run_on_new_version: bool | None = None) -> int:
+def count(
+    *,
+    session: Session,
+    enabled: bool | None = None,
+    model_name: str | None = None,
+    run_on_new_version: bool | None = None,
+) -> int:
     return count_rows(session, _filtered(enabled, model_name, run_on_new_version))
 
 
-def create(*, session: Session, name: str, dataset_id: int, config: dict[str, Any],
-           thresholds: dict[str, Any], model_ids: Sequence[int] | None = None, model_name: str | None = None,
-           cron: str | None = None, timezone: str | None = None, interval_s: int | None = None,
-           baseline_job_id: int | None = None, webhook_url: str | None = None, enabled: bool = True,
-           run_on_new_version: bool = False) -> Audit:
+def create(
+    *,
+    session: Session,
+    name: str,
+    dataset_id: int,
+    config: dict[str, Any],
+    thresholds: dict[str, Any],
+    model_ids: Sequence[int] | None = None,
+    model_name: str | None = None,
+    cron: str | None = None,
+    timezone: str | None = None,
+    interval_s: int | None = None,
+    baseline_job_id: int | None = None,
+    webhook_url: str | None = None,
+    enabled: bool = True,
+    run_on_new_version: bool = False,
+) -> Audit:
     """Add an audit (already validated by the caller); a duplicate name fails the flush."""
     now = utcnow()
-    audit = Audit(name=name, dataset_id=dataset_id, config=config, thresholds=thresholds,
-                  model_ids=None if model_ids is None else builtins.list(model_ids), model_name=model_name,
-                  cron=cron, timezone=timezone, interval_s=interval_s, baseline_job_id=baseline_job_id,
-                  webhook_url=webhook_url, enabled=enabled, run_on_new_version=run_on_new_version,
-                  schedule_from=now, created_at=now, updated_at=now)
+    audit = Audit(
+        name=name,
+        dataset_id=dataset_id,
+        config=config,
+        thresholds=thresholds,
+        model_ids=None if model_ids is None else builtins.list(model_ids),
+        model_name=model_name,
+        cron=cron,
+        timezone=timezone,
+        interval_s=interval_s,
+        baseline_job_id=baseline_job_id,
+        webhook_url=webhook_url,
+        enabled=enabled,
+        run_on_new_version=run_on_new_version,
+        schedule_from=now,
+        created_at=now,
+        updated_at=now,
+    )
     session.add(audit)
     session.flush()
     return audit
@@ -93,6 +130,7 @@ def delete(*, session: Session, audit: Audit) -> None:
 
 # --- runs --------------------------------------------------------------------------------------------------
 
+
 def get_run(*, session: Session, run_id: int) -> AuditRun | None:
     return session.get(AuditRun, run_id)
 
@@ -110,27 +148,49 @@ def _runs_filtered(audit_id: int | None, status: str | Iterable[str] | None) -> 
     return statement
 
 
-def list_runs(*, session: Session, audit_id: int | None = None, status: str | Iterable[str] | None = None,
-              limit: int = DEFAULT_LIMIT, offset: int = 0) -> Sequence[AuditRun]:
+def list_runs(
+    *,
+    session: Session,
+    audit_id: int | None = None,
+    status: str | Iterable[str] | None = None,
+    limit: int = DEFAULT_LIMIT,
+    offset: int = 0,
+) -> Sequence[AuditRun]:
     """Runs newest first."""
     return paginate(session, _runs_filtered(audit_id, status), AuditRun, limit=limit, offset=offset)
 
 
-def count_runs(*, session: Session, audit_id: int | None = None,
-               status: str | Iterable[str] | None = None) -> int:
+def count_runs(
+    *, session: Session, audit_id: int | None = None, status: str | Iterable[str] | None = None
+) -> int:
     return count_rows(session, _runs_filtered(audit_id, status))
 
 
-def create_run(*, session: Session, audit: Audit, slot: str, trigger: str, scheduled_for=None,
-               target_model_id: int | None = None) -> AuditRun | None:
+def create_run(
+    *,
+    session: Session,
+    audit: Audit,
+    slot: str,
+    trigger: str,
+    scheduled_for=None,
+    target_model_id: int | None = None,
+) -> AuditRun | None:
     """A pending run for `slot`, or None when the audit already has a run for that slot.
 
     The insert runs in a savepoint: when a duplicated tick, a second beat or a concurrent request wrote the
     same (audit, slot) first, the unique constraint refuses it and only the savepoint is rolled back.
     """
-    run = AuditRun(audit_id=audit.id, slot=slot, trigger=trigger, scheduled_for=scheduled_for,
-                   target_model_id=target_model_id, status=PENDING, thresholds=dict(audit.thresholds),
-                   webhook_attempts=0, created_at=utcnow())
+    run = AuditRun(
+        audit_id=audit.id,
+        slot=slot,
+        trigger=trigger,
+        scheduled_for=scheduled_for,
+        target_model_id=target_model_id,
+        status=PENDING,
+        thresholds=dict(audit.thresholds),
+        webhook_attempts=0,
+        created_at=utcnow(),
+    )
     try:
         with session.begin_nested():
             session.add(run)
@@ -153,8 +213,12 @@ def transition_run(*, session: Session, run_id: int, from_status: str, to_status
     Of two workers launching or finishing the same run, exactly one wins; the other finds nothing to do.
     """
     check_run_transition(from_status, to_status)
-    statement = (sql_update(AuditRun).where(AuditRun.id == run_id, AuditRun.status == from_status)
-                 .values(status=to_status, **fields).execution_options(synchronize_session=False))
+    statement = (
+        sql_update(AuditRun)
+        .where(AuditRun.id == run_id, AuditRun.status == from_status)
+        .values(status=to_status, **fields)
+        .execution_options(synchronize_session=False)
+    )
     won = session.execute(statement).rowcount == 1
     if won:
         run = session.get(AuditRun, run_id)
@@ -165,13 +229,17 @@ def transition_run(*, session: Session, run_id: int, from_status: str, to_status
 
 def delete_run(*, session: Session, run_id: int, status: str = PENDING) -> bool:
     """Delete a run that is still `status` (an undone "run now"); True if it was deleted."""
-    result = session.execute(sql_delete(AuditRun).where(AuditRun.id == run_id, AuditRun.status == status)
-                             .execution_options(synchronize_session=False))
+    result = session.execute(
+        sql_delete(AuditRun)
+        .where(AuditRun.id == run_id, AuditRun.status == status)
+        .execution_options(synchronize_session=False)
+    )
     return result.rowcount == 1
 
 
-def list_latest_runs(*, session: Session, audit_ids: Iterable[int],
-                     status: str | None = None) -> dict[int, AuditRun]:
+def list_latest_runs(
+    *, session: Session, audit_ids: Iterable[int], status: str | None = None
+) -> dict[int, AuditRun]:
     """The newest run (optionally of one status) of each audit, by audit id."""
     ids = [*audit_ids]
     if not ids:
@@ -185,22 +253,43 @@ def list_latest_runs(*, session: Session, audit_ids: Iterable[int],
 
 def list_runs_with_unsent_jobs(*, session: Session, started_before: datetime) -> builtins.list[AuditRun]:
     """Running runs launched before `started_before` that never confirmed sending their jobs, oldest first."""
-    return builtins.list(session.scalars(select(AuditRun).where(
-        AuditRun.status == RUNNING, AuditRun.jobs_sent_at.is_(None), AuditRun.started_at < started_before)
-        .order_by(AuditRun.id).limit(MAX_LIMIT)))
+    return builtins.list(
+        session.scalars(
+            select(AuditRun)
+            .where(
+                AuditRun.status == RUNNING,
+                AuditRun.jobs_sent_at.is_(None),
+                AuditRun.started_at < started_before,
+            )
+            .order_by(AuditRun.id)
+            .limit(MAX_LIMIT)
+        )
+    )
 
 
 def list_idle_webhooks(*, session: Session, idle_before: datetime) -> builtins.list[AuditRun]:
     """Finished runs whose delivery is pending and whose last attempt (or finish) is older than `idle_before`."""
     last_activity = func.coalesce(AuditRun.webhook_at, AuditRun.finished_at)
-    return builtins.list(session.scalars(select(AuditRun).where(
-        AuditRun.status == FINISHED, AuditRun.webhook_status == WEBHOOK_PENDING, last_activity < idle_before)
-        .order_by(AuditRun.id).limit(MAX_LIMIT)))
+    return builtins.list(
+        session.scalars(
+            select(AuditRun)
+            .where(
+                AuditRun.status == FINISHED,
+                AuditRun.webhook_status == WEBHOOK_PENDING,
+                last_activity < idle_before,
+            )
+            .order_by(AuditRun.id)
+            .limit(MAX_LIMIT)
+        )
+    )
 
 
 def _pending_delivery(run_id: int, attempts: int):
-    return sql_update(AuditRun).where(AuditRun.id == run_id, AuditRun.webhook_status == WEBHOOK_PENDING,
-                                      AuditRun.webhook_attempts == attempts)
+    return sql_update(AuditRun).where(
+        AuditRun.id == run_id,
+        AuditRun.webhook_status == WEBHOOK_PENDING,
+        AuditRun.webhook_attempts == attempts,
+    )
 
 
 def claim_webhook_attempt(*, session: Session, run_id: int, attempts: int, at: datetime) -> bool:
@@ -212,26 +301,39 @@ def claim_webhook_attempt(*, session: Session, run_id: int, attempts: int, at: d
     return session.execute(statement.execution_options(synchronize_session=False)).rowcount == 1
 
 
-def record_webhook_attempt(*, session: Session, run_id: int, attempt: int, status: str, error: str | None,
-                           at: datetime) -> bool:
+def record_webhook_attempt(
+    *, session: Session, run_id: int, attempt: int, status: str, error: str | None, at: datetime
+) -> bool:
     """Write the outcome of attempt `attempt`, unless a later attempt was claimed meanwhile."""
-    statement = _pending_delivery(run_id, attempt).values(webhook_status=status, webhook_error=error, webhook_at=at)
+    statement = _pending_delivery(run_id, attempt).values(
+        webhook_status=status, webhook_error=error, webhook_at=at
+    )
     return session.execute(statement.execution_options(synchronize_session=False)).rowcount == 1
 
 
-def list_reference_jobs(*, session: Session, audit_id: int, before_run_id: int, limit: int = MAX_LIMIT,
-                        offset: int = 0) -> builtins.list[tuple[int, Job]]:
+def list_reference_jobs(
+    *, session: Session, audit_id: int, before_run_id: int, limit: int = MAX_LIMIT, offset: int = 0
+) -> builtins.list[tuple[int, Job]]:
     """(run id, job) of the earlier runs whose verdict makes them a baseline, newest run first; reports unloaded."""
-    statement = (select(AuditRunJob.run_id, Job).join(Job, Job.id == AuditRunJob.job_id)
-                 .join(AuditRun, AuditRun.id == AuditRunJob.run_id)
-                 .where(AuditRun.audit_id == audit_id, AuditRun.id < before_run_id,
-                        AuditRun.verdict.in_(REFERENCE_VERDICTS))
-                 .order_by(AuditRun.id.desc(), Job.id.desc()).limit(limit).offset(offset)
-                 .options(defer(Job.report)))
+    statement = (
+        select(AuditRunJob.run_id, Job)
+        .join(Job, Job.id == AuditRunJob.job_id)
+        .join(AuditRun, AuditRun.id == AuditRunJob.run_id)
+        .where(
+            AuditRun.audit_id == audit_id,
+            AuditRun.id < before_run_id,
+            AuditRun.verdict.in_(REFERENCE_VERDICTS),
+        )
+        .order_by(AuditRun.id.desc(), Job.id.desc())
+        .limit(limit)
+        .offset(offset)
+        .options(defer(Job.report))
+    )
     return [(run_id, job) for run_id, job in session.execute(statement).all()]
 
 
 # --- the jobs a run created ----------------------------------------------------------------------------------
+
 
 def create_run_job(*, session: Session, run: AuditRun, job: Job) -> AuditRunJob:
     link = AuditRunJob(run_id=run.id, job_id=job.id)
@@ -240,14 +342,19 @@ def create_run_job(*, session: Session, run: AuditRun, job: Job) -> AuditRunJob:
     return link
 
 
-def list_run_jobs(*, session: Session, run_ids: Iterable[int],
-                  with_reports: bool = False) -> builtins.list[tuple[int, Job]]:
+def list_run_jobs(
+    *, session: Session, run_ids: Iterable[int], with_reports: bool = False
+) -> builtins.list[tuple[int, Job]]:
     """(run id, job) for every job of the given runs, by job id; reports are left unloaded unless asked."""
     ids = [*run_ids]
     if not ids:
         return []
-    statement = (select(AuditRunJob.run_id, Job).join(Job, Job.id == AuditRunJob.job_id)
-                 .where(AuditRunJob.run_id.in_(ids)).order_by(Job.id))
+    statement = (
+        select(AuditRunJob.run_id, Job)
+        .join(Job, Job.id == AuditRunJob.job_id)
+        .where(AuditRunJob.run_id.in_(ids))
+        .order_by(Job.id)
+    )
     if not with_reports:
         statement = statement.options(defer(Job.report))
     return [(run_id, job) for run_id, job in session.execute(statement).all()]
@@ -255,5 +362,8 @@ def list_run_jobs(*, session: Session, run_ids: Iterable[int],
 
 def get_run_for_job(*, session: Session, job_id: int) -> AuditRun | None:
     """The audit run that created job `job_id`, if any."""
-    return session.scalar(select(AuditRun).join(AuditRunJob, AuditRunJob.run_id == AuditRun.id)
-                          .where(AuditRunJob.job_id == job_id))
+    return session.scalar(
+        select(AuditRun)
+        .join(AuditRunJob, AuditRunJob.run_id == AuditRun.id)
+        .where(AuditRunJob.job_id == job_id)
+    )

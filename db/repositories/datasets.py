@@ -24,8 +24,9 @@ def get_by_name(*, session: Session, name: str) -> DatasetRecord | None:
 
 
 def find_by_sha256(*, session: Session, sha256: str) -> DatasetRecord | None:
-    return session.scalar(select(DatasetRecord).where(DatasetRecord.sha256 == sha256)
-                          .order_by(DatasetRecord.id).limit(1))
+    return session.scalar(
+        select(DatasetRecord).where(DatasetRecord.sha256 == sha256).order_by(DatasetRecord.id).limit(1)
+    )
 
 
 def _filtered(name: str | None, format: str | None) -> Select:
@@ -37,8 +38,14 @@ def _filtered(name: str | None, format: str | None) -> Select:
     return statement
 
 
-def list(*, session: Session, name: str | None = None, format: str | None = None,
-         limit: int = DEFAULT_LIMIT, offset: int = 0) -> Sequence[DatasetRecord]:
+def list(
+    *,
+    session: Session,
+    name: str | None = None,
+    format: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    offset: int = 0,
+) -> Sequence[DatasetRecord]:
     return paginate(session, _filtered(name, format), DatasetRecord, limit=limit, offset=offset)
 
 
@@ -46,16 +53,32 @@ def count(*, session: Session, name: str | None = None, format: str | None = Non
     return count_rows(session, _filtered(name, format))
 
 
-def create(*, session: Session, name: str, sha256: str, format: str, num_samples: int,
-           input_shape: Sequence[int], num_classes: int, source: str,
-           class_names: Sequence[str] | None = None,
-           storage_key: str | None = None, size_bytes: int | None = None) -> DatasetRecord:
+def create(
+    *,
+    session: Session,
+    name: str,
+    sha256: str,
+    format: str,
+    num_samples: int,
+    input_shape: Sequence[int],
+    num_classes: int,
+    source: str,
+    class_names: Sequence[str] | None = None,
+    storage_key: str | None = None,
+    size_bytes: int | None = None,
+) -> DatasetRecord:
     """Add a dataset; a duplicate name fails the flush on the unique constraint."""
     record = DatasetRecord(
-        name=name, sha256=sha256, format=format, num_samples=num_samples,
+        name=name,
+        sha256=sha256,
+        format=format,
+        num_samples=num_samples,
         input_shape=builtins.list(input_shape),
-        num_classes=num_classes, class_names=None if class_names is None else builtins.list(class_names),
-        storage_key=storage_key, size_bytes=size_bytes, source=source,
+        num_classes=num_classes,
+        class_names=None if class_names is None else builtins.list(class_names),
+        storage_key=storage_key,
+        size_bytes=size_bytes,
+        source=source,
     )
     session.add(record)
     session.flush()
@@ -72,7 +95,8 @@ def delete(*, session: Session, dataset: DatasetRecord) -> None:
     """Delete a dataset that no job uses (RecordInUse otherwise)."""
     used_by = session.scalar(select(func.count()).select_from(Job).where(Job.dataset_id == dataset.id)) or 0
     if used_by:
-        raise RecordInUse(f"dataset {dataset.name} (id {dataset.id}) is used by {used_by} job(s); "
-                          "delete those jobs first")
+        raise RecordInUse(
+            f"dataset {dataset.name} (id {dataset.id}) is used by {used_by} job(s); delete those jobs first"
+        )
     session.delete(dataset)
     session.flush()

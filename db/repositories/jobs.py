@@ -35,8 +35,12 @@ def get(*, session: Session, job_id: int) -> Job | None:
     return session.get(Job, job_id)
 
 
-def _filtered(status: str | Iterable[str] | None, model_id: int | None, dataset_id: int | None,
-              ids: Iterable[int] | None) -> Select:
+def _filtered(
+    status: str | Iterable[str] | None,
+    model_id: int | None,
+    dataset_id: int | None,
+    ids: Iterable[int] | None,
+) -> Select:
     statement = select(Job)
     if status is not None:
         statuses = [status] if isinstance(status, str) else [*status]
@@ -50,22 +54,44 @@ def _filtered(status: str | Iterable[str] | None, model_id: int | None, dataset_
     return statement
 
 
-def list(*, session: Session, status: str | Iterable[str] | None = None, model_id: int | None = None,
-         dataset_id: int | None = None, ids: Iterable[int] | None = None,
-         limit: int = DEFAULT_LIMIT, offset: int = 0) -> Sequence[Job]:
+def list(
+    *,
+    session: Session,
+    status: str | Iterable[str] | None = None,
+    model_id: int | None = None,
+    dataset_id: int | None = None,
+    ids: Iterable[int] | None = None,
+    limit: int = DEFAULT_LIMIT,
+    offset: int = 0,
+) -> Sequence[Job]:
     return paginate(session, _filtered(status, model_id, dataset_id, ids), Job, limit=limit, offset=offset)
 
 
-def count(*, session: Session, status: str | Iterable[str] | None = None, model_id: int | None = None,
-          dataset_id: int | None = None, ids: Iterable[int] | None = None) -> int:
+def count(
+    *,
+    session: Session,
+    status: str | Iterable[str] | None = None,
+    model_id: int | None = None,
+    dataset_id: int | None = None,
+    ids: Iterable[int] | None = None,
+) -> int:
     return count_rows(session, _filtered(status, model_id, dataset_id, ids))
 
 
-def create(*, session: Session, model_id: int, dataset_id: int, config: dict[str, Any],
-           queue: str | None = None) -> Job:
+def create(
+    *, session: Session, model_id: int, dataset_id: int, config: dict[str, Any], queue: str | None = None
+) -> Job:
     """A queued job; the caller commits before enqueuing its id."""
-    job = Job(model_id=model_id, dataset_id=dataset_id, config=config, queue=queue, status=QUEUED,
-              progress=0.0, attempts=0, cancel_requested=False)
+    job = Job(
+        model_id=model_id,
+        dataset_id=dataset_id,
+        config=config,
+        queue=queue,
+        status=QUEUED,
+        progress=0.0,
+        attempts=0,
+        cancel_requested=False,
+    )
     session.add(job)
     session.flush()
     return job
@@ -86,13 +112,18 @@ def delete(*, session: Session, job: Job) -> None:
 
 def latest_succeeded(*, session: Session, model_ids: Iterable[int]) -> Sequence[Job]:
     """The newest succeeded job of each (model, dataset) pair among `model_ids`, with their datasets."""
-    newest = (select(func.max(Job.id)).where(Job.model_id.in_([*model_ids]), Job.status == SUCCEEDED)
-              .group_by(Job.model_id, Job.dataset_id))
+    newest = (
+        select(func.max(Job.id))
+        .where(Job.model_id.in_([*model_ids]), Job.status == SUCCEEDED)
+        .group_by(Job.model_id, Job.dataset_id)
+    )
     statement = select(Job).where(Job.id.in_(newest)).options(selectinload(Job.dataset)).order_by(Job.id)
     return session.scalars(statement).all()
 
 
-def list_abandoned(*, session: Session, heartbeat_before: datetime, limit: int = DEFAULT_LIMIT) -> Sequence[Job]:
+def list_abandoned(
+    *, session: Session, heartbeat_before: datetime, limit: int = DEFAULT_LIMIT
+) -> Sequence[Job]:
     """Running jobs whose last heartbeat is older than `heartbeat_before`: their worker is gone."""
     statement = select(Job).where(Job.status == RUNNING, Job.heartbeat_at < heartbeat_before)
     return session.scalars(statement.order_by(Job.id).limit(limit)).all()
@@ -105,15 +136,17 @@ def running_attempts(*, session: Session, job_ids: Iterable[int]) -> set[tuple[i
 
 
 def _current(session: Session, job_id: int):
-    row = session.execute(select(Job.status, Job.attempts, Job.cancel_requested, Job.heartbeat_at)
-                          .where(Job.id == job_id)).one_or_none()
+    row = session.execute(
+        select(Job.status, Job.attempts, Job.cancel_requested, Job.heartbeat_at).where(Job.id == job_id)
+    ).one_or_none()
     if row is None:
         raise StaleJob(f"job {job_id} no longer exists")
     return row
 
 
-def _compare_and_set(session: Session, job_id: int, expected_status: str, expected_attempts: int | None,
-                     values: dict[str, Any]) -> bool:
+def _compare_and_set(
+    session: Session, job_id: int, expected_status: str, expected_attempts: int | None, values: dict[str, Any]
+) -> bool:
     """UPDATE the job only if it still has the status (and attempt) the caller saw; True if it did."""
     statement = sql_update(Job).where(Job.id == job_id, Job.status == expected_status)
     if expected_attempts is not None:
@@ -133,8 +166,9 @@ def _defaults(new_status: str) -> dict[str, Any]:
     return {"finished_at": now}
 
 
-def transition(*, session: Session, job: Job, new_status: str, attempt: int | None = None,
-               **fields: Any) -> Job:
+def transition(
+    *, session: Session, job: Job, new_status: str, attempt: int | None = None, **fields: Any
+) -> Job:
     """Move `job` to `new_status` (checked against the transition table) and set `fields` in the same UPDATE.
 
     The check uses the row's status as stored now, and the UPDATE applies only if it is still that status
@@ -147,20 +181,25 @@ def transition(*, session: Session, job: Job, new_status: str, attempt: int | No
     session.flush()
     current = _current(session, job.id)
     if attempt is not None and current.attempts != attempt:
-        raise StaleJob(f"job {job.id} is on attempt {current.attempts}, not {attempt}: "
-                       "another worker took it over")
+        raise StaleJob(
+            f"job {job.id} is on attempt {current.attempts}, not {attempt}: another worker took it over"
+        )
     check_transition(current.status, new_status)
     values = {"status": new_status, **_defaults(new_status), **fields}
     if not _compare_and_set(session, job.id, current.status, current.attempts, values):
         latest = _current(session, job.id)
-        raise InvalidTransition(f"job {job.id} changed from {current.status} to {latest.status} meanwhile; "
-                                f"it cannot become {new_status} now")
+        raise InvalidTransition(
+            f"job {job.id} changed from {current.status} to {latest.status} meanwhile; "
+            f"it cannot become {new_status} now"
+        )
     session.refresh(job)
     return job
 
 
 # Why a running job was taken over: its worker stopped sending heartbeats (what is known without its worker).
-SILENT_WORKER = "its worker stopped sending heartbeats (the process died or was killed, or its host went away)"
+SILENT_WORKER = (
+    "its worker stopped sending heartbeats (the process died or was killed, or its host went away)"
+)
 
 
 def attempts_exhausted(attempts: int, max_attempts: int | None, lost_reason: str | None) -> str | None:
@@ -168,12 +207,20 @@ def attempts_exhausted(attempts: int, max_attempts: int | None, lost_reason: str
     if max_attempts is None or attempts < max_attempts:
         return None
     times = "once" if attempts == 1 else f"{attempts} times"
-    return (f"the worker died or was killed {times} while running this job, so it is not run again; "
-            f"last: {lost_reason or SILENT_WORKER}")
+    return (
+        f"the worker died or was killed {times} while running this job, so it is not run again; "
+        f"last: {lost_reason or SILENT_WORKER}"
+    )
 
 
-def claim(*, session: Session, job_id: int, worker_host: str, lease_s: float | None = None,
-          max_attempts: int | None = None) -> Job | None:
+def claim(
+    *,
+    session: Session,
+    job_id: int,
+    worker_host: str,
+    lease_s: float | None = None,
+    max_attempts: int | None = None,
+) -> Job | None:
     """Take a job for this worker: queued → running, attempts + 1, started_at set. None if not ours to run.
 
     One conditional UPDATE on (status, attempts) as read, so of several workers racing for the same job
@@ -182,27 +229,54 @@ def claim(*, session: Session, job_id: int, worker_host: str, lease_s: float | N
     A job whose cancellation was requested is marked cancelled instead of being run, and one whose earlier
     attempts all were lost `max_attempts` times is marked failed with the last reason.
     """
-    row = session.execute(select(Job.status, Job.attempts, Job.cancel_requested, Job.heartbeat_at,
-                                 Job.lost_reason).where(Job.id == job_id)).one_or_none()
+    row = session.execute(
+        select(Job.status, Job.attempts, Job.cancel_requested, Job.heartbeat_at, Job.lost_reason).where(
+            Job.id == job_id
+        )
+    ).one_or_none()
     if row is None or row.status not in ACTIVE:
         return None
     now = utcnow()
-    if row.status == RUNNING and lease_s is not None and row.heartbeat_at is not None \
-            and now - row.heartbeat_at < timedelta(seconds=lease_s):
+    if (
+        row.status == RUNNING
+        and lease_s is not None
+        and row.heartbeat_at is not None
+        and now - row.heartbeat_at < timedelta(seconds=lease_s)
+    ):
         return None
     if row.cancel_requested:
         _compare_and_set(session, job_id, row.status, row.attempts, {"status": CANCELLED, "finished_at": now})
         return None
-    lost_reason = SILENT_WORKER if row.status == RUNNING else row.lost_reason  # RUNNING: taking over a dead run
+    lost_reason = (
+        SILENT_WORKER if row.status == RUNNING else row.lost_reason
+    )  # RUNNING: taking over a dead run
     exhausted = attempts_exhausted(row.attempts, max_attempts, lost_reason)
     if exhausted is not None:
-        _compare_and_set(session, job_id, row.status, row.attempts, {
-            "status": FAILED, "finished_at": now, "error": exhausted, "lost_reason": lost_reason})
+        _compare_and_set(
+            session,
+            job_id,
+            row.status,
+            row.attempts,
+            {"status": FAILED, "finished_at": now, "error": exhausted, "lost_reason": lost_reason},
+        )
         return None
-    won = _compare_and_set(session, job_id, row.status, row.attempts, {
-        "status": RUNNING, "attempts": Job.attempts + 1, "started_at": now, "heartbeat_at": now,
-        "worker_host": worker_host, "progress": 0.0, "error": None, "finished_at": None,
-        "lost_reason": lost_reason})
+    won = _compare_and_set(
+        session,
+        job_id,
+        row.status,
+        row.attempts,
+        {
+            "status": RUNNING,
+            "attempts": Job.attempts + 1,
+            "started_at": now,
+            "heartbeat_at": now,
+            "worker_host": worker_host,
+            "progress": 0.0,
+            "error": None,
+            "finished_at": None,
+            "lost_reason": lost_reason,
+        },
+    )
     return session.get(Job, job_id, populate_existing=True) if won else None
 
 
@@ -217,7 +291,9 @@ class Heartbeat(NamedTuple):
         return self.lost or self.cancel_requested
 
 
-def report_progress(*, session: Session, job_id: int, progress: float, attempt: int | None = None) -> Heartbeat:
+def report_progress(
+    *, session: Session, job_id: int, progress: float, attempt: int | None = None
+) -> Heartbeat:
     """Record progress (clamped to [0, 1]) and a heartbeat, also while a cancel is pending.
 
     The heartbeat must not stop when a cancel is requested: a job busy in a long batch would then look
@@ -241,8 +317,12 @@ def request_cancel(*, session: Session, job: Job) -> Job:
     if current.status in TERMINAL:
         raise InvalidTransition(f"job {job.id} is already {current.status}; there is nothing to cancel")
     # The flag first: a worker claiming at the same moment then either sees it or loses the race below.
-    session.execute(sql_update(Job).where(Job.id == job.id, Job.status.in_(ACTIVE))
-                    .values(cancel_requested=True).execution_options(synchronize_session=False))
+    session.execute(
+        sql_update(Job)
+        .where(Job.id == job.id, Job.status.in_(ACTIVE))
+        .values(cancel_requested=True)
+        .execution_options(synchronize_session=False)
+    )
     _compare_and_set(session, job.id, QUEUED, None, {"status": CANCELLED, "finished_at": utcnow()})
     session.refresh(job)
     return job

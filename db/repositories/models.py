@@ -47,8 +47,14 @@ def _filtered(name: str | None, sha256: str | None) -> Select:
     return statement
 
 
-def list(*, session: Session, name: str | None = None, sha256: str | None = None,
-         limit: int = DEFAULT_LIMIT, offset: int = 0) -> Sequence[ModelRecord]:
+def list(
+    *,
+    session: Session,
+    name: str | None = None,
+    sha256: str | None = None,
+    limit: int = DEFAULT_LIMIT,
+    offset: int = 0,
+) -> Sequence[ModelRecord]:
     return paginate(session, _filtered(name, sha256), ModelRecord, limit=limit, offset=offset)
 
 
@@ -57,26 +63,46 @@ def count(*, session: Session, name: str | None = None, sha256: str | None = Non
 
 
 def next_version(*, session: Session, name: str) -> str:
-    """"v1" for a new name, else one past the highest "vN" tag the name already has."""
+    """ "v1" for a new name, else one past the highest "vN" tag the name already has."""
     tags = session.scalars(select(ModelRecord.version).where(ModelRecord.name == name))
     numbers = [int(m.group(1)) for tag in tags if (m := _VERSION.fullmatch(tag))]
     return f"v{max(numbers, default=0) + 1}"
 
 
-def create(*, session: Session, name: str, sha256: str, format: str, num_classes: int,
-           input_shape: Sequence[int], storage_key: str, size_bytes: int, arch: str | None = None,
-           class_names: Sequence[str] | None = None, mean: Sequence[float] | None = None,
-           std: Sequence[float] | None = None, version: str | None = None) -> ModelRecord:
+def create(
+    *,
+    session: Session,
+    name: str,
+    sha256: str,
+    format: str,
+    num_classes: int,
+    input_shape: Sequence[int],
+    storage_key: str,
+    size_bytes: int,
+    arch: str | None = None,
+    class_names: Sequence[str] | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    version: str | None = None,
+) -> ModelRecord:
     """Add a model; without `version` it gets the next "vN" tag of its name.
 
     Two concurrent uploads under one name can pick the same tag: the second flush then fails on the
     (name, version) unique constraint, and the caller's transaction rolls back (answer 409 / retry).
     """
     record = ModelRecord(
-        name=name, version=version or next_version(session=session, name=name), sha256=sha256, format=format,
-        arch=arch, num_classes=num_classes, class_names=_opt_list(class_names),
+        name=name,
+        version=version or next_version(session=session, name=name),
+        sha256=sha256,
+        format=format,
+        arch=arch,
+        num_classes=num_classes,
+        class_names=_opt_list(class_names),
         input_shape=builtins.list(input_shape),
-        mean=_opt_list(mean), std=_opt_list(std), storage_key=storage_key, size_bytes=size_bytes,
+        mean=_opt_list(mean),
+        std=_opt_list(std),
+        storage_key=storage_key,
+        size_bytes=size_bytes,
     )
     session.add(record)
     session.flush()
@@ -93,8 +119,10 @@ def delete(*, session: Session, model: ModelRecord) -> None:
     """Delete a model that no job uses (RecordInUse otherwise); the stored file is the caller's to drop."""
     used_by = session.scalar(select(func.count()).select_from(Job).where(Job.model_id == model.id)) or 0
     if used_by:
-        raise RecordInUse(f"model {model.name} {model.version} (id {model.id}) is used by {used_by} job(s); "
-                          "delete those jobs first")
+        raise RecordInUse(
+            f"model {model.name} {model.version} (id {model.id}) is used by {used_by} job(s); "
+            "delete those jobs first"
+        )
     session.delete(model)
     session.flush()
 

@@ -19,21 +19,44 @@ from db.models import (
     SweepPoint,
 )
 
-_CAM_FIELDS = ("method", "layer", "eps", "num_samples", "mean_similarity", "mean_top20_iou",
-               "mean_confidence_drop", "drift")
+_CAM_FIELDS = (
+    "method",
+    "layer",
+    "eps",
+    "num_samples",
+    "mean_similarity",
+    "mean_top20_iou",
+    "mean_confidence_drop",
+    "drift",
+)
 
 
 def sweep_rows(report_document: dict[str, Any]) -> list[dict[str, Any]]:
     """The sweep_points rows a report.json document describes."""
-    rows = [{"attack": "fgsm", "policy": None, "eps": p["eps"], "accuracy": p["accuracy"],
-             "attack_success_rate": p.get("attack_success_rate"), "mean_confidence": p.get("mean_confidence")}
-            for p in report_document.get("fgsm") or []]
+    rows = [
+        {
+            "attack": "fgsm",
+            "policy": None,
+            "eps": p["eps"],
+            "accuracy": p["accuracy"],
+            "attack_success_rate": p.get("attack_success_rate"),
+            "mean_confidence": p.get("mean_confidence"),
+        }
+        for p in report_document.get("fgsm") or []
+    ]
     targeted = report_document.get("targeted_fgsm")
     if targeted:
-        rows += [{"attack": "targeted_fgsm", "policy": targeted.get("policy"), "eps": p["eps"],
-                  "accuracy": p["accuracy"], "target_success_rate": p.get("target_success_rate"),
-                  "mean_target_probability": p.get("mean_target_probability")}
-                 for p in targeted.get("points") or []]
+        rows += [
+            {
+                "attack": "targeted_fgsm",
+                "policy": targeted.get("policy"),
+                "eps": p["eps"],
+                "accuracy": p["accuracy"],
+                "target_success_rate": p.get("target_success_rate"),
+                "mean_target_probability": p.get("mean_target_probability"),
+            }
+            for p in targeted.get("points") or []
+        ]
     return rows
 
 
@@ -65,8 +88,10 @@ def cam_audit(*, session: Session, job_id: int) -> CamAuditRecord | None:
 
 # --- artifacts ---------------------------------------------------------------------------------------------
 
-def put_artifact(*, session: Session, job: Job, name: str, kind: str, storage_key: str, sha256: str,
-                 size_bytes: int) -> Artifact:
+
+def put_artifact(
+    *, session: Session, job: Job, name: str, kind: str, storage_key: str, sha256: str, size_bytes: int
+) -> Artifact:
     """Insert or replace the artifact `name` of `job` (a redelivered task rewrites it, never duplicates)."""
     artifact = get_artifact(session=session, job_id=job.id, name=name)
     if artifact is None:
@@ -101,27 +126,38 @@ def storage_key_in_use(*, session: Session, storage_key: str) -> bool:
 
 # --- architecture audits (cached per model sha256 and input shape) ---------------------------------------
 
+
 def shape_key(input_shape: Sequence[int] | str) -> str:
     """(C, H, W) → "C,H,W"."""
     return input_shape if isinstance(input_shape, str) else ",".join(str(int(n)) for n in input_shape)
 
 
-def get_architecture_audit(*, session: Session, model_sha256: str,
-                           input_shape: Sequence[int] | str) -> ArchitectureAuditRecord | None:
-    return session.scalar(select(ArchitectureAuditRecord).where(
-        ArchitectureAuditRecord.model_sha256 == model_sha256,
-        ArchitectureAuditRecord.input_shape == shape_key(input_shape)))
+def get_architecture_audit(
+    *, session: Session, model_sha256: str, input_shape: Sequence[int] | str
+) -> ArchitectureAuditRecord | None:
+    return session.scalar(
+        select(ArchitectureAuditRecord).where(
+            ArchitectureAuditRecord.model_sha256 == model_sha256,
+            ArchitectureAuditRecord.input_shape == shape_key(input_shape),
+        )
+    )
 
 
-def store_architecture_audit(*, session: Session, model_sha256: str, input_shape: Sequence[int] | str,
-                             document: dict[str, Any]) -> ArchitectureAuditRecord:
+def store_architecture_audit(
+    *, session: Session, model_sha256: str, input_shape: Sequence[int] | str, document: dict[str, Any]
+) -> ArchitectureAuditRecord:
     """Get the cached audit, or store `document` (ArchitectureAudit.to_dict()) as it."""
     record = get_architecture_audit(session=session, model_sha256=model_sha256, input_shape=input_shape)
     if record is not None:
         return record
     totals = document.get("totals") or {}
-    record = ArchitectureAuditRecord(model_sha256=model_sha256, input_shape=shape_key(input_shape),
-                                     document=document, params=totals.get("params"), macs=totals.get("macs"))
+    record = ArchitectureAuditRecord(
+        model_sha256=model_sha256,
+        input_shape=shape_key(input_shape),
+        document=document,
+        params=totals.get("params"),
+        macs=totals.get("macs"),
+    )
     session.add(record)
     session.flush()
     return record

@@ -42,8 +42,10 @@ class FakeBroker:
 
     def status(self) -> dict:
         names = [f"worker{i}@test" for i in range(self.workers)]
-        return {"broker": {"ok": True, "error": None},
-                "workers": {"count": self.workers, "names": names, "error": None}}
+        return {
+            "broker": {"ok": True, "error": None},
+            "workers": {"count": self.workers, "names": names, "error": None},
+        }
 
 
 @pytest.fixture(scope="session")
@@ -59,8 +61,9 @@ def settings(tmp_path, migrated_db) -> Settings:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     shutil.copy(migrated_db, data_dir / "advaudit.db")
-    return Settings(data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB,
-                    allowed_hosts=["testserver"])  # the name TestClient sends
+    return Settings(
+        data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB, allowed_hosts=["testserver"]
+    )  # the name TestClient sends
 
 
 @pytest.fixture
@@ -90,7 +93,8 @@ def npz_dataset(client) -> dict:
 @pytest.fixture
 def gap_model(client, npz_dataset) -> dict:
     """The bundled gap-cnn TorchScript demo model, registered with the dataset's input shape."""
-    response = helpers.upload_model(client, "gap", helpers.demo_bytes("gap-cnn"), "gap-cnn.pt",
-                                    dataset_id=npz_dataset["id"])
+    response = helpers.upload_model(
+        client, "gap", helpers.demo_bytes("gap-cnn"), "gap-cnn.pt", dataset_id=npz_dataset["id"]
+    )
     assert response.status_code == 201, response.text
     return response.json()

@@ -46,8 +46,9 @@ def png_bytes(size: int = 8, value: int = 128) -> bytes:
 
 def image_folder_zip(members: dict[str, bytes] | None = None) -> bytes:
     """An ImageFolder zip (two classes of 8×8 PNGs) or a zip of exactly `members`."""
-    members = members or {f"{label}/{i}.png": png_bytes(value=40 * i)
-                          for label in ("a", "b") for i in range(3)}
+    members = members or {
+        f"{label}/{i}.png": png_bytes(value=40 * i) for label in ("a", "b") for i in range(3)
+    }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for name, data in members.items():
@@ -98,8 +99,13 @@ def run_job(app, job_id: int) -> str | None:
     from worker.runner import WorkerContext
     from worker.runner import run_job as worker_run_job
 
-    context = WorkerContext(sessions=app.state.sessions, store=app.state.store, device="cpu",
-                            progress_interval_s=0.0, lease_s=None)
+    context = WorkerContext(
+        sessions=app.state.sessions,
+        store=app.state.store,
+        device="cpu",
+        progress_interval_s=0.0,
+        lease_s=None,
+    )
     return worker_run_job(job_id, context)
 
 

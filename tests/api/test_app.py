@@ -115,7 +115,10 @@ def test_openapi_documents_the_errors_the_api_really_gives(client):
         assert {"413", "415"} <= set(schema["paths"][path]["post"]["responses"])
     # and the API does answer them: a JSON body where a multipart upload belongs, a malformed multipart body
     assert client.post(f"{API}/datasets", json={"name": "x"}).status_code == 415
-    not_text = client.post(f"{API}/datasets", data={"name": b"\xff\xfe"},
-                           files={"file": ("d.npz", b"x", "application/octet-stream")})
+    not_text = client.post(
+        f"{API}/datasets",
+        data={"name": b"\xff\xfe"},
+        files={"file": ("d.npz", b"x", "application/octet-stream")},
+    )
     assert not_text.status_code == 400 and not_text.headers["content-type"] == "application/problem+json"
     assert client.get(f"{API}/models", headers={"Host": "rebound.example"}).status_code == 400

@@ -13,7 +13,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _register(client, name: str = "sep", demo: str = "separable-cnn") -> dict:
-    response = helpers.upload_model(client, name, helpers.demo_bytes(demo), f"{demo}.pt", input_shape="1,32,32")
+    response = helpers.upload_model(
+        client, name, helpers.demo_bytes(demo), f"{demo}.pt", input_shape="1,32,32"
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -21,8 +23,9 @@ def _register(client, name: str = "sep", demo: str = "separable-cnn") -> dict:
 def test_registration_keeps_the_audit_the_engine_would_compute(client, app):
     model = _register(client)
     with session_scope(app.state.sessions) as session:
-        cached = repo.results.get_architecture_audit(session=session, model_sha256=model["sha256"],
-                                                     input_shape=[1, 32, 32])
+        cached = repo.results.get_architecture_audit(
+            session=session, model_sha256=model["sha256"], input_shape=[1, 32, 32]
+        )
         assert cached is not None, "the audit must be stored when the model is registered"
     response = client.get(f"{API}/models/{model['id']}/architecture")
     assert response.status_code == 200, response.text
@@ -46,8 +49,9 @@ def test_filter_grid_is_a_png_of_the_first_layer(client):
 def test_a_model_registered_without_an_audit_gets_one_on_first_view(client, app):
     model = _register(client, "gap", "gap-cnn")
     with session_scope(app.state.sessions) as session:  # as for a model registered by an older version
-        record = repo.results.get_architecture_audit(session=session, model_sha256=model["sha256"],
-                                                     input_shape=[1, 32, 32])
+        record = repo.results.get_architecture_audit(
+            session=session, model_sha256=model["sha256"], input_shape=[1, 32, 32]
+        )
         session.delete(record)
     response = client.get(f"{API}/models/{model['id']}/architecture")
     assert response.status_code == 200, response.text

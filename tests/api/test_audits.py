@@ -39,8 +39,15 @@ def body(gap_model, npz_dataset):
     """A valid AuditCreate body for the registered gap model on the npz dataset, with `fields` changed."""
 
     def make(**fields) -> dict:
-        return {"name": "nightly", "model_name": gap_model["name"], "dataset_id": npz_dataset["id"],
-                "config": CONFIG, "cron": "0 3 * * 1", "timezone": "Europe/Paris", **fields}
+        return {
+            "name": "nightly",
+            "model_name": gap_model["name"],
+            "dataset_id": npz_dataset["id"],
+            "config": CONFIG,
+            "cron": "0 3 * * 1",
+            "timezone": "Europe/Paris",
+            **fields,
+        }
 
     return make
 
@@ -58,8 +65,13 @@ def create(client, body):
 def test_create_read_and_list(client, create):
     audit = create(webhook_url="https://hooks.example.com/a")
     assert audit["baseline"] == "previous" and audit["baseline_job_id"] is None
-    assert audit["thresholds"] == {"clean_accuracy_drop_pp": 2.0, "accuracy_drop_pp": 5.0, "robust_auc_drop_pp": 3.0,
-                                   "target_success_rise_pp": 5.0, "cam_drift_rise": 0.1}
+    assert audit["thresholds"] == {
+        "clean_accuracy_drop_pp": 2.0,
+        "accuracy_drop_pp": 5.0,
+        "robust_auc_drop_pp": 3.0,
+        "target_success_rise_pp": 5.0,
+        "cam_drift_rise": 0.1,
+    }
     assert audit["config"]["eps"] == [0.0, 2 / 255, 8 / 255] and audit["config"]["targeted"] == "next"
     assert audit["next_run_at"].endswith("Z") or "+00:00" in audit["next_run_at"]
     assert audit["last_run"] is None and audit["last_verdict"] is None and audit["enabled"]
@@ -69,31 +81,34 @@ def test_create_read_and_list(client, create):
     assert client.get(f"{API}/audits", params={"enabled": "false"}).json()["count"] == 0
 
 
-@pytest.mark.parametrize(("fields", "message"), [
-    ({"cron": "61 * * * *"}, "outside 0…59"),
-    ({"timezone": "Mars/Olympus"}, "unknown time zone"),
-    ({"timezone": None}, "explicit time zone"),
-    ({"cron": None, "timezone": None, "interval_s": 30}, "≥ 60"),
-    ({"model_ids": [1]}, "exactly one model selector"),
-    ({"model_name": None}, "exactly one model selector"),
-    ({"model_name": None, "model_ids": [999]}, "model 999 does not exist"),
-    ({"model_name": "nope"}, "no model named 'nope'"),
-    ({"dataset_id": 999}, "dataset_id 999"),
-    ({"thresholds": {"accuracy_drop_pp": -1}}, "accuracy_drop_pp"),
-    ({"thresholds": {"accuracy": 5}}, "accuracy"),
-    ({"webhook_url": "ftp://example.com/x"}, "webhook_url"),
-    ({"webhook_url": "http://a..b/"}, "invalid host name 'a..b'"),
-    ({"webhook_url": "http://[::1/x"}, "is not a valid URL"),
-    ({"webhook_url": "http://127.0.0.1:9/hook"}, "loopback address"),
-    ({"webhook_url": "http://localhost/hook"}, "loopback address"),
-    ({"webhook_url": "http://169.254.169.254/latest/meta-data"}, "link-local address"),
-    ({"webhook_url": "http://10.0.0.8/hook"}, "ADVAUDIT_WEBHOOK_ALLOW_PRIVATE=true"),
-    ({"thresholds": {"cam_drift_rise": 2.5}}, "cam_drift_rise"),
-    ({"model_name": None, "model_ids": [1], "run_on_new_version": True}, "needs a model_name"),
-    ({"baseline_job_id": 12}, "job 12 does not exist"),
-    ({"config": {"eps": "0,2"}}, "outside [0, 1]"),
-    ({"config": {"sweep": 1}}, "unknown option"),
-])
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"cron": "61 * * * *"}, "outside 0…59"),
+        ({"timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"timezone": None}, "explicit time zone"),
+        ({"cron": None, "timezone": None, "interval_s": 30}, "≥ 60"),
+        ({"model_ids": [1]}, "exactly one model selector"),
+        ({"model_name": None}, "exactly one model selector"),
+        ({"model_name": None, "model_ids": [999]}, "model 999 does not exist"),
+        ({"model_name": "nope"}, "no model named 'nope'"),
+        ({"dataset_id": 999}, "dataset_id 999"),
+        ({"thresholds": {"accuracy_drop_pp": -1}}, "accuracy_drop_pp"),
+        ({"thresholds": {"accuracy": 5}}, "accuracy"),
+        ({"webhook_url": "ftp://example.com/x"}, "webhook_url"),
+        ({"webhook_url": "http://a..b/"}, "invalid host name 'a..b'"),
+        ({"webhook_url": "http://[::1/x"}, "is not a valid URL"),
+        ({"webhook_url": "http://127.0.0.1:9/hook"}, "loopback address"),
+        ({"webhook_url": "http://localhost/hook"}, "loopback address"),
+        ({"webhook_url": "http://169.254.169.254/latest/meta-data"}, "link-local address"),
+        ({"webhook_url": "http://10.0.0.8/hook"}, "ADVAUDIT_WEBHOOK_ALLOW_PRIVATE=true"),
+        ({"thresholds": {"cam_drift_rise": 2.5}}, "cam_drift_rise"),
+        ({"model_name": None, "model_ids": [1], "run_on_new_version": True}, "needs a model_name"),
+        ({"baseline_job_id": 12}, "job 12 does not exist"),
+        ({"config": {"eps": "0,2"}}, "outside [0, 1]"),
+        ({"config": {"sweep": 1}}, "unknown option"),
+    ],
+)
 def test_bad_input_is_a_422_problem_and_writes_nothing(client, body, fields, message):
     response = client.post(f"{API}/audits", json=body(**fields))
     assert response.status_code == 422, response.text
@@ -114,8 +129,11 @@ def test_the_api_thresholds_are_the_verdicts_own():
     assert set(schema) == {item.name for item in fields(Thresholds)}
     for name, prop in schema.items():
         number = next(option for option in prop["anyOf"] if option["type"] == "number")
-        assert (prop["default"], number["minimum"], number["maximum"]) == \
-            (getattr(Thresholds(), name), THRESHOLD_FLOOR, Thresholds.ceiling(name))
+        assert (prop["default"], number["minimum"], number["maximum"]) == (
+            getattr(Thresholds(), name),
+            THRESHOLD_FLOOR,
+            Thresholds.ceiling(name),
+        )
 
 
 def test_a_duplicate_name_is_409(client, body, create):
@@ -126,8 +144,10 @@ def test_a_duplicate_name_is_409(client, body, create):
 
 def test_patch_changes_the_schedule_and_refuses_bad_changes(client, create):
     audit = create()
-    changed = client.patch(f"{API}/audits/{audit['id']}", json={"interval_s": 3600, "enabled": False,
-                                                                "thresholds": {"accuracy_drop_pp": 2}})
+    changed = client.patch(
+        f"{API}/audits/{audit['id']}",
+        json={"interval_s": 3600, "enabled": False, "thresholds": {"accuracy_drop_pp": 2}},
+    )
     assert changed.status_code == 200, changed.text
     changed = changed.json()
     assert (changed["cron"], changed["timezone"], changed["interval_s"]) == (None, None, 3600)
@@ -149,8 +169,11 @@ def test_delete_removes_the_audit_and_its_runs(client, create, dispatch):
 
 
 def _worker_context(app, sent_jobs: list) -> AuditContext:
-    return AuditContext(sessions=app.state.sessions, send_job=lambda job: sent_jobs.append(job.id),
-                        send_webhook=lambda run_id: None)
+    return AuditContext(
+        sessions=app.state.sessions,
+        send_job=lambda job: sent_jobs.append(job.id),
+        send_webhook=lambda run_id: None,
+    )
 
 
 def test_run_now_then_the_runs_timeline_and_diff_table(client, app, create, dispatch):
@@ -183,7 +206,9 @@ def test_run_now_then_the_runs_timeline_and_diff_table(client, app, create, disp
     assert client.get(f"{API}/audits/{audit['id']}/runs/{latest['id']}").json() == latest
     listed = client.get(f"{API}/audits").json()["data"][0]
     assert listed["last_verdict"] == "passed" and listed["last_run"]["id"] == latest["id"]
-    finished = client.get(f"{API}/audits/{audit['id']}/runs", params={"status": "finished", "limit": 1}).json()
+    finished = client.get(
+        f"{API}/audits/{audit['id']}/runs", params={"status": "finished", "limit": 1}
+    ).json()
     assert finished["count"] == 2 and len(finished["data"]) == 1
 
 
@@ -198,17 +223,28 @@ def test_run_now_with_the_broker_down_is_503_and_records_nothing(client, app, cr
 def test_registering_a_new_version_triggers_the_audits_that_follow_it(client, gap_model, npz_dataset, create):
     following = create(run_on_new_version=True)
     create(name="scheduled-only")
-    upload = helpers.upload_model(client, gap_model["name"], helpers.demo_bytes("gap-cnn-fragile"),
-                                  "gap-cnn-fragile.pt", dataset_id=npz_dataset["id"])
+    upload = helpers.upload_model(
+        client,
+        gap_model["name"],
+        helpers.demo_bytes("gap-cnn-fragile"),
+        "gap-cnn-fragile.pt",
+        dataset_id=npz_dataset["id"],
+    )
     assert upload.status_code == 201, upload.text
     new_version = upload.json()
     runs = client.get(f"{API}/audits/{following['id']}/runs").json()["data"]
-    assert [(r["trigger"], r["status"], r["target_model_id"]) for r in runs] == \
-        [("new_version", "pending", new_version["id"])]
+    assert [(r["trigger"], r["status"], r["target_model_id"]) for r in runs] == [
+        ("new_version", "pending", new_version["id"])
+    ]
     assert runs[0]["slot"] == f"version:{new_version['id']}"
     assert client.get(f"{API}/audits").json()["data"][0]["last_run"] is None  # "scheduled-only": untouched
-    again = helpers.upload_model(client, gap_model["name"], helpers.demo_bytes("gap-cnn-fragile"),
-                                 "gap-cnn-fragile.pt", dataset_id=npz_dataset["id"])
+    again = helpers.upload_model(
+        client,
+        gap_model["name"],
+        helpers.demo_bytes("gap-cnn-fragile"),
+        "gap-cnn-fragile.pt",
+        dataset_id=npz_dataset["id"],
+    )
     assert again.status_code == 200  # the same file again: no new version, no new run
     assert client.get(f"{API}/audits/{following['id']}/runs").json()["count"] == 1
 

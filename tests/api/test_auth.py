@@ -23,11 +23,20 @@ def _token(client: TestClient, name: str = "ci") -> str:
         return repo.tokens.create_token(session=session, name=name)
 
 
-@pytest.mark.parametrize(("mode", "host", "required"), [
-    ("required", "127.0.0.1", True), ("auto", "0.0.0.0", True), ("auto", "::", True),
-    ("auto", "192.168.1.5", True), ("auto", None, True), ("auto", "127.0.0.1", False),
-    ("auto", "localhost", False), ("auto", "::1", False), ("off", "0.0.0.0", False),
-])
+@pytest.mark.parametrize(
+    ("mode", "host", "required"),
+    [
+        ("required", "127.0.0.1", True),
+        ("auto", "0.0.0.0", True),
+        ("auto", "::", True),
+        ("auto", "192.168.1.5", True),
+        ("auto", None, True),
+        ("auto", "127.0.0.1", False),
+        ("auto", "localhost", False),
+        ("auto", "::1", False),
+        ("off", "0.0.0.0", False),
+    ],
+)
 def test_when_auth_is_required(mode, host, required):
     assert auth_required(mode, host) is required
 
@@ -39,11 +48,20 @@ def test_loopback_detection():
 @pytest.mark.parametrize(("mode", "host"), [("required", "127.0.0.1"), ("auto", "0.0.0.0")])
 def test_without_a_valid_token_every_endpoint_but_health_is_401(settings, enqueue, mode, host):
     with _client(settings, enqueue, mode, host) as client:
-        for method, path in [("get", "/models"), ("get", "/models/1"), ("delete", "/models/1"),
-                             ("get", "/datasets"), ("post", "/datasets"), ("post", "/models"),
-                             ("get", "/jobs"),
-                             ("post", "/jobs"), ("post", "/jobs/1/cancel"), ("get", "/jobs/1/report"),
-                             ("get", "/jobs/1/artifacts/report.json"), ("get", "/compare?job_ids=1")]:
+        for method, path in [
+            ("get", "/models"),
+            ("get", "/models/1"),
+            ("delete", "/models/1"),
+            ("get", "/datasets"),
+            ("post", "/datasets"),
+            ("post", "/models"),
+            ("get", "/jobs"),
+            ("post", "/jobs"),
+            ("post", "/jobs/1/cancel"),
+            ("get", "/jobs/1/report"),
+            ("get", "/jobs/1/artifacts/report.json"),
+            ("get", "/compare?job_ids=1"),
+        ]:
             response = getattr(client, method)(f"{API}{path}")
             assert response.status_code == 401, (method, path, response.text)
             assert response.headers["www-authenticate"].startswith("Bearer")

@@ -68,12 +68,16 @@ def test_truncated_zip_dataset_is_refused(client, app, before):
     _assert_refused(client, app, response, 422, "cut.zip", before=before)
 
 
-@pytest.mark.parametrize(("kind", "filename"),
-                         [("model", "model.exe"), ("model", "model"), ("dataset", "data.csv")])
+@pytest.mark.parametrize(
+    ("kind", "filename"), [("model", "model.exe"), ("model", "model"), ("dataset", "data.csv")]
+)
 def test_wrong_extension_is_refused_before_reading_the_file(client, app, before, kind, filename):
     upload = helpers.upload_model if kind == "model" else helpers.upload_dataset
-    response = upload(client, "x", b"whatever", filename, input_shape="1,32,32") if kind == "model" else \
-        upload(client, "x", b"whatever", filename)
+    response = (
+        upload(client, "x", b"whatever", filename, input_shape="1,32,32")
+        if kind == "model"
+        else upload(client, "x", b"whatever", filename)
+    )
     expected = ".pt2, .pt, .pth, .ts, .torchscript, .safetensors" if kind == "model" else ".npz, .zip"
     _assert_refused(client, app, response, 415, expected, "nothing was stored", before=before)
 
@@ -81,14 +85,20 @@ def test_wrong_extension_is_refused_before_reading_the_file(client, app, before,
 def test_oversized_upload_is_413_with_nothing_stored(client, app, before):
     limit = app.state.settings.max_upload_bytes
     response = helpers.upload_dataset(client, "big", bytes(limit + 1), "big.npz")
-    _assert_refused(client, app, response, 413, f"limit of {limit} bytes", "nothing was stored",
-                    before=before)
+    _assert_refused(
+        client, app, response, 413, f"limit of {limit} bytes", "nothing was stored", before=before
+    )
 
 
 def test_oversized_content_length_is_refused_before_the_body_is_read(client, app, before):
-    response = client.post(f"{API}/datasets", content=b"--x--\r\n",
-                           headers={"content-type": "multipart/form-data; boundary=x",
-                                    "content-length": str(10 * app.state.settings.max_upload_bytes)})
+    response = client.post(
+        f"{API}/datasets",
+        content=b"--x--\r\n",
+        headers={
+            "content-type": "multipart/form-data; boundary=x",
+            "content-length": str(10 * app.state.settings.max_upload_bytes),
+        },
+    )
     assert response.status_code == 413
 
 
@@ -130,6 +140,7 @@ def test_a_loader_that_hangs_is_stopped(client, app, before, monkeypatch):
 
 def test_a_loader_that_crashes_is_reported_not_fatal(client, app, before, monkeypatch):
     monkeypatch.setattr(validation, "TARGET", helpers.crash)
-    response = helpers.upload_model(client, "boom", helpers.demo_bytes("gap-cnn"), "boom.pt",
-                                    input_shape="1,32,32")
+    response = helpers.upload_model(
+        client, "boom", helpers.demo_bytes("gap-cnn"), "boom.pt", input_shape="1,32,32"
+    )
     _assert_refused(client, app, response, 422, "boom.pt could not be validated", "crashed", before=before)

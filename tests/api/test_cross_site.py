@@ -14,7 +14,12 @@ CROSS_SITE = [
     {"Origin": "http://evil.example"},  # a browser that sends Origin only
     {"Origin": "null"},  # a sandboxed frame or a file:// page
 ]
-SAME_ORIGIN = [{}, {"Sec-Fetch-Site": "same-origin"}, {"Origin": "http://testserver"}, {"Sec-Fetch-Site": "none"}]
+SAME_ORIGIN = [
+    {},
+    {"Sec-Fetch-Site": "same-origin"},
+    {"Origin": "http://testserver"},
+    {"Sec-Fetch-Site": "none"},
+]
 
 
 @pytest.mark.parametrize("headers", CROSS_SITE)

@@ -45,8 +45,9 @@ def test_image_folder_zip_upload_keeps_class_names(client):
     dataset = response.json()
     assert dataset["format"] == "imagefolder-zip" and dataset["class_names"] == ["a", "b"]
     assert dataset["num_samples"] == 6 and dataset["input_shape"] == [1, 8, 8]
-    resized = helpers.upload_dataset(client, "folders16", helpers.image_folder_zip(), "folders.zip",
-                                     image_size=16)
+    resized = helpers.upload_dataset(
+        client, "folders16", helpers.image_folder_zip(), "folders.zip", image_size=16
+    )
     assert resized.status_code == 201 and resized.json()["input_shape"] == [1, 16, 16]
 
 

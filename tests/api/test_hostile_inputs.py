@@ -36,7 +36,9 @@ def test_the_largest_allowed_label_is_accepted(client):
 
 
 def _submit(client, model, dataset, **config):
-    return client.post(f"{API}/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "config": config})
+    return client.post(
+        f"{API}/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"], "config": config}
+    )
 
 
 @pytest.mark.parametrize("key", ["eps", "targeted_eps"])
@@ -91,7 +93,9 @@ def test_blank_names_are_refused_everywhere(client, app, gap_model, name):
     before = _snapshot(client, app)
     response = helpers.upload_dataset(client, name, helpers.npz_bytes())
     _assert_refused(client, app, response, 422, "visible character", before=before)
-    response = helpers.upload_model(client, name, helpers.demo_bytes("gap-cnn"), "m.pt", input_shape="1,32,32")
+    response = helpers.upload_model(
+        client, name, helpers.demo_bytes("gap-cnn"), "m.pt", input_shape="1,32,32"
+    )
     _assert_refused(client, app, response, 422, "visible character", before=before)
     audit = {"name": name, "model_ids": [gap_model["id"]], "dataset_id": 1, "schedule": {"every_s": 3600}}
     response = client.post(f"{API}/audits", json=audit)
@@ -103,11 +107,14 @@ def test_names_lose_their_surrounding_spaces(client):
     assert response.status_code == 201 and response.json()["name"] == "spaced"
 
 
-def test_a_model_with_a_functional_convolution_registers_and_its_jobs_succeed(client, app, npz_dataset, tmp_path):
+def test_a_model_with_a_functional_convolution_registers_and_its_jobs_succeed(
+    client, app, npz_dataset, tmp_path
+):
     """Its convolution is F.conv2d on a plain tensor: the audit reports what it can, the job keeps its sweep."""
     path = write_functional_conv_model(tmp_path / "functional.pt")
-    response = helpers.upload_model(client, "functional", path.read_bytes(), "functional.pt",
-                                    dataset_id=npz_dataset["id"])
+    response = helpers.upload_model(
+        client, "functional", path.read_bytes(), "functional.pt", dataset_id=npz_dataset["id"]
+    )
     assert response.status_code == 201, response.text
     model = response.json()
     audit = client.get(f"{API}/models/{model['id']}/architecture").json()

@@ -15,28 +15,40 @@ REBOUND = "attacker.example:8000"
 REBINDING_PAGE = {"Host": REBOUND, "Origin": f"http://{REBOUND}", "Sec-Fetch-Site": "same-origin"}
 
 
-def _client(settings, enqueue, *, auth: str = "off", allowed: list[str] = (),
-            listen_host: str = "127.0.0.1") -> TestClient:
+def _client(
+    settings, enqueue, *, auth: str = "off", allowed: list[str] = (), listen_host: str = "127.0.0.1"
+) -> TestClient:
     settings = settings.model_copy(update={"auth": auth, "allowed_hosts": list(allowed)})
-    return TestClient(create_app(settings, enqueue=enqueue, broker=FakeBroker(), listen_host=listen_host),
-                      base_url="http://127.0.0.1:8000")
+    return TestClient(
+        create_app(settings, enqueue=enqueue, broker=FakeBroker(), listen_host=listen_host),
+        base_url="http://127.0.0.1:8000",
+    )
 
 
 def _refused(response) -> bool:
-    return (response.status_code == 400 and response.headers["content-type"] == "application/problem+json"
-            and "DNS rebinding" in response.json()["detail"])
+    return (
+        response.status_code == 400
+        and response.headers["content-type"] == "application/problem+json"
+        and "DNS rebinding" in response.json()["detail"]
+    )
 
 
 def test_a_rebinding_page_can_neither_read_nor_change_anything(settings, enqueue):
     with _client(settings, enqueue) as client:
         assert _refused(client.get(f"{API}/models", headers=REBINDING_PAGE))
-        upload = client.post(f"{API}/models", headers=REBINDING_PAGE, data={"name": "m"},
-                             files={"file": ("m.pt", demo_bytes("gap-cnn"), "application/octet-stream")})
+        upload = client.post(
+            f"{API}/models",
+            headers=REBINDING_PAGE,
+            data={"name": "m"},
+            files={"file": ("m.pt", demo_bytes("gap-cnn"), "application/octet-stream")},
+        )
         assert _refused(upload)
-        assert _refused(client.post(f"{API}/jobs", headers=REBINDING_PAGE,
-                                    json={"model_id": 1, "dataset_id": 1}))
-        assert _refused(client.post("/evaluations/new", headers=REBINDING_PAGE,
-                                    data={"model_id": "1", "dataset_id": "1"}))
+        assert _refused(
+            client.post(f"{API}/jobs", headers=REBINDING_PAGE, json={"model_id": 1, "dataset_id": 1})
+        )
+        assert _refused(
+            client.post("/evaluations/new", headers=REBINDING_PAGE, data={"model_id": "1", "dataset_id": "1"})
+        )
         assert _refused(client.get("/", headers=REBINDING_PAGE))
         assert _refused(client.get(f"{API}/health", headers=REBINDING_PAGE))
         # nothing was stored by the refused upload
@@ -49,8 +61,18 @@ def test_loopback_names_pass(settings, enqueue, host):
         assert client.get(f"{API}/models", headers={"Host": host}).status_code == 200
 
 
-@pytest.mark.parametrize("host", ["", "attacker.example", "127.0.0.1.attacker.example", "localhost.",
-                                  "evil@127.0.0.1", "127.0.0.1:notaport", "127.0.0.1:99999"])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "",
+        "attacker.example",
+        "127.0.0.1.attacker.example",
+        "localhost.",
+        "evil@127.0.0.1",
+        "127.0.0.1:notaport",
+        "127.0.0.1:99999",
+    ],
+)
 def test_other_or_malformed_hosts_are_refused(settings, enqueue, host):
     with _client(settings, enqueue) as client:
         assert _refused(client.get(f"{API}/models", headers={"Host": host}))
@@ -58,8 +80,12 @@ def test_other_or_malformed_hosts_are_refused(settings, enqueue, host):
 
 def test_operator_names_and_wildcards(settings, enqueue):
     with _client(settings, enqueue, allowed=["advaudit.lab.example", "*.internal.example"]) as client:
-        for host in ("advaudit.lab.example", "ADVAUDIT.lab.example:8000", "gpu1.internal.example",
-                     "127.0.0.1:8000"):
+        for host in (
+            "advaudit.lab.example",
+            "ADVAUDIT.lab.example:8000",
+            "gpu1.internal.example",
+            "127.0.0.1:8000",
+        ):
             assert client.get(f"{API}/models", headers={"Host": host}).status_code == 200, host
         for host in ("internal.example", "lab.example", REBOUND):
             assert _refused(client.get(f"{API}/models", headers={"Host": host})), host
@@ -79,7 +105,9 @@ def test_with_auth_on_and_no_list_any_host_may_ask_but_needs_a_token(settings, e
 
 
 def test_with_auth_on_a_configured_list_is_enforced(settings, enqueue):
-    with _client(settings, enqueue, auth="required", allowed=["advaudit.example"], listen_host="0.0.0.0") as client:
+    with _client(
+        settings, enqueue, auth="required", allowed=["advaudit.example"], listen_host="0.0.0.0"
+    ) as client:
         assert _refused(client.get(f"{API}/models", headers=REBINDING_PAGE))
         assert client.get(f"{API}/models", headers={"Host": "advaudit.example"}).status_code == 401
 

@@ -18,8 +18,14 @@ def _submit(client, model, dataset, **config):
 @pytest.fixture
 def hookable_model(client, npz_dataset) -> dict:
     """gap-cnn as weights + arch, so its layers can host Grad-CAM hooks."""
-    response = helpers.upload_model(client, "gap-w", helpers.demo_safetensors(), "gap.safetensors",
-                                    arch="gap-cnn", dataset_id=npz_dataset["id"])
+    response = helpers.upload_model(
+        client,
+        "gap-w",
+        helpers.demo_safetensors(),
+        "gap.safetensors",
+        arch="gap-cnn",
+        dataset_id=npz_dataset["id"],
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -90,8 +96,9 @@ def test_cam_layer_is_checked_against_the_model(client, app, hookable_model, npz
     good = _submit(client, hookable_model, npz_dataset, cam="features.8")
     assert good.status_code == 201, good.text
     with session_scope(app.state.sessions) as session:  # the check cached the architecture audit
-        audit = repo.results.get_architecture_audit(session=session, model_sha256=hookable_model["sha256"],
-                                                    input_shape=(1, 32, 32))
+        audit = repo.results.get_architecture_audit(
+            session=session, model_sha256=hookable_model["sha256"], input_shape=(1, 32, 32)
+        )
         assert audit is not None and any(layer["name"] == "features.8" for layer in audit.document["layers"])
     assert _submit(client, hookable_model, npz_dataset, cam="features.8").status_code == 201
 
@@ -147,8 +154,11 @@ def test_rerun_creates_a_new_job_with_the_same_config(client, gap_model, npz_dat
     assert response.status_code == 201, response.text
     again = response.json()
     assert again["id"] != job["id"] and again["status"] == "queued"
-    assert (again["model_id"], again["dataset_id"], again["config"]) == (job["model_id"], job["dataset_id"],
-                                                                         job["config"])
+    assert (again["model_id"], again["dataset_id"], again["config"]) == (
+        job["model_id"],
+        job["dataset_id"],
+        job["config"],
+    )
     assert enqueue.job_ids == [job["id"], again["id"]]
 
 

@@ -44,8 +44,9 @@ def test_weights_only_checkpoint_needs_its_architecture(client):
     missing = helpers.upload_model(client, "w", weights, "w.safetensors", input_shape="1,32,32")
     assert missing.status_code == 422
     assert "arch" in missing.json()["detail"]
-    response = helpers.upload_model(client, "w", weights, "w.safetensors", input_shape="1,32,32",
-                                    arch="gap-cnn")
+    response = helpers.upload_model(
+        client, "w", weights, "w.safetensors", input_shape="1,32,32", arch="gap-cnn"
+    )
     assert response.status_code == 201, response.text
     assert response.json()["format"] == "safetensors" and response.json()["arch"] == "gap-cnn"
 
@@ -61,8 +62,9 @@ def test_input_shape_is_required_without_a_dataset(client):
 
 
 def test_wrong_input_shape_is_refused_with_the_loader_message(client, app):
-    response = helpers.upload_model(client, "gap", helpers.demo_bytes("gap-cnn"), "gap.pt",
-                                    input_shape="3,32,32")
+    response = helpers.upload_model(
+        client, "gap", helpers.demo_bytes("gap-cnn"), "gap.pt", input_shape="3,32,32"
+    )
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert "does not accept" in detail

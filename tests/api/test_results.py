@@ -13,13 +13,21 @@ from services.specs import EvaluationConfig
 from tests.api import helpers
 from tests.api.helpers import API
 
-CONFIG = {"eps": [0, "4/255", "16/255"], "targeted": "next", "batch_size": 8, "device": "cpu",
-          "cam_samples": 4, "triptychs": 1}
+CONFIG = {
+    "eps": [0, "4/255", "16/255"],
+    "targeted": "next",
+    "batch_size": 8,
+    "device": "cpu",
+    "cam_samples": 4,
+    "triptychs": 1,
+}
 
 
 def _finished_job(client, app, model: dict, dataset: dict, **overrides) -> dict:
-    response = client.post(f"{API}/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"],
-                                                "config": CONFIG | overrides})
+    response = client.post(
+        f"{API}/jobs",
+        json={"model_id": model["id"], "dataset_id": dataset["id"], "config": CONFIG | overrides},
+    )
     assert response.status_code == 201, response.text
     assert helpers.run_job(app, response.json()["id"]) == "succeeded"
     return client.get(f"{API}/jobs/{response.json()['id']}").json()
@@ -39,8 +47,11 @@ def test_report_is_exactly_the_stored_report_json(client, app, finished, tmp_pat
     assert stored.status_code == 200 and json.loads(stored.content) == document
     # The same evaluation in-process gives the same results (timing and file locations aside).
     (tmp_path / "data.npz").write_bytes(helpers.npz_bytes())
-    local = evaluate(load_model(helpers.demo_model_path("gap-cnn"), input_shape=(1, 32, 32)),
-                     load_dataset(tmp_path / "data.npz"), EvaluationConfig(**finished["config"])).to_dict()
+    local = evaluate(
+        load_model(helpers.demo_model_path("gap-cnn"), input_shape=(1, 32, 32)),
+        load_dataset(tmp_path / "data.npz"),
+        EvaluationConfig(**finished["config"]),
+    ).to_dict()
     assert document["schema_version"] == local["schema_version"] == 1
     for key in ("clean", "fgsm", "targeted_fgsm", "per_class", "config", "architecture", "warnings"):
         assert document[key] == local[key], key
@@ -58,8 +69,10 @@ def test_artifacts_are_listed_and_served_with_their_media_type(client, app, fini
     assert response.content == app.state.store.path(png["sha256"]).read_bytes()
     assert len(response.content) == png["size_bytes"]
     npz = client.get(f"{API}/jobs/{finished['id']}/artifacts/outcomes.npz")
-    assert npz.headers["content-type"] == "application/octet-stream" and "attachment" in npz.headers[
-        "content-disposition"]
+    assert (
+        npz.headers["content-type"] == "application/octet-stream"
+        and "attachment" in npz.headers["content-disposition"]
+    )
     missing = client.get(f"{API}/jobs/{finished['id']}/artifacts/nope.png")
     assert missing.status_code == 404 and "no artifact 'nope.png'" in missing.json()["detail"]
 
@@ -73,8 +86,9 @@ def test_finished_jobs_cannot_be_cancelled_but_can_be_rerun(client, finished, en
 
 
 def test_compare_two_models_as_a_leaderboard(client, app, gap_model, npz_dataset):
-    dilated = helpers.upload_model(client, "dilated", helpers.demo_bytes("dilated-cnn"), "dilated.pt",
-                                   dataset_id=npz_dataset["id"]).json()
+    dilated = helpers.upload_model(
+        client, "dilated", helpers.demo_bytes("dilated-cnn"), "dilated.pt", dataset_id=npz_dataset["id"]
+    ).json()
     first = _finished_job(client, app, gap_model, npz_dataset)
     second = _finished_job(client, app, dilated, npz_dataset, eps=[0, "8/255", "16/255"])
     by_ids = client.get(f"{API}/compare", params={"job_ids": f"{first['id']},{second['id']}"})

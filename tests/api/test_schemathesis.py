@@ -40,13 +40,16 @@ def app(tmp_path_factory):
     """An app whose ids 1… are in use: digits + an npz dataset, gap-cnn, a succeeded and a queued job."""
     data_dir: Path = tmp_path_factory.mktemp("schemathesis") / "data"
     data_dir.mkdir(parents=True)
-    settings_ = Settings(data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB, allowed_hosts=["testserver"])
+    settings_ = Settings(
+        data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB, allowed_hosts=["testserver"]
+    )
     app = create_app(settings_, enqueue=RecordingEnqueue(), broker=FakeBroker(), listen_host="127.0.0.1")
     with TestClient(app) as client:  # runs the lifespan (migrations, digits) once, then registers inputs
         dataset = helpers.upload_dataset(client, "tiny", helpers.npz_bytes())
         assert dataset.status_code == 201, dataset.text
-        model = helpers.upload_model(client, "gap", helpers.demo_bytes("gap-cnn"), "gap-cnn.pt",
-                                     dataset_id=dataset.json()["id"])
+        model = helpers.upload_model(
+            client, "gap", helpers.demo_bytes("gap-cnn"), "gap-cnn.pt", dataset_id=dataset.json()["id"]
+        )
         assert model.status_code == 201, model.text
         config = {"limit": 8, "eps": [0, "8/255"], "cam_samples": 2, "triptychs": 1, "device": "cpu"}
         body = {"model_id": model.json()["id"], "dataset_id": dataset.json()["id"], "config": config}
@@ -66,8 +69,12 @@ def _openapi_document() -> dict:
     defer it to a fixture but does not work with pytest 9.
     """
     with tempfile.TemporaryDirectory() as folder:
-        app = create_app(Settings(data_dir=folder, database_url="sqlite://", allowed_hosts=["testserver"]), enqueue=RecordingEnqueue(),
-                         broker=FakeBroker(), listen_host="127.0.0.1")
+        app = create_app(
+            Settings(data_dir=folder, database_url="sqlite://", allowed_hosts=["testserver"]),
+            enqueue=RecordingEnqueue(),
+            broker=FakeBroker(),
+            listen_host="127.0.0.1",
+        )
         document = app.openapi()
         app.state.engine.dispose()
     return document
@@ -89,19 +96,26 @@ def _with_upload_filenames(model: str, dataset: str) -> dict:
         content = document["paths"][f"{helpers.API}{path}"]["post"]["requestBody"]["content"]
         body = content["multipart/form-data"]
         disposition = f'form-data; name="file"; filename="{filename}"'
-        body["encoding"] = {"file": {"headers": {"Content-Disposition": {"schema": {"type": "string"},
-                                                                          "example": disposition}}}}
+        body["encoding"] = {
+            "file": {
+                "headers": {"Content-Disposition": {"schema": {"type": "string"}, "example": disposition}}
+            }
+        }
         if path == "/models":
             form = body["schema"]
-            form["properties"] = {"file": form["properties"]["file"], "name": form["properties"]["name"],
-                                  "input_shape": {"type": "string", "enum": ["1,32,32", "3,8,8"]}}
+            form["properties"] = {
+                "file": form["properties"]["file"],
+                "name": form["properties"]["name"],
+                "input_shape": {"type": "string", "enum": ["1,32,32", "3,8,8"]},
+            }
             form["required"] = ["file", "name", "input_shape"]
     return document
 
 
 def _uploads(model: str, dataset: str):
     return schemathesis.openapi.from_dict(_with_upload_filenames(model, dataset)).include(
-        method="POST", path_regex=r"/(models|datasets)$")
+        method="POST", path_regex=r"/(models|datasets)$"
+    )
 
 
 schema = schemathesis.openapi.from_dict(DOCUMENT)

@@ -18,13 +18,27 @@ from tests.conftest import free_port, in_ci, require
 from tests.serve_process import EXECUTABLE
 
 CHROMIUM = Path(os.environ.get("ADVAUDIT_TEST_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "dashboard"
 START_TIMEOUT_S = 90
 DEMO_MODELS = ("gap-cnn", "dilated-cnn")  # a CAM head and a Grad-CAM net with dilated convolutions
-JOB_CONFIG = {"eps": [0, "2/255", "8/255"], "targeted": "next", "limit": 48, "batch_size": 48, "device": "cpu",
-              "cam_samples": 4, "triptychs": 2}
+JOB_CONFIG = {
+    "eps": [0, "2/255", "8/255"],
+    "targeted": "next",
+    "limit": 48,
+    "batch_size": 48,
+    "device": "cpu",
+    "cam_samples": 4,
+    "triptychs": 2,
+}
 VIEWPORT = {"width": 1366, "height": 800}  # a laptop screen
 TIMEOUT_MS = 15_000
 
@@ -61,14 +75,24 @@ def _env(**extra: str) -> dict[str, str]:
 def running_server(data_dir: Path) -> Iterator[Server]:
     """`advaudit serve` with auth required (the cookie path is the one under test) and one token."""
     env = _env(ADVAUDIT_AUTH="required")
-    created = subprocess.run([EXECUTABLE, "token", "create", "dashboard-tests", "--data-dir", str(data_dir)],
-                             capture_output=True, text=True, env=env, timeout=120)
+    created = subprocess.run(
+        [EXECUTABLE, "token", "create", "dashboard-tests", "--data-dir", str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert created.returncode == 0, created.stdout + created.stderr
     token = created.stdout.strip().splitlines()[-1]
     port = free_port()
     log = open(data_dir / "serve.log", "wb")  # noqa: SIM115 (a file, not a pipe: a full pipe would block it)
-    process = subprocess.Popen([EXECUTABLE, "serve", "--port", str(port), "--data-dir", str(data_dir)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    process = subprocess.Popen(
+        [EXECUTABLE, "serve", "--port", str(port), "--data-dir", str(data_dir)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     api = httpx.Client(base_url=f"{url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=120)
     try:
@@ -101,8 +125,10 @@ def _wait_until_up(url: str, process: subprocess.Popen, data_dir: Path) -> None:
         if process.poll() is not None:
             pytest.fail(f"advaudit serve exited: {_tail(data_dir / 'serve.log')}")
         time.sleep(0.5)
-    pytest.fail(f"advaudit serve or its worker did not start within {START_TIMEOUT_S} s; "
-                f"serve: {_tail(data_dir / 'serve.log')}\nworker: {_tail(worker_log)}")
+    pytest.fail(
+        f"advaudit serve or its worker did not start within {START_TIMEOUT_S} s; "
+        f"serve: {_tail(data_dir / 'serve.log')}\nworker: {_tail(worker_log)}"
+    )
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -121,8 +147,10 @@ def wait_for_jobs(api: httpx.Client, job_ids: list[int], data_dir: Path, timeout
                 pending.discard(job_id)
         time.sleep(0.5)
     if pending:
-        pytest.fail(f"jobs {sorted(pending)} did not finish within {timeout_s} s; the worker log ends:\n"
-                    f"{_tail(data_dir / 'worker.log')}")
+        pytest.fail(
+            f"jobs {sorted(pending)} did not finish within {timeout_s} s; the worker log ends:\n"
+            f"{_tail(data_dir / 'worker.log')}"
+        )
 
 
 class PageWatch:
@@ -130,13 +158,21 @@ class PageWatch:
 
     def __init__(self, page) -> None:
         self.problems: list[str] = []
-        page.on("console", lambda message: message.type == "error" and self.problems.append(
-            f"console: {message.text}"))
+        page.on(
+            "console",
+            lambda message: message.type == "error" and self.problems.append(f"console: {message.text}"),
+        )
         page.on("pageerror", lambda error: self.problems.append(f"script error: {error}"))
-        page.on("requestfailed", lambda request: self.problems.append(
-            f"request failed: {request.url} ({request.failure})"))
-        page.on("response", lambda response: response.status >= 400 and self.problems.append(
-            f"HTTP {response.status}: {response.url}"))
+        page.on(
+            "requestfailed",
+            lambda request: self.problems.append(f"request failed: {request.url} ({request.failure})"),
+        )
+        page.on(
+            "response",
+            lambda response: (
+                response.status >= 400 and self.problems.append(f"HTTP {response.status}: {response.url}")
+            ),
+        )
 
     def assert_clean(self, what: str) -> None:
         assert not self.problems, f"{what}: " + "; ".join(self.problems)

@@ -26,14 +26,22 @@ migrated_db, settings, enqueue = api_fixtures.migrated_db, api_fixtures.settings
 app, client = api_fixtures.app, api_fixtures.client
 npz_dataset, gap_model = api_fixtures.npz_dataset, api_fixtures.gap_model
 
-SMALL_CONFIG = {"eps": [0, "4/255", "16/255"], "targeted": "next", "batch_size": 8, "device": "cpu",
-                "cam_samples": 4, "triptychs": 2}
+SMALL_CONFIG = {
+    "eps": [0, "4/255", "16/255"],
+    "targeted": "next",
+    "batch_size": 8,
+    "device": "cpu",
+    "cam_samples": 4,
+    "triptychs": 2,
+}
 
 
 def finish_job(client, app, model: dict, dataset: dict, **overrides) -> dict:
     """Submit through the API and run the job in-process, as the worker would."""
-    response = client.post(f"{API}/jobs", json={"model_id": model["id"], "dataset_id": dataset["id"],
-                                                "config": SMALL_CONFIG | overrides})
+    response = client.post(
+        f"{API}/jobs",
+        json={"model_id": model["id"], "dataset_id": dataset["id"], "config": SMALL_CONFIG | overrides},
+    )
     assert response.status_code == 201, response.text
     assert helpers.run_job(app, response.json()["id"]) == "succeeded"
     return client.get(f"{API}/jobs/{response.json()['id']}").json()
@@ -42,8 +50,15 @@ def finish_job(client, app, model: dict, dataset: dict, **overrides) -> dict:
 @pytest.fixture
 def weights_model(client, npz_dataset) -> dict:
     """gap-cnn as safetensors weights + arch: loaded as a Python module, so the CAM audit can hook it."""
-    response = helpers.upload_model(client, "gap-w", helpers.demo_safetensors("gap-cnn"), "gap.safetensors",
-                                    arch="gap-cnn", num_classes=10, dataset_id=npz_dataset["id"])
+    response = helpers.upload_model(
+        client,
+        "gap-w",
+        helpers.demo_safetensors("gap-cnn"),
+        "gap.safetensors",
+        arch="gap-cnn",
+        num_classes=10,
+        dataset_id=npz_dataset["id"],
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -60,13 +75,16 @@ def server(tmp_path_factory):
         digits = server.api.get("/datasets", params={"name": "digits"}).json()["data"][0]
         models, jobs = [], []
         for name in DEMO_MODELS:
-            response = server.api.post("/models", data={"name": name, "arch": name, "num_classes": "10",
-                                                        "dataset_id": str(digits["id"])},
-                                       files={"file": (f"{name}.safetensors", demo_safetensors(name))})
+            response = server.api.post(
+                "/models",
+                data={"name": name, "arch": name, "num_classes": "10", "dataset_id": str(digits["id"])},
+                files={"file": (f"{name}.safetensors", demo_safetensors(name))},
+            )
             assert response.status_code == 201, response.text
             models.append(response.json())
-            job = server.api.post("/jobs", json={"model_id": models[-1]["id"], "dataset_id": digits["id"],
-                                                 "config": JOB_CONFIG})
+            job = server.api.post(
+                "/jobs", json={"model_id": models[-1]["id"], "dataset_id": digits["id"], "config": JOB_CONFIG}
+            )
             assert job.status_code == 201, job.text
             jobs.append(job.json())
         wait_for_jobs(server.api, [job["id"] for job in jobs], server.data_dir)

@@ -12,13 +12,36 @@ from tests.api.conftest import FakeBroker
 from tests.api.helpers import API
 from tests.dashboard.audit_helpers import MODEL_NAME, RecordingDispatch, digits, register_version
 
-FORM = {"name": "nightly digits", "selector": "name", "model_name": MODEL_NAME, "schedule": "cron",
-        "cron": "0 3 * * 1", "timezone": "Europe/Paris", "interval": "1d", "eps": "0,2/255,8/255",
-        "targeted": "class", "target_class": "3", "targeted_eps": "", "cam": "none", "cam_eps": "8/255",
-        "cam_samples": "4", "limit": "64", "device": "cpu", "precision": "fp32", "batch_size": "32", "seed": "1",
-        "baseline_job_id": "", "webhook_url": "https://hooks.example.com/advaudit", "clean_accuracy_drop_pp": "1.5",
-        "accuracy_drop_pp": "5", "robust_auc_drop_pp": "", "target_success_rise_pp": "5", "cam_drift_rise": "0.1",
-        "enabled": "1", "run_on_new_version": "1"}
+FORM = {
+    "name": "nightly digits",
+    "selector": "name",
+    "model_name": MODEL_NAME,
+    "schedule": "cron",
+    "cron": "0 3 * * 1",
+    "timezone": "Europe/Paris",
+    "interval": "1d",
+    "eps": "0,2/255,8/255",
+    "targeted": "class",
+    "target_class": "3",
+    "targeted_eps": "",
+    "cam": "none",
+    "cam_eps": "8/255",
+    "cam_samples": "4",
+    "limit": "64",
+    "device": "cpu",
+    "precision": "fp32",
+    "batch_size": "32",
+    "seed": "1",
+    "baseline_job_id": "",
+    "webhook_url": "https://hooks.example.com/advaudit",
+    "clean_accuracy_drop_pp": "1.5",
+    "accuracy_drop_pp": "5",
+    "robust_auc_drop_pp": "",
+    "target_success_rise_pp": "5",
+    "cam_drift_rise": "0.1",
+    "enabled": "1",
+    "run_on_new_version": "1",
+}
 
 
 @pytest.fixture
@@ -47,9 +70,14 @@ def test_form_offers_models_datasets_zones_and_default_thresholds(client, model,
     assert f'<option value="{MODEL_NAME}" data-model-id="{model["id"]}" selected>' in page.text
     assert f'name="model_ids" value="{model["id"]}"' in page.text
     assert f'value="{digits(client)["id"]}"' in page.text and '<option value="Europe/Paris">' in page.text
-    assert f'pin job #{finished["id"]}' in page.text  # a succeeded job can be pinned as the baseline
-    for field, default in (("clean_accuracy_drop_pp", "2"), ("accuracy_drop_pp", "5"), ("robust_auc_drop_pp", "3"),
-                           ("target_success_rise_pp", "5"), ("cam_drift_rise", "0.1")):
+    assert f"pin job #{finished['id']}" in page.text  # a succeeded job can be pinned as the baseline
+    for field, default in (
+        ("clean_accuracy_drop_pp", "2"),
+        ("accuracy_drop_pp", "5"),
+        ("robust_auc_drop_pp", "3"),
+        ("target_success_rise_pp", "5"),
+        ("cam_drift_rise", "0.1"),
+    ):
         assert f'name="{field}" type="number" min="0" step="any" value="{default}"' in page.text
     assert 'name="enabled" value="1" checked' in page.text and 'value="0 3 * * *"' in page.text
 
@@ -62,54 +90,82 @@ def test_form_creates_the_audit_and_goes_to_its_page(client, form):
     assert (audit["name"], audit["model_name"], audit["model_ids"]) == ("nightly digits", MODEL_NAME, None)
     assert (audit["cron"], audit["timezone"], audit["interval_s"]) == ("0 3 * * 1", "Europe/Paris", None)
     assert audit["config"]["eps"] == [0, 2 / 255, 8 / 255] and audit["config"]["targeted"] == "class:3"
-    assert audit["config"]["limit"] == 64 and audit["config"]["cam"] == "none" and audit["config"]["seed"] == 1
-    assert audit["thresholds"] == {"clean_accuracy_drop_pp": 1.5, "accuracy_drop_pp": 5.0, "robust_auc_drop_pp": None,
-                                   "target_success_rise_pp": 5.0, "cam_drift_rise": 0.1}
+    assert (
+        audit["config"]["limit"] == 64 and audit["config"]["cam"] == "none" and audit["config"]["seed"] == 1
+    )
+    assert audit["thresholds"] == {
+        "clean_accuracy_drop_pp": 1.5,
+        "accuracy_drop_pp": 5.0,
+        "robust_auc_drop_pp": None,
+        "target_success_rise_pp": 5.0,
+        "cam_drift_rise": 0.1,
+    }
     assert audit["webhook_url"] == form["webhook_url"] and audit["enabled"] and audit["run_on_new_version"]
     assert audit["baseline"] == "previous" and audit["next_run_at"] is not None
     assert "nightly digits" in client.get(response.headers["location"]).text
 
 
 def test_form_creates_an_interval_audit_of_fixed_models_with_a_pinned_baseline(client, form, model, finished):
-    values = {**form, "name": "fixed", "selector": "ids", "model_ids": [str(model["id"])], "schedule": "interval",
-              "interval": "6h", "baseline_job_id": str(finished["id"]), "dataset_id": str(finished["dataset_id"]),
-              "enabled": "", "run_on_new_version": "", "webhook_url": "", "targeted": "", "cam": "auto"}
+    values = {
+        **form,
+        "name": "fixed",
+        "selector": "ids",
+        "model_ids": [str(model["id"])],
+        "schedule": "interval",
+        "interval": "6h",
+        "baseline_job_id": str(finished["id"]),
+        "dataset_id": str(finished["dataset_id"]),
+        "enabled": "",
+        "run_on_new_version": "",
+        "webhook_url": "",
+        "targeted": "",
+        "cam": "auto",
+    }
     response = client.post("/audits/new", data=values, follow_redirects=False)
     assert response.status_code == 303, response.text
     [audit] = audits(client)
-    assert (audit["model_ids"], audit["model_name"], audit["interval_s"], audit["cron"]) == \
-        ([model["id"]], None, 6 * 3600, None)
+    assert (audit["model_ids"], audit["model_name"], audit["interval_s"], audit["cron"]) == (
+        [model["id"]],
+        None,
+        6 * 3600,
+        None,
+    )
     assert audit["baseline_job_id"] == finished["id"] and audit["enabled"] is False
     assert audit["webhook_url"] is None and audit["config"]["targeted"] is None
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"name": ""}, "Name: choose or enter a value"),
-    ({"name": "a/b"}, "Name: contains a character that is not allowed"),
-    ({"cron": "61 * * * *"}, "outside 0…59"),
-    ({"timezone": "Mars/Olympus"}, "unknown time zone"),
-    ({"schedule": "interval", "interval": "soon"}, "Interval: &#39;soon&#39; is not a duration"),
-    ({"schedule": "interval", "interval": "10s"}, "≥ 60"),
-    ({"selector": "ids"}, "Models: tick at least one model"),
-    ({"model_name": "nope"}, "no model named &#39;nope&#39;"),
-    ({"eps": "0,2"}, "[0, 1]"),
-    ({"limit": "0"}, "Sample limit: Input should be greater than or equal to 1"),
-    ({"accuracy_drop_pp": "-1"}, "FGSM accuracy drop: Input should be greater than or equal to 0"),
-    ({"cam_drift_rise": "lots"}, "CAM drift rise: Input should be a valid number"),
-    ({"webhook_url": "ftp://example.com/x"}, "must be an http:// or https:// URL"),
-    ({"baseline_job_id": "4242"}, "job 4242 does not exist"),
-    ({"run_on_new_version": "1", "selector": "ids", "model_ids": ["1"]}, "needs a model_name"),
-    ({"cam": "features.99"}, "TorchScript archives do not support"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": ""}, "Name: choose or enter a value"),
+        ({"name": "a/b"}, "Name: contains a character that is not allowed"),
+        ({"cron": "61 * * * *"}, "outside 0…59"),
+        ({"timezone": "Mars/Olympus"}, "unknown time zone"),
+        ({"schedule": "interval", "interval": "soon"}, "Interval: &#39;soon&#39; is not a duration"),
+        ({"schedule": "interval", "interval": "10s"}, "≥ 60"),
+        ({"selector": "ids"}, "Models: tick at least one model"),
+        ({"model_name": "nope"}, "no model named &#39;nope&#39;"),
+        ({"eps": "0,2"}, "[0, 1]"),
+        ({"limit": "0"}, "Sample limit: Input should be greater than or equal to 1"),
+        ({"accuracy_drop_pp": "-1"}, "FGSM accuracy drop: Input should be greater than or equal to 0"),
+        ({"cam_drift_rise": "lots"}, "CAM drift rise: Input should be a valid number"),
+        ({"webhook_url": "ftp://example.com/x"}, "must be an http:// or https:// URL"),
+        ({"baseline_job_id": "4242"}, "job 4242 does not exist"),
+        ({"run_on_new_version": "1", "selector": "ids", "model_ids": ["1"]}, "needs a model_name"),
+        ({"cam": "features.99"}, "TorchScript archives do not support"),
+    ],
+)
 def test_bad_form_values_come_back_as_messages(client, form, dispatch, changes, message):
     values = {**form, **changes}
     page = client.post("/audits/new", data=values, follow_redirects=False)
     assert page.status_code == 422, page.text[-2000:]
-    errors = page.text[page.text.index('id="form-errors"'):]
-    assert message in errors[:errors.index("</div>")], errors[:1500]
+    errors = page.text[page.text.index('id="form-errors"') :]
+    assert message in errors[: errors.index("</div>")], errors[:1500]
     assert f'value="{values["cron"]}"' in page.text and f'value="{values["eps"]}"' in page.text  # inputs kept
-    assert f'name="accuracy_drop_pp" type="number" min="0" step="any" value="{values["accuracy_drop_pp"]}"' \
+    assert (
+        f'name="accuracy_drop_pp" type="number" min="0" step="any" value="{values["accuracy_drop_pp"]}"'
         in page.text
+    )
     assert audits(client) == []
 
 
@@ -161,12 +217,18 @@ def test_cross_site_posts_are_refused(client, form, dispatch):
 
 
 def test_with_auth_the_audit_pages_ask_for_the_token(settings, enqueue):
-    app = create_app(settings.model_copy(update={"auth": "required"}), enqueue=enqueue, broker=FakeBroker(),
-                     listen_host="127.0.0.1")
+    app = create_app(
+        settings.model_copy(update={"auth": "required"}),
+        enqueue=enqueue,
+        broker=FakeBroker(),
+        listen_host="127.0.0.1",
+    )
     app.state.audit_dispatch = RecordingDispatch()
     with TestClient(app) as client:
         for path in ("/audits", "/audits/new", "/audits/1", "/audits/1/runs/1"):
             page = client.get(path, follow_redirects=False)
-            assert page.status_code == 303 and page.headers["location"] == f"/login?next={quote(path, safe='')}"
+            assert (
+                page.status_code == 303 and page.headers["location"] == f"/login?next={quote(path, safe='')}"
+            )
         assert client.post("/audits/1/run", follow_redirects=False).status_code == 303
         assert app.state.audit_dispatch.run_ids == []

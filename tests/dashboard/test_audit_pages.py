@@ -42,13 +42,29 @@ def judged(tmp_path_factory, migrated_db):
     app.state.audit_dispatch = RecordingDispatch()
     with TestClient(app) as client:
         stable = register_version(client, "gap-cnn")
-        audit = client.post(f"{API}/audits", json={
-            "name": "digits nightly", "model_name": MODEL_NAME, "dataset_id": digits(client)["id"],
-            "config": AUDIT_CONFIG, "cron": "0 3 * * *", "timezone": "Europe/Paris",
-            "webhook_url": "https://hooks.example.com/advaudit"}).json()
-        idle = client.post(f"{API}/audits", json={
-            "name": "hourly fixed", "model_ids": [stable["id"]], "dataset_id": digits(client)["id"],
-            "config": AUDIT_CONFIG, "interval_s": 3600, "enabled": False}).json()
+        audit = client.post(
+            f"{API}/audits",
+            json={
+                "name": "digits nightly",
+                "model_name": MODEL_NAME,
+                "dataset_id": digits(client)["id"],
+                "config": AUDIT_CONFIG,
+                "cron": "0 3 * * *",
+                "timezone": "Europe/Paris",
+                "webhook_url": "https://hooks.example.com/advaudit",
+            },
+        ).json()
+        idle = client.post(
+            f"{API}/audits",
+            json={
+                "name": "hourly fixed",
+                "model_ids": [stable["id"]],
+                "dataset_id": digits(client)["id"],
+                "config": AUDIT_CONFIG,
+                "interval_s": 3600,
+                "enabled": False,
+            },
+        ).json()
         runs = []
         for variant in (None, "gap-cnn-fragile"):
             if variant:
@@ -57,15 +73,19 @@ def judged(tmp_path_factory, migrated_db):
             judge(app, run["id"])
             runs.append(client.get(f"{API}/audits/{audit['id']}/runs/{run['id']}").json())
         with session_scope(app.state.sessions) as session:  # as the webhook task records a failed delivery
-            repo.audits.update_run(session=session, run=repo.audits.get_run(session=session, run_id=runs[1]["id"]),
-                                   webhook_status="failed", webhook_attempts=5,
-                                   webhook_error="HTTP 500 from hooks.example.com")
+            repo.audits.update_run(
+                session=session,
+                run=repo.audits.get_run(session=session, run_id=runs[1]["id"]),
+                webhook_status="failed",
+                webhook_attempts=5,
+                webhook_error="HTTP 500 from hooks.example.com",
+            )
         yield client, {"audit": audit, "idle": idle, "baseline_run": runs[0], "regressed_run": runs[1]}
 
 
 def section(html: str, element_id: str, end: str = "</section>") -> str:
     start = html.index(f'id="{element_id}"')
-    return html[start:html.index(end, start)]
+    return html[start : html.index(end, start)]
 
 
 def test_the_runs_were_judged_baseline_then_regressed(judged):
@@ -79,17 +99,17 @@ def test_audit_list_shows_schedules_states_and_verdict_badges(judged):
     page = client.get("/audits")
     assert page.status_code == 200 and 'href="/audits/new"' in page.text
     table = section(page.text, "audits-table", "</table>")
-    regressed = table[table.index(f'data-audit-id="{ids["audit"]["id"]}"'):]
-    regressed = regressed[:regressed.index("</tr>")]
+    regressed = table[table.index(f'data-audit-id="{ids["audit"]["id"]}"') :]
+    regressed = regressed[: regressed.index("</tr>")]
     assert 'class="badge verdict-regressed"' in regressed and "cron 0 3 * * * (Europe/Paris)" in regressed
     assert "newest <strong>digits-net</strong>" in regressed and "digits" in regressed
     assert 'class="badge enabled"' in regressed and f'href="/audits/{ids["audit"]["id"]}"' in regressed
     assert re.search(r"\d{4}-\d\d-\d\d \d\d:00:00 UTC", regressed)  # the next 03:00 Paris slot, in UTC
-    idle = table[table.index(f'data-audit-id="{ids["idle"]["id"]}"'):]
-    idle = idle[:idle.index("</tr>")]
+    idle = table[table.index(f'data-audit-id="{ids["idle"]["id"]}"') :]
+    idle = idle[: idle.index("</tr>")]
     assert 'class="badge verdict-none"' in idle and "none yet" in idle and "every 1 h" in idle
     assert 'class="badge disabled"' in idle and f'href="/models/{ids["idle"]["model_ids"][0]}"' in idle
-    nav = page.text[page.text.index("<nav"):page.text.index("</nav>")]
+    nav = page.text[page.text.index("<nav") : page.text.index("</nav>")]
     assert 'href="/audits" class="active"' in nav
 
 
@@ -101,10 +121,14 @@ def test_audit_page_shows_the_definition_timeline_runs_and_latest_diff(judged):
     definition = section(page.text, "audit-definition")
     assert "cron 0 3 * * * (Europe/Paris)" in definition and "0/255, 2/255, 8/255" in definition
     assert "newest version of <strong>digits-net</strong>" in definition and "v2" in definition
-    assert "https://hooks.example.com/advaudit" in definition and "Robust AUC drop: <strong>3 pp" in definition
+    assert (
+        "https://hooks.example.com/advaudit" in definition and "Robust AUC drop: <strong>3 pp" in definition
+    )
     points = embedded(page.text, "timeline-data")
     assert [(p["run_id"], p["verdict"], p["regressed"], p["version"]) for p in points] == [
-        (baseline["id"], "baseline", False, "v1"), (regressed["id"], "regressed", True, "v2")]
+        (baseline["id"], "baseline", False, "v1"),
+        (regressed["id"], "regressed", True, "v2"),
+    ]
     assert all(0 < p["robust_auc"] < p["clean_accuracy"] <= 1 for p in points)
     assert 'id="audit-timeline"' in page.text and '<script src="/static/audits.js">' in page.text
     latest = section(page.text, "latest-verdict")
@@ -113,8 +137,9 @@ def test_audit_page_shows_the_definition_timeline_runs_and_latest_diff(judged):
     candidate, reference = comparison["candidate"]["job_id"], comparison["baseline"]["job_id"]
     assert f'href="/jobs/{candidate}"' in latest and f'href="/jobs/{reference}"' in latest
     flagged = [row for row in comparison["rows"] if row["regressed"]]
-    assert flagged and latest.count('<tr data-metric="accuracy" class="regressed">') == \
-        sum(row["metric"] == "accuracy" for row in flagged)
+    assert flagged and latest.count('<tr data-metric="accuracy" class="regressed">') == sum(
+        row["metric"] == "accuracy" for row in flagged
+    )
     assert "8/255" in latest and "0.0314" in latest and " pp" in latest
     runs = section(page.text, "runs-table", "</table>")
     assert runs.count("<tr data-run-id=") == 2 and 'class="badge verdict-baseline"' in runs
@@ -152,7 +177,11 @@ def test_the_first_run_page_says_it_is_the_baseline(judged):
 def test_an_audit_without_runs_explains_how_to_start(judged):
     client, ids = judged
     page = client.get(f"/audits/{ids['idle']['id']}")
-    assert page.status_code == 200 and 'id="timeline-empty"' in page.text and 'id="latest-verdict"' not in page.text
+    assert (
+        page.status_code == 200
+        and 'id="timeline-empty"' in page.text
+        and 'id="latest-verdict"' not in page.text
+    )
     assert "No runs yet" in page.text and 'id="enable-audit"' in page.text
     assert "none: the audit is disabled" in page.text
 
@@ -160,11 +189,13 @@ def test_an_audit_without_runs_explains_how_to_start(judged):
 def test_unknown_audits_and_runs_get_404_pages(judged):
     client, ids = judged
     audit, idle, run = ids["audit"]["id"], ids["idle"]["id"], ids["regressed_run"]["id"]
-    for path, message in ((f"/audits/{audit + 100}", f"Audit {audit + 100} does not exist"),
-                          ("/audits/abc", "Audit &#39;abc&#39; does not exist"),
-                          (f"/audits/{audit}/runs/99999", f"Run 99999 of audit {audit} does not exist"),
-                          (f"/audits/{idle}/runs/{run}", f"Run {run} of audit {idle} does not exist"),
-                          (f"/audits/{audit}/runs/x1", "Run &#39;x1&#39; does not exist")):
+    for path, message in (
+        (f"/audits/{audit + 100}", f"Audit {audit + 100} does not exist"),
+        ("/audits/abc", "Audit &#39;abc&#39; does not exist"),
+        (f"/audits/{audit}/runs/99999", f"Run 99999 of audit {audit} does not exist"),
+        (f"/audits/{idle}/runs/{run}", f"Run {run} of audit {idle} does not exist"),
+        (f"/audits/{audit}/runs/x1", "Run &#39;x1&#39; does not exist"),
+    ):
         page = client.get(path, headers=HTML)
         assert page.status_code == 404 and "text/html" in page.headers["content-type"], path
         assert message in page.text, (path, page.text[-1500:])
@@ -180,15 +211,28 @@ def test_audit_scripts_are_served(judged):
 
 def test_runs_that_ended_in_error_are_on_the_timeline_with_their_reason(judged):
     client, ids = judged
-    audit = client.post(f"{API}/audits", json={
-        "name": "erring", "model_ids": ids["idle"]["model_ids"], "dataset_id": ids["idle"]["dataset_id"],
-        "config": AUDIT_CONFIG, "enabled": False}).json()
+    audit = client.post(
+        f"{API}/audits",
+        json={
+            "name": "erring",
+            "model_ids": ids["idle"]["model_ids"],
+            "dataset_id": ids["idle"]["dataset_id"],
+            "config": AUDIT_CONFIG,
+            "enabled": False,
+        },
+    ).json()
     run = client.post(f"{API}/audits/{audit['id']}/run").json()
     reason = "digits-net v1 · job 9 failed: CUDA out of memory <oom>"
     with session_scope(client.app.state.sessions) as session:  # as the worker finishes a run whose job failed
-        assert repo.audits.transition_run(session=session, run_id=run["id"], from_status="pending",
-                                          to_status="finished", verdict="error", reason=reason,
-                                          result={"comparisons": [], "errors": [reason]})
+        assert repo.audits.transition_run(
+            session=session,
+            run_id=run["id"],
+            from_status="pending",
+            to_status="finished",
+            verdict="error",
+            reason=reason,
+            result={"comparisons": [], "errors": [reason]},
+        )
     page = client.get(f"/audits/{audit['id']}")
     assert 'id="audit-timeline"' in page.text and 'id="timeline-empty"' not in page.text
     [point] = embedded(page.text, "timeline-data")

@@ -20,15 +20,24 @@ def open_clean(context, url: str, name: str):
 
 def plot_traces(page, element_id: str) -> list[dict]:
     """Name and point count of every trace Plotly drew into the element."""
-    return page.evaluate("""id => (document.getElementById(id).data || []).map(
-        trace => ({name: trace.name || "", points: (trace.y || []).length}))""", element_id)
+    return page.evaluate(
+        """id => (document.getElementById(id).data || []).map(
+        trace => ({name: trace.name || "", points: (trace.y || []).length}))""",
+        element_id,
+    )
 
 
 def test_every_page_loads_without_errors(signed_in, server):
     first, second = (job["id"] for job in server.jobs)
-    pages = {"overview": "/", "job": f"/jobs/{first}", "model-gap-cnn": f"/models/{server.models[0]['id']}",
-             "model-dilated-cnn": f"/models/{server.models[1]['id']}", "new-evaluation": "/evaluations/new",
-             "compare-chooser": "/compare", "compare-jobs": f"/compare?job_ids={first},{second}"}
+    pages = {
+        "overview": "/",
+        "job": f"/jobs/{first}",
+        "model-gap-cnn": f"/models/{server.models[0]['id']}",
+        "model-dilated-cnn": f"/models/{server.models[1]['id']}",
+        "new-evaluation": "/evaluations/new",
+        "compare-chooser": "/compare",
+        "compare-jobs": f"/compare?job_ids={first},{second}",
+    }
     for name, path in pages.items():
         page = open_clean(signed_in, server.url + path, name)
         titles = page.evaluate("""() => [...document.querySelectorAll('.js-plotly-plot')].map(plot => [
@@ -49,11 +58,15 @@ def test_report_page_draws_one_curve_per_attack(signed_in, server):
     assert page.locator("#headline .tile").count() >= 1 + len(JOB_CONFIG["eps"])
     cards = page.locator("#cam-cards .cam-card")
     assert cards.count() == JOB_CONFIG["cam_samples"]
-    loaded = page.evaluate("() => [...document.querySelectorAll('#report img')].length + "
-                           "[...document.querySelectorAll('#cam-gallery img, #triptychs img')]"
-                           ".filter(img => img.complete && img.naturalWidth > 0).length")
+    loaded = page.evaluate(
+        "() => [...document.querySelectorAll('#report img')].length + "
+        "[...document.querySelectorAll('#cam-gallery img, #triptychs img')]"
+        ".filter(img => img.complete && img.naturalWidth > 0).length"
+    )
     assert loaded == 2 * JOB_CONFIG["cam_samples"] + JOB_CONFIG["triptychs"]
-    similarity = [float(value) for value in cards.evaluate_all("cards => cards.map(c => c.dataset.similarity)")]
+    similarity = [
+        float(value) for value in cards.evaluate_all("cards => cards.map(c => c.dataset.similarity)")
+    ]
     assert similarity == sorted(similarity)  # most drift (lowest correlation) first
     page.select_option("#cam-sort", "index")
     indices = [int(value) for value in cards.evaluate_all("cards => cards.map(c => c.dataset.index)")]
@@ -77,8 +90,9 @@ def test_submit_an_evaluation_and_watch_it_finish_without_reloading(signed_in, s
     screenshot(page, "job-live")
     page.evaluate("() => { window.notReloaded = true; }")
     status = page.locator("#job-live [data-role=status]")
-    page.wait_for_function("() => document.querySelector('#job-live').dataset.status === 'succeeded'",
-                           timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector('#job-live').dataset.status === 'succeeded'", timeout=120_000
+    )
     assert status.inner_text() == "succeeded"
     page.wait_for_selector("#accuracy-curve .main-svg")
     assert page.evaluate("() => window.notReloaded === true"), "the page reloaded"
@@ -110,8 +124,11 @@ def test_compare_two_demo_models(signed_in, server):
 
 def test_unknown_ids_get_a_404_page(signed_in, server):
     page = signed_in.new_page()
-    for path, message in (("/jobs/999999", "Job 999999 does not exist"), ("/models/abc", "does not exist"),
-                          ("/no/such/page", "There is no page at /no/such/page")):
+    for path, message in (
+        ("/jobs/999999", "Job 999999 does not exist"),
+        ("/models/abc", "does not exist"),
+        ("/no/such/page", "There is no page at /no/such/page"),
+    ):
         response = page.goto(server.url + path)
         assert response.status == 404 and message in page.inner_text("#error-detail")
     screenshot(page, "not-found")

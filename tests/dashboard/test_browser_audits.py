@@ -16,16 +16,21 @@ pytestmark = pytest.mark.timeout(400)
 
 def register(server, variant: str) -> dict:
     """The demo checkpoint `variant` as the next version of AUDIT_MODEL (a TorchScript archive)."""
-    response = server.api.post("/models", data={"name": AUDIT_MODEL, "dataset_id": str(server.digits["id"])},
-                               files={"file": (f"{variant}.pt", demo_bytes(variant))})
+    response = server.api.post(
+        "/models",
+        data={"name": AUDIT_MODEL, "dataset_id": str(server.digits["id"])},
+        files={"file": (f"{variant}.pt", demo_bytes(variant))},
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def wait_for_cam_layers(page) -> None:
     """The CAM list of the chosen model has loaded (submitting earlier would abort its request)."""
-    page.wait_for_function("() => document.querySelector('#cam').options.length > 2 && "
-                           "![...document.querySelectorAll('#cam option')].some(option => option.disabled)")
+    page.wait_for_function(
+        "() => document.querySelector('#cam').options.length > 2 && "
+        "![...document.querySelectorAll('#cam option')].some(option => option.disabled)"
+    )
 
 
 def fill_audit_form(page, server) -> None:
@@ -81,8 +86,10 @@ def test_create_an_audit_and_watch_it_catch_a_fragile_new_version(signed_in, ser
     assert page.inner_text("#audit-definition [data-role=verdict]") == "regressed"
     traces = {trace["name"]: trace["points"] for trace in plot_traces(page, "audit-timeline")}
     assert traces == {"robust AUC": 2, "clean accuracy": 2, "regressed run": 1}
-    titles = page.evaluate("() => { const l = document.getElementById('audit-timeline').layout; "
-                           "return [l.xaxis.title.text, l.yaxis.title.text]; }")
+    titles = page.evaluate(
+        "() => { const l = document.getElementById('audit-timeline').layout; "
+        "return [l.xaxis.title.text, l.yaxis.title.text]; }"
+    )
     assert titles == ["run time (UTC)", "clean accuracy and robust AUC (%)"]
     regressed_rows = page.locator("#latest-verdict tr.regressed")
     flagged = regressed_rows.count()

@@ -12,11 +12,15 @@ from api.services import cam_images
 
 def _archive(path, with_images: bool) -> None:
     rng = np.random.default_rng(0)
-    arrays = {"clean": rng.random((2, 8, 8), dtype=np.float32),
-              "adversarial": rng.random((2, 8, 8), dtype=np.float32)}
+    arrays = {
+        "clean": rng.random((2, 8, 8), dtype=np.float32),
+        "adversarial": rng.random((2, 8, 8), dtype=np.float32),
+    }
     if with_images:
-        arrays |= {"images": np.zeros((2, 1, 8, 8), np.float32), "adversarial_images": np.ones((2, 1, 8, 8),
-                                                                                              np.float32)}
+        arrays |= {
+            "images": np.zeros((2, 1, 8, 8), np.float32),
+            "adversarial_images": np.ones((2, 1, 8, 8), np.float32),
+        }
     np.savez(path, **arrays)
 
 

@@ -14,8 +14,19 @@ from db.session import session_scope
 from tests.api.conftest import FakeBroker
 from tests.api.helpers import API
 
-FORM = {"eps": "0,2/255,8/255", "targeted": "class", "target_class": "3", "cam": "auto", "cam_eps": "8/255",
-        "cam_samples": "4", "limit": "8", "device": "cpu", "precision": "fp32", "batch_size": "8", "seed": "1"}
+FORM = {
+    "eps": "0,2/255,8/255",
+    "targeted": "class",
+    "target_class": "3",
+    "cam": "auto",
+    "cam_eps": "8/255",
+    "cam_samples": "4",
+    "limit": "8",
+    "device": "cpu",
+    "precision": "fp32",
+    "batch_size": "8",
+    "seed": "1",
+}
 
 
 def test_form_lists_models_datasets_and_cam_layers(client, finished, weights_model, npz_dataset):
@@ -27,9 +38,16 @@ def test_form_lists_models_datasets_and_cam_layers(client, finished, weights_mod
 
 
 def test_form_creates_a_job_and_goes_to_its_page(client, weights_model, npz_dataset, enqueue):
-    response = client.post("/evaluations/new", data={**FORM, "model_id": weights_model["id"],
-                                                     "dataset_id": npz_dataset["id"], "save_adversarial": "1"},
-                           follow_redirects=False)
+    response = client.post(
+        "/evaluations/new",
+        data={
+            **FORM,
+            "model_id": weights_model["id"],
+            "dataset_id": npz_dataset["id"],
+            "save_adversarial": "1",
+        },
+        follow_redirects=False,
+    )
     assert response.status_code == 303, response.text
     job_id = int(response.headers["location"].removeprefix("/jobs/"))
     assert enqueue.job_ids == [job_id]
@@ -39,24 +57,27 @@ def test_form_creates_a_job_and_goes_to_its_page(client, weights_model, npz_data
     assert config["channels_last"] is False and config["device"] == "cpu"
 
 
-@pytest.mark.parametrize(("changes", "message"), [
-    ({"eps": "0,abc"}, "abc"),
-    ({"eps": "0,2"}, "[0, 1]"),
-    ({"limit": "many"}, "Sample limit: Input should be a valid integer"),
-    ({"limit": "0"}, "Sample limit: Input should be greater than or equal to 1"),
-    ({"model_id": "424242"}, "model_id 424242: there is no such model"),
-    ({"model_id": ""}, "Model: choose or enter a value"),
-    ({"target_class": "99"}, "outside the model&#39;s 10 classes"),
-    ({"cam": "features.99"}, "features.99"),
-    ({"device": "tpu"}, "unknown device"),
-    ({"precision": "fp8"}, "fp8"),
-])
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"eps": "0,abc"}, "abc"),
+        ({"eps": "0,2"}, "[0, 1]"),
+        ({"limit": "many"}, "Sample limit: Input should be a valid integer"),
+        ({"limit": "0"}, "Sample limit: Input should be greater than or equal to 1"),
+        ({"model_id": "424242"}, "model_id 424242: there is no such model"),
+        ({"model_id": ""}, "Model: choose or enter a value"),
+        ({"target_class": "99"}, "outside the model&#39;s 10 classes"),
+        ({"cam": "features.99"}, "features.99"),
+        ({"device": "tpu"}, "unknown device"),
+        ({"precision": "fp8"}, "fp8"),
+    ],
+)
 def test_bad_form_values_come_back_as_messages(client, weights_model, npz_dataset, enqueue, changes, message):
     values = {**FORM, "model_id": weights_model["id"], "dataset_id": npz_dataset["id"], **changes}
     page = client.post("/evaluations/new", data=values, follow_redirects=False)
     assert page.status_code == 422, page.text
-    errors = page.text[page.text.index('id="form-errors"'):]
-    assert message in errors[:errors.index("</div>")], errors[:1500]
+    errors = page.text[page.text.index('id="form-errors"') :]
+    assert message in errors[: errors.index("</div>")], errors[:1500]
     assert f'value="{values["eps"]}"' in page.text  # what was typed stays in the form
     assert enqueue.job_ids == []
 
@@ -67,15 +88,20 @@ def test_cross_site_form_posts_are_refused(client, weights_model, npz_dataset, e
         page = client.post("/evaluations/new", data=values, headers=headers, follow_redirects=False)
         assert page.status_code == 403 and "from another site" in page.text
     assert enqueue.job_ids == []
-    same = client.post("/evaluations/new", data=values, headers={"Origin": "http://testserver"},
-                       follow_redirects=False)
+    same = client.post(
+        "/evaluations/new", data=values, headers={"Origin": "http://testserver"}, follow_redirects=False
+    )
     assert same.status_code == 303
 
 
 @pytest.fixture
 def secured(settings, enqueue):
-    app = create_app(settings.model_copy(update={"auth": "required"}), enqueue=enqueue, broker=FakeBroker(),
-                     listen_host="127.0.0.1")
+    app = create_app(
+        settings.model_copy(update={"auth": "required"}),
+        enqueue=enqueue,
+        broker=FakeBroker(),
+        listen_host="127.0.0.1",
+    )
     with TestClient(app) as client:
         with session_scope(app.state.sessions) as session:
             token = repo.tokens.create_token(session=session, name="browser")

@@ -19,8 +19,9 @@ from db.models import Base
 from db.session import make_engine, make_session_factory
 from tests.conftest import in_ci
 
-POSTGRES_URL = os.environ.get("ADVAUDIT_TEST_POSTGRES_URL",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "ADVAUDIT_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 BACKENDS = ["sqlite", "postgresql"]
 
 _postgres_error: list[str | None] = []
@@ -47,8 +48,9 @@ def require_postgres() -> None:
         return
     message = f"PostgreSQL at {POSTGRES_URL} is unreachable ({reason})"
     if in_ci():
-        pytest.fail(f"{message}; CI is set, so this is a failure: run scripts/ensure_services.sh",
-                    pytrace=False)
+        pytest.fail(
+            f"{message}; CI is set, so this is a failure: run scripts/ensure_services.sh", pytrace=False
+        )
     pytest.skip(f"{message}; run scripts/ensure_services.sh")
 
 

@@ -19,19 +19,33 @@ from tests.db.factories import add_dataset, add_job, add_model
 
 def add_audit(session, name: str = "nightly", **fields):
     dataset = add_dataset(session, name=f"data-{name}")
-    values = dict(name=name, dataset_id=dataset.id, config={"eps": [0.0, 0.1]}, thresholds={"accuracy_drop_pp": 5.0},
-                  model_name="tiny", cron="0 3 * * *", timezone="UTC")
+    values = dict(
+        name=name,
+        dataset_id=dataset.id,
+        config={"eps": [0.0, 0.1]},
+        thresholds={"accuracy_drop_pp": 5.0},
+        model_name="tiny",
+        cron="0 3 * * *",
+        timezone="UTC",
+    )
     return audits.create(session=session, **(values | fields))
 
 
 def test_one_run_per_audit_and_slot(session):
     audit = add_audit(session)
-    first = audits.create_run(session=session, audit=audit, slot="at:2025-11-26T03:00:00Z", trigger="schedule")
-    again = audits.create_run(session=session, audit=audit, slot="at:2025-11-26T03:00:00Z", trigger="schedule")
+    first = audits.create_run(
+        session=session, audit=audit, slot="at:2025-11-26T03:00:00Z", trigger="schedule"
+    )
+    again = audits.create_run(
+        session=session, audit=audit, slot="at:2025-11-26T03:00:00Z", trigger="schedule"
+    )
     other = audits.create_run(session=session, audit=audit, slot="manual:x", trigger="manual")
     assert first is not None and again is None and other is not None
     # the failed insert rolled back only its savepoint: the session and the first run are intact
-    assert [run.slot for run in audits.list_runs(session=session, audit_id=audit.id)] == ["manual:x", first.slot]
+    assert [run.slot for run in audits.list_runs(session=session, audit_id=audit.id)] == [
+        "manual:x",
+        first.slot,
+    ]
     assert first.thresholds == {"accuracy_drop_pp": 5.0} and first.status == "pending"
 
 
@@ -59,9 +73,12 @@ def test_two_sessions_racing_for_a_slot_create_one_run(factory):
 def test_status_changes_are_compare_and_set(session):
     run = audits.create_run(session=session, audit=add_audit(session), slot="manual:a", trigger="manual")
     assert audits.transition_run(session=session, run_id=run.id, from_status="pending", to_status="running")
-    assert not audits.transition_run(session=session, run_id=run.id, from_status="pending", to_status="running")
-    assert audits.transition_run(session=session, run_id=run.id, from_status="running", to_status="finished",
-                                 verdict="passed")
+    assert not audits.transition_run(
+        session=session, run_id=run.id, from_status="pending", to_status="running"
+    )
+    assert audits.transition_run(
+        session=session, run_id=run.id, from_status="running", to_status="finished", verdict="passed"
+    )
     assert (run.status, run.verdict) == ("finished", "passed")
     with pytest.raises(ValueError):
         audits.update_run(session=session, run=run, status="pending")
@@ -75,26 +92,39 @@ def test_the_database_refuses_invalid_rows(session):
         add_audit(session, name="two-schedules", interval_s=60)
     audit = add_audit(session)
     with pytest.raises(IntegrityError), session.begin_nested():
-        session.add(AuditRun(audit_id=audit.id, slot="x", trigger="whenever", status="pending", thresholds={}))
+        session.add(
+            AuditRun(audit_id=audit.id, slot="x", trigger="whenever", status="pending", thresholds={})
+        )
         session.flush()
 
 
 def test_latest_runs_reference_jobs_and_run_jobs(session):
     audit = add_audit(session)
     model = add_model(session, name="tiny")
-    runs = [audits.create_run(session=session, audit=audit, slot=f"manual:{i}", trigger="manual") for i in range(4)]
+    runs = [
+        audits.create_run(session=session, audit=audit, slot=f"manual:{i}", trigger="manual")
+        for i in range(4)
+    ]
     dataset = add_dataset(session, name="jobs-data")
     earlier = [add_job(session, model=model, dataset=dataset) for _ in runs[:3]]
     for run, job, verdict in zip(runs[:3], earlier, ("baseline", "regressed", "passed"), strict=True):
-        audits.transition_run(session=session, run_id=run.id, from_status="pending", to_status="finished",
-                              verdict=verdict)
+        audits.transition_run(
+            session=session, run_id=run.id, from_status="pending", to_status="finished", verdict=verdict
+        )
         audits.create_run_job(session=session, run=run, job=job)
     # newest run first, and only runs that passed or were a baseline
-    assert [(run_id, job.id) for run_id, job in audits.list_reference_jobs(
-        session=session, audit_id=audit.id, before_run_id=runs[3].id)] == [(runs[2].id, earlier[2].id),
-                                                                          (runs[0].id, earlier[0].id)]
-    assert [run_id for run_id, _ in audits.list_reference_jobs(session=session, audit_id=audit.id,
-                                                               before_run_id=runs[2].id)] == [runs[0].id]
+    assert [
+        (run_id, job.id)
+        for run_id, job in audits.list_reference_jobs(
+            session=session, audit_id=audit.id, before_run_id=runs[3].id
+        )
+    ] == [(runs[2].id, earlier[2].id), (runs[0].id, earlier[0].id)]
+    assert [
+        run_id
+        for run_id, _ in audits.list_reference_jobs(
+            session=session, audit_id=audit.id, before_run_id=runs[2].id
+        )
+    ] == [runs[0].id]
     assert audits.list_latest_runs(session=session, audit_ids=[audit.id])[audit.id].id == runs[3].id
     finished = audits.list_latest_runs(session=session, audit_ids=[audit.id], status="finished")
     assert finished[audit.id].id == runs[2].id
@@ -137,15 +167,20 @@ def test_upgrading_a_database_with_jobs_adds_the_audit_tables(db_url):
             # rows written by the previous version survive the upgrade (the job with 0001's columns only)
             model_id, dataset_id = add_model(session).id, add_dataset(session).id
         with engine.begin() as connection:
-            job_id = connection.execute(text(
-                "INSERT INTO jobs (model_id, dataset_id, config, status, progress, attempts, cancel_requested, "
-                "created_at) VALUES (:m, :d, '{}', 'queued', 0, 0, false, :now) RETURNING id"),
-                {"m": model_id, "d": dataset_id, "now": utcnow()}).scalar_one()
+            job_id = connection.execute(
+                text(
+                    "INSERT INTO jobs (model_id, dataset_id, config, status, progress, attempts, cancel_requested, "
+                    "created_at) VALUES (:m, :d, '{}', 'queued', 0, 0, false, :now) RETURNING id"
+                ),
+                {"m": model_id, "d": dataset_id, "now": utcnow()},
+            ).scalar_one()
         migrate.upgrade(db_url)
         with session_scope(make_session_factory(engine)) as session:
             assert session.get(Job, job_id) is not None
             audit = add_audit(session)
-            assert audits.create_run(session=session, audit=audit, slot="at:1", trigger="schedule") is not None
+            assert (
+                audits.create_run(session=session, audit=audit, slot="at:1", trigger="schedule") is not None
+            )
         migrate.downgrade(db_url, "0001")
         assert migrate.current(db_url) == "0001"
     finally:
@@ -160,10 +195,25 @@ def test_the_upgrade_marks_the_jobs_of_launched_runs_as_sent(db_url):
         with session_scope(make_session_factory(engine)) as session:
             audit_id = add_audit(session).id
         with engine.begin() as connection:  # rows as revision 0002 wrote them (it has no jobs_sent_at)
-            connection.execute(AuditRun.__table__.insert(), [
-                {"audit_id": audit_id, "slot": slot, "trigger": "manual", "status": status, "thresholds": {},
-                 "started_at": start, "created_at": started, "webhook_attempts": 0}
-                for slot, status, start in (("manual:a", "running", started), ("manual:b", "pending", None))])
+            connection.execute(
+                AuditRun.__table__.insert(),
+                [
+                    {
+                        "audit_id": audit_id,
+                        "slot": slot,
+                        "trigger": "manual",
+                        "status": status,
+                        "thresholds": {},
+                        "started_at": start,
+                        "created_at": started,
+                        "webhook_attempts": 0,
+                    }
+                    for slot, status, start in (
+                        ("manual:a", "running", started),
+                        ("manual:b", "pending", None),
+                    )
+                ],
+            )
         migrate.upgrade(db_url)
         with session_scope(make_session_factory(engine)) as session:
             sent = {run.slot: run.jobs_sent_at for run in session.scalars(select(AuditRun))}
@@ -180,10 +230,12 @@ def test_each_webhook_attempt_is_claimed_once_and_recorded_only_by_its_claimer(s
     assert not audits.claim_webhook_attempt(session=session, run_id=run.id, attempts=0, at=now)  # a duplicate
     assert audits.claim_webhook_attempt(session=session, run_id=run.id, attempts=1, at=now)
     # attempt 1's outcome comes after attempt 2 was claimed: it must not overwrite attempt 2's bookkeeping
-    assert not audits.record_webhook_attempt(session=session, run_id=run.id, attempt=1, status="failed",
-                                             error="late", at=now)
-    assert audits.record_webhook_attempt(session=session, run_id=run.id, attempt=2, status="delivered",
-                                         error=None, at=now)
+    assert not audits.record_webhook_attempt(
+        session=session, run_id=run.id, attempt=1, status="failed", error="late", at=now
+    )
+    assert audits.record_webhook_attempt(
+        session=session, run_id=run.id, attempt=2, status="delivered", error=None, at=now
+    )
     assert not audits.claim_webhook_attempt(session=session, run_id=run.id, attempts=2, at=now)  # delivered
     session.refresh(run)
     assert (run.webhook_status, run.webhook_attempts, run.webhook_error) == ("delivered", 2, None)
@@ -193,16 +245,32 @@ def test_the_queries_behind_the_recovery_of_lost_messages(session):
     audit = add_audit(session)
     now = utcnow()
     old, recent = now - timedelta(minutes=10), now - timedelta(seconds=10)
-    runs = [audits.create_run(session=session, audit=audit, slot=f"manual:{i}", trigger="manual") for i in range(5)]
+    runs = [
+        audits.create_run(session=session, audit=audit, slot=f"manual:{i}", trigger="manual")
+        for i in range(5)
+    ]
     for run, started in zip(runs[:3], (old, recent, old), strict=True):
-        audits.transition_run(session=session, run_id=run.id, from_status="pending", to_status="running",
-                              started_at=started)
+        audits.transition_run(
+            session=session, run_id=run.id, from_status="pending", to_status="running", started_at=started
+        )
     audits.update_run(session=session, run=runs[2], jobs_sent_at=old)  # its launch confirmed its sends
-    assert [run.id for run in audits.list_runs_with_unsent_jobs(
-        session=session, started_before=now - timedelta(minutes=5))] == [runs[0].id]
+    assert [
+        run.id
+        for run in audits.list_runs_with_unsent_jobs(
+            session=session, started_before=now - timedelta(minutes=5)
+        )
+    ] == [runs[0].id]
     for run, finished, attempt in zip(runs[3:], (old, old), (None, recent), strict=True):
-        audits.transition_run(session=session, run_id=run.id, from_status="pending", to_status="finished",
-                              finished_at=finished, webhook_status="pending", webhook_at=attempt)
+        audits.transition_run(
+            session=session,
+            run_id=run.id,
+            from_status="pending",
+            to_status="finished",
+            finished_at=finished,
+            webhook_status="pending",
+            webhook_at=attempt,
+        )
     # runs[4] was attempted 10 s ago: not idle
-    assert [run.id for run in audits.list_idle_webhooks(session=session, idle_before=now - timedelta(minutes=5))] \
-        == [runs[3].id]
+    assert [
+        run.id for run in audits.list_idle_webhooks(session=session, idle_before=now - timedelta(minutes=5))
+    ] == [runs[3].id]

@@ -14,8 +14,15 @@ from services.job_states import (
     check_transition,
 )
 
-ALLOWED = {("queued", "running"), ("queued", "cancelled"), ("queued", "failed"), ("running", "succeeded"),
-           ("running", "failed"), ("running", "cancelled"), ("running", "queued")}
+ALLOWED = {
+    ("queued", "running"),
+    ("queued", "cancelled"),
+    ("queued", "failed"),
+    ("running", "succeeded"),
+    ("running", "failed"),
+    ("running", "cancelled"),
+    ("running", "queued"),
+}
 
 
 def test_the_table_is_exactly_the_documented_one():
@@ -37,7 +44,9 @@ def test_check_transition_allows_only_the_table(old, new):
 def test_messages_say_what_to_do():
     with pytest.raises(InvalidTransition, match="already failed and cannot become queued; rerun it"):
         check_transition("failed", "queued")
-    with pytest.raises(InvalidTransition, match="a queued job cannot become succeeded; .*cancelled, failed, running"):
+    with pytest.raises(
+        InvalidTransition, match="a queued job cannot become succeeded; .*cancelled, failed, running"
+    ):
         check_transition("queued", "succeeded")
     with pytest.raises(InvalidTransition, match="unknown job status 'done'"):
         check_transition("running", "done")

@@ -46,18 +46,22 @@ def test_lifecycle_sets_timestamps_and_fields(factory, job_id):
 def test_failed_keeps_the_message(factory, job_id):
     with session_scope(factory) as session:
         job = jobs.claim(session=session, job_id=job_id, worker_host="w")
-        jobs.transition(session=session, job=job, new_status="failed",
-                        error="the model's forward raised: boom")
+        jobs.transition(
+            session=session, job=job, new_status="failed", error="the model's forward raised: boom"
+        )
     assert _get(factory, job_id).error == "the model's forward raised: boom"
 
 
-@pytest.mark.parametrize(("path", "bad"), [
-    ((), "succeeded"),
-    (("cancelled",), "queued"),
-    (("running", "failed"), "queued"),
-    (("running", "succeeded"), "running"),
-    (("running", "succeeded"), "cancelled"),
-])
+@pytest.mark.parametrize(
+    ("path", "bad"),
+    [
+        ((), "succeeded"),
+        (("cancelled",), "queued"),
+        (("running", "failed"), "queued"),
+        (("running", "succeeded"), "running"),
+        (("running", "succeeded"), "cancelled"),
+    ],
+)
 def test_invalid_transitions_are_refused_with_a_message(session, path, bad):
     job = add_job(session)
     for status in path:
@@ -110,8 +114,12 @@ def test_redelivered_running_job_is_reclaimed(factory, job_id):
     with session_scope(factory) as session:  # the first run cannot report or finish any more
         assert jobs.report_progress(session=session, job_id=job_id, progress=0.9, attempt=1).lost is True
         with pytest.raises(StaleJob, match="attempt 2, not 1"):
-            jobs.transition(session=session, job=jobs.get(session=session, job_id=job_id),
-                            new_status="succeeded", attempt=1)
+            jobs.transition(
+                session=session,
+                job=jobs.get(session=session, job_id=job_id),
+                new_status="succeeded",
+                attempt=1,
+            )
 
 
 def test_a_live_lease_blocks_reclaiming(factory, job_id):
@@ -191,17 +199,26 @@ def test_the_heartbeat_goes_on_while_a_cancel_is_pending(factory, job_id):
 def test_a_job_lost_too_often_fails_with_the_last_reason(factory, job_id):
     for attempt in (1, 2):
         with session_scope(factory) as session:
-            assert jobs.claim(session=session, job_id=job_id, worker_host=f"w{attempt}",
-                              max_attempts=2).attempts == attempt
+            assert (
+                jobs.claim(session=session, job_id=job_id, worker_host=f"w{attempt}", max_attempts=2).attempts
+                == attempt
+            )
         with session_scope(factory) as session:  # the worker died; the sweep queues the job again
-            jobs.transition(session=session, job=jobs.get(session=session, job_id=job_id), new_status="queued",
-                            attempt=attempt, lost_reason=f"killed by signal 9 (attempt {attempt})")
+            jobs.transition(
+                session=session,
+                job=jobs.get(session=session, job_id=job_id),
+                new_status="queued",
+                attempt=attempt,
+                lost_reason=f"killed by signal 9 (attempt {attempt})",
+            )
     with session_scope(factory) as session:
         assert jobs.claim(session=session, job_id=job_id, worker_host="w3", max_attempts=2) is None
     job = _get(factory, job_id)
     assert (job.status, job.attempts) == ("failed", 2)
-    assert job.error == ("the worker died or was killed 2 times while running this job, so it is not run "
-                         "again; last: killed by signal 9 (attempt 2)")
+    assert job.error == (
+        "the worker died or was killed 2 times while running this job, so it is not run "
+        "again; last: killed by signal 9 (attempt 2)"
+    )
 
 
 def test_a_redelivered_message_of_a_dead_run_counts_as_a_lost_attempt(factory, job_id):

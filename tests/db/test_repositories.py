@@ -18,9 +18,20 @@ from tests.db.factories import add_dataset, add_job, add_model, report_document,
 def test_model_versions_count_up_per_name(session):
     assert [add_model(session, "resnet", f"w{i}").version for i in range(3)] == ["v1", "v2", "v3"]
     assert add_model(session, "vgg", "w9").version == "v1"
-    assert models.create(session=session, name="vgg", version="v7", sha256=sha("x"), format="torchscript",
-                         num_classes=2, input_shape=[3, 8, 8], storage_key=sha("x"),
-                         size_bytes=1).version == "v7"
+    assert (
+        models.create(
+            session=session,
+            name="vgg",
+            version="v7",
+            sha256=sha("x"),
+            format="torchscript",
+            num_classes=2,
+            input_shape=[3, 8, 8],
+            storage_key=sha("x"),
+            size_bytes=1,
+        ).version
+        == "v7"
+    )
     assert models.next_version(session=session, name="vgg") == "v8"
     assert models.get_by_name(session=session, name="resnet").version == "v3"
     assert models.get_by_name(session=session, name="resnet", version="v1").sha256 == sha("w0")
@@ -78,12 +89,19 @@ def test_job_listing_filters_and_pagination(session):
     assert {j.id for j in jobs.list(session=session, status=["cancelled"])} == {created[0].id}
     assert {j.id for j in jobs.list(session=session, model_id=model_a.id)} == {created[1].id, created[3].id}
     assert [j.id for j in jobs.list(session=session, limit=2, offset=1)] == [created[3].id, created[2].id]
-    assert {j.id for j in jobs.list(session=session, ids=[created[1].id, created[4].id])} == \
-        {created[1].id, created[4].id}
+    assert {j.id for j in jobs.list(session=session, ids=[created[1].id, created[4].id])} == {
+        created[1].id,
+        created[4].id,
+    }
     assert jobs.count(session=session, dataset_id=dataset.id) == 5
     job = jobs.get(session=session, job_id=created[2].id)
-    assert (job.status, job.progress, job.attempts, job.cancel_requested, job.config["targeted"]) == \
-        ("queued", 0.0, 0, False, "next")
+    assert (job.status, job.progress, job.attempts, job.cancel_requested, job.config["targeted"]) == (
+        "queued",
+        0.0,
+        0,
+        False,
+        "next",
+    )
 
 
 def test_replace_results_twice_leaves_one_set(factory):
@@ -91,14 +109,22 @@ def test_replace_results_twice_leaves_one_set(factory):
         job_id = add_job(session).id
     for _ in range(2):  # a redelivered task writes the same results again
         with session_scope(factory) as session:
-            results.replace_results(session=session, job=jobs.get(session=session, job_id=job_id),
-                                    report_document=report_document())
+            results.replace_results(
+                session=session,
+                job=jobs.get(session=session, job_id=job_id),
+                report_document=report_document(),
+            )
     with session_scope(factory) as session:
         points = results.sweep_points(session=session, job_id=job_id)
         assert len(points) == 6
-        assert [(p.attack, p.eps) for p in points] == [("fgsm", 0.0), ("fgsm", 0.1), ("fgsm", 0.2),
-                                                        ("targeted_fgsm", 0.0), ("targeted_fgsm", 0.1),
-                                                        ("targeted_fgsm", 0.2)]
+        assert [(p.attack, p.eps) for p in points] == [
+            ("fgsm", 0.0),
+            ("fgsm", 0.1),
+            ("fgsm", 0.2),
+            ("targeted_fgsm", 0.0),
+            ("targeted_fgsm", 0.1),
+            ("targeted_fgsm", 0.2),
+        ]
         assert points[3].policy == "next" and points[4].target_success_rate == pytest.approx(0.05)
         assert session.scalar(select(CamAuditRecord.drift).where(CamAuditRecord.job_id == job_id)) == 0.3
         job = jobs.get(session=session, job_id=job_id)
@@ -106,9 +132,11 @@ def test_replace_results_twice_leaves_one_set(factory):
         assert len(job.sweep_points) == 6 and job.cam_audit.layer == "conv2"
     with session_scope(factory) as session:  # a later run without targeted / CAM drops those rows
         job = jobs.get(session=session, job_id=job_id)
-        results.replace_results(session=session, job=job,
-                                report_document=report_document(eps=(0.0,), with_targeted=False,
-                                                                with_cam=False))
+        results.replace_results(
+            session=session,
+            job=job,
+            report_document=report_document(eps=(0.0,), with_targeted=False, with_cam=False),
+        )
         assert len(job.sweep_points) == 1 and job.cam_audit is None
         assert results.cam_audit(session=session, job_id=job_id) is None
 
@@ -126,8 +154,15 @@ def test_deleting_a_job_deletes_its_results(factory):
     with session_scope(factory) as session:
         job = add_job(session)
         results.replace_results(session=session, job=job, report_document=report_document())
-        results.put_artifact(session=session, job=job, name="cam_gallery.png", kind="image",
-                             storage_key=sha("png"), sha256=sha("png"), size_bytes=10)
+        results.put_artifact(
+            session=session,
+            job=job,
+            name="cam_gallery.png",
+            kind="image",
+            storage_key=sha("png"),
+            sha256=sha("png"),
+            size_bytes=10,
+        )
         job_id = job.id
     with session_scope(factory) as session:
         jobs.delete(session=session, job=jobs.get(session=session, job_id=job_id))
@@ -139,29 +174,53 @@ def test_deleting_a_job_deletes_its_results(factory):
 
 def test_put_artifact_upserts_by_job_and_name(session):
     job = add_job(session)
-    first = results.put_artifact(session=session, job=job, name="report.json", kind="json",
-                                 storage_key=sha("1"), sha256=sha("1"), size_bytes=1)
-    second = results.put_artifact(session=session, job=job, name="report.json", kind="json",
-                                  storage_key=sha("2"), sha256=sha("2"), size_bytes=2)
+    first = results.put_artifact(
+        session=session,
+        job=job,
+        name="report.json",
+        kind="json",
+        storage_key=sha("1"),
+        sha256=sha("1"),
+        size_bytes=1,
+    )
+    second = results.put_artifact(
+        session=session,
+        job=job,
+        name="report.json",
+        kind="json",
+        storage_key=sha("2"),
+        sha256=sha("2"),
+        size_bytes=2,
+    )
     assert first.id == second.id
-    assert [(a.name, a.size_bytes) for a in results.list_artifacts(session=session, job_id=job.id)] == \
-        [("report.json", 2)]
+    assert [(a.name, a.size_bytes) for a in results.list_artifacts(session=session, job_id=job.id)] == [
+        ("report.json", 2)
+    ]
     assert results.storage_key_in_use(session=session, storage_key=sha("2"))
     assert not results.storage_key_in_use(session=session, storage_key=sha("1"))
     assert results.storage_key_in_use(session=session, storage_key=job.model.storage_key)
 
 
 def test_architecture_audits_are_cached_per_sha_and_shape(session):
-    document = {"input_shape": [3, 32, 32], "layers": [], "totals": {"params": 10, "macs": 2_000_000_000_000},
-                "cam_head": None, "method": "hooks"}
-    stored = results.store_architecture_audit(session=session, model_sha256=sha("m"), input_shape=(3, 32, 32),
-                                              document=document)
+    document = {
+        "input_shape": [3, 32, 32],
+        "layers": [],
+        "totals": {"params": 10, "macs": 2_000_000_000_000},
+        "cam_head": None,
+        "method": "hooks",
+    }
+    stored = results.store_architecture_audit(
+        session=session, model_sha256=sha("m"), input_shape=(3, 32, 32), document=document
+    )
     assert (stored.input_shape, stored.params, stored.macs) == ("3,32,32", 10, 2_000_000_000_000)
-    again = results.store_architecture_audit(session=session, model_sha256=sha("m"), input_shape="3,32,32",
-                                             document={"other": True})
+    again = results.store_architecture_audit(
+        session=session, model_sha256=sha("m"), input_shape="3,32,32", document={"other": True}
+    )
     assert again.id == stored.id and again.document == document
-    assert results.get_architecture_audit(session=session, model_sha256=sha("m"),
-                                          input_shape=(3, 64, 64)) is None
+    assert (
+        results.get_architecture_audit(session=session, model_sha256=sha("m"), input_shape=(3, 64, 64))
+        is None
+    )
 
 
 def test_tokens_store_only_the_hash(session):

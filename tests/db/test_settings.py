@@ -7,8 +7,17 @@ from pydantic import ValidationError
 
 from contracts.settings import Settings, clear_settings_cache, get_settings
 
-VARIABLES = ("DATA_DIR", "DATABASE_URL", "BROKER_URL", "RESULT_BACKEND", "ARTIFACT_ROOT", "DEVICE",
-             "MAX_UPLOAD_BYTES", "AUTH", "PROGRESS_INTERVAL_S")
+VARIABLES = (
+    "DATA_DIR",
+    "DATABASE_URL",
+    "BROKER_URL",
+    "RESULT_BACKEND",
+    "ARTIFACT_ROOT",
+    "DEVICE",
+    "MAX_UPLOAD_BYTES",
+    "AUTH",
+    "PROGRESS_INTERVAL_S",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -54,8 +63,9 @@ def test_environment_overrides(monkeypatch, tmp_path):
     assert (s.auth, s.max_upload_bytes) == ("required", 1024)
 
 
-@pytest.mark.parametrize(("name", "value"), [("AUTH", "maybe"), ("MAX_UPLOAD_BYTES", "0"),
-                                             ("PROGRESS_INTERVAL_S", "-1")])
+@pytest.mark.parametrize(
+    ("name", "value"), [("AUTH", "maybe"), ("MAX_UPLOAD_BYTES", "0"), ("PROGRESS_INTERVAL_S", "-1")]
+)
 def test_invalid_values_are_refused(monkeypatch, name, value):
     monkeypatch.setenv(f"ADVAUDIT_{name}", value)
     with pytest.raises(ValidationError):

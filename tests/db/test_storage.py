@@ -62,8 +62,20 @@ def test_delete_and_missing(store):
         store.open(key)
 
 
-@pytest.mark.parametrize("key", ["", "../../etc/passwd", "ab/" + "c" * 61, "A" * 64, "g" * 64, "a" * 63,
-                                 "a" * 65, "/" + "a" * 63, "a" * 63 + "\n"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "",
+        "../../etc/passwd",
+        "ab/" + "c" * 61,
+        "A" * 64,
+        "g" * 64,
+        "a" * 63,
+        "a" * 65,
+        "/" + "a" * 63,
+        "a" * 63 + "\n",
+    ],
+)
 def test_keys_that_are_not_sha256_hex_are_rejected(store, key):
     for operation in (store.open, store.path, store.delete, store.exists):
         with pytest.raises(InvalidKey, match="64 lowercase hex"):

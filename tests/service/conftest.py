@@ -53,5 +53,8 @@ def service(postgres_database, redis_db, tmp_path_factory) -> Iterator[ServiceEn
 def register_inputs(env: ServiceEnv) -> dict[str, int]:
     """Ids of the demo model and of the two built-in digits splits (test: 360 images, train: 1437)."""
     with session_scope(env.sessions) as session:
-        return {"model": add_demo_model(session, env.store).id, "digits": add_digits(session).id,
-                "digits_train": add_digits(session, "digits:train").id}
+        return {
+            "model": add_demo_model(session, env.store).id,
+            "digits": add_digits(session).id,
+            "digits_train": add_digits(session, "digits:train").id,
+        }

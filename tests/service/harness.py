@@ -53,7 +53,9 @@ T = TypeVar("T")
 def unavailable(message: str) -> None:
     """Skip the test locally; fail it in CI, where a skipped service test would hide a broken pipeline."""
     if in_ci():
-        pytest.fail(f"{message}; CI is set, so this is a failure: run scripts/ensure_services.sh", pytrace=False)
+        pytest.fail(
+            f"{message}; CI is set, so this is a failure: run scripts/ensure_services.sh", pytrace=False
+        )
     pytest.skip(f"{message}; run scripts/ensure_services.sh")
 
 
@@ -108,8 +110,13 @@ def drop_database(name: str) -> None:
     admin.dispose()
 
 
-def wait_for(condition: Callable[[], T], timeout_s: float, what: str, diagnose: Callable[[], str] = str,
-             interval_s: float = 0.1) -> T:
+def wait_for(
+    condition: Callable[[], T],
+    timeout_s: float,
+    what: str,
+    diagnose: Callable[[], str] = str,
+    interval_s: float = 0.1,
+) -> T:
     """Poll until `condition()` is truthy and return it; fail after `timeout_s` with `diagnose()`."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -127,8 +134,14 @@ class Worker:
     def __init__(self, name: str, command: list[str], env: dict[str, str], log: Path) -> None:
         self.name, self.log = name, log
         with open(log, "ab") as handle:
-            self.process = subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=handle,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=REPO_ROOT,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
     def alive(self) -> bool:
         return self.process.poll() is None
@@ -136,8 +149,10 @@ class Worker:
     def log_tail(self, lines: int = 30) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         kept = [line for line in text.splitlines() if "USDT" not in line]
-        return f"--- {self.name} ({'alive' if self.alive() else f'exit {self.process.returncode}'})\n" \
-               + "\n".join(kept[-lines:])
+        return (
+            f"--- {self.name} ({'alive' if self.alive() else f'exit {self.process.returncode}'})\n"
+            + "\n".join(kept[-lines:])
+        )
 
     def wait_ready(self, timeout_s: float = 90) -> Worker:
         def ready() -> bool:
@@ -179,23 +194,40 @@ class ServiceEnv:
 
     def environment(self) -> dict[str, str]:
         env = {key: value for key, value in os.environ.items() if not key.startswith("ADVAUDIT_")}
-        return env | WORKER_SETTINGS | {
-            "ADVAUDIT_DATABASE_URL": self.database_url,
-            "ADVAUDIT_BROKER_URL": self.broker_url,
-            "ADVAUDIT_RESULT_BACKEND": self.broker_url,
-            "ADVAUDIT_ARTIFACT_ROOT": str(self.store.root),
-            "ADVAUDIT_DATA_DIR": str(self.root / "data"),
-            "OMP_NUM_THREADS": "1",  # two workers share two cores here
-            "CUDA_VISIBLE_DEVICES": "",
-            "PYTHONUNBUFFERED": "1",
-        }
+        return (
+            env
+            | WORKER_SETTINGS
+            | {
+                "ADVAUDIT_DATABASE_URL": self.database_url,
+                "ADVAUDIT_BROKER_URL": self.broker_url,
+                "ADVAUDIT_RESULT_BACKEND": self.broker_url,
+                "ADVAUDIT_ARTIFACT_ROOT": str(self.store.root),
+                "ADVAUDIT_DATA_DIR": str(self.root / "data"),
+                "OMP_NUM_THREADS": "1",  # two workers share two cores here
+                "CUDA_VISIBLE_DEVICES": "",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
 
     def start_worker(self, label: str, settings: dict[str, str] | None = None) -> Worker:
         """A prefork worker (one pool child) on this env's queue; `settings` override ADVAUDIT_* variables."""
         name = f"{label}-{uuid.uuid4().hex[:6]}@advaudit-test"
-        command = [sys.executable, "-m", "celery", "-A", "worker.tasks", "worker", "--loglevel=INFO",
-                   "--concurrency=1", "--pool=prefork", "-Q", self.queue, f"--hostname={name}",
-                   "--without-mingle", "--without-gossip"]
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.tasks",
+            "worker",
+            "--loglevel=INFO",
+            "--concurrency=1",
+            "--pool=prefork",
+            "-Q",
+            self.queue,
+            f"--hostname={name}",
+            "--without-mingle",
+            "--without-gossip",
+        ]
         worker = Worker(name, command, self.environment() | (settings or {}), self.root / f"{label}.log")
         self.workers.append(worker)
         return worker
@@ -203,8 +235,9 @@ class ServiceEnv:
     def submit(self, model_id: int, dataset_id: int, config: dict) -> int:
         """What the API does: commit the job row, then enqueue its id by task name."""
         with session_scope(self.sessions) as session:
-            job_id = repo.jobs.create(session=session, model_id=model_id, dataset_id=dataset_id,
-                                      config=config, queue=self.queue).id
+            job_id = repo.jobs.create(
+                session=session, model_id=model_id, dataset_id=dataset_id, config=config, queue=self.queue
+            ).id
         self.client.send_task(Task.EVALUATE, args=[job_id], queue=self.queue)
         return job_id
 
@@ -214,8 +247,11 @@ class ServiceEnv:
 
     def diagnose(self, job_ids: list[int] = ()) -> str:
         jobs = [self.job(job_id) for job_id in job_ids]
-        states = "\n".join(f"job {j.id}: {j.status} progress={j.progress:.2f} attempts={j.attempts} "
-                           f"host={j.worker_host} error={j.error}" for j in jobs)
+        states = "\n".join(
+            f"job {j.id}: {j.status} progress={j.progress:.2f} attempts={j.attempts} "
+            f"host={j.worker_host} error={j.error}"
+            for j in jobs
+        )
         return "\n".join([states, *(worker.log_tail() for worker in self.workers)])
 
     def wait_until(self, job_id: int, condition: Callable[[Job], bool], timeout_s: float, what: str) -> Job:
@@ -230,14 +266,22 @@ class ServiceEnv:
 
     def row_counts(self, job_id: int) -> dict[str, int]:
         with session_scope(self.sessions) as session:
-            return {table.__tablename__: session.scalar(select(func.count()).select_from(table)
-                                                        .where(table.job_id == job_id))
-                    for table in (SweepPoint, CamAuditRecord, Artifact)}
+            return {
+                table.__tablename__: session.scalar(
+                    select(func.count()).select_from(table).where(table.job_id == job_id)
+                )
+                for table in (SweepPoint, CamAuditRecord, Artifact)
+            }
 
     def distinct_sweep_points(self, job_id: int) -> int:
         with session_scope(self.sessions) as session:
-            return len(set(session.execute(select(SweepPoint.attack, SweepPoint.eps)
-                                           .where(SweepPoint.job_id == job_id)).all()))
+            return len(
+                set(
+                    session.execute(
+                        select(SweepPoint.attack, SweepPoint.eps).where(SweepPoint.job_id == job_id)
+                    ).all()
+                )
+            )
 
     def close(self) -> None:
         for worker in self.workers:
@@ -255,16 +299,37 @@ class RedisServer:
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.directory)]
+        command = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            str(self.directory),
+        ]
         with open(self.directory / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        wait_for(self._answers, 20, f"redis-server on port {self.port}",
-                 lambda: (self.directory / "redis.log").read_text(errors="replace")[-2000:])
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(
+            self._answers,
+            20,
+            f"redis-server on port {self.port}",
+            lambda: (self.directory / "redis.log").read_text(errors="replace")[-2000:],
+        )
 
     def _answers(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            pytest.fail(f"redis-server exited: {(self.directory / 'redis.log').read_text()[-2000:]}", pytrace=False)
+            pytest.fail(
+                f"redis-server exited: {(self.directory / 'redis.log').read_text()[-2000:]}", pytrace=False
+            )
         try:
             return redis.Redis(port=self.port, socket_connect_timeout=1).ping()
         except redis.RedisError:

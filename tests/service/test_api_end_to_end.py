@@ -64,16 +64,23 @@ def expected_reports(npz_path) -> dict[str, dict]:
     dataset = load_dataset(npz_path)
     reports = {}
     for name in ("gap-cnn", "dilated-cnn"):
-        report = evaluate(load_model(demo_model_path(name), input_shape=INPUT_SHAPE), dataset,
-                          EvaluationConfig(**CONFIG))
+        report = evaluate(
+            load_model(demo_model_path(name), input_shape=INPUT_SHAPE), dataset, EvaluationConfig(**CONFIG)
+        )
         reports[name] = json.loads(json.dumps(report.to_dict()))
     return reports
 
 
 def _app_settings(service, tmp_path, auth: str) -> Settings:
-    return Settings(database_url=service.database_url, broker_url=service.broker_url,
-                    result_backend=service.broker_url, artifact_root=service.store.root,
-                    data_dir=tmp_path / "api-data", auth=auth, allowed_hosts=["testserver"])
+    return Settings(
+        database_url=service.database_url,
+        broker_url=service.broker_url,
+        result_backend=service.broker_url,
+        artifact_root=service.store.root,
+        data_dir=tmp_path / "api-data",
+        auth=auth,
+        allowed_hosts=["testserver"],
+    )
 
 
 @pytest.fixture
@@ -94,22 +101,33 @@ def make_client(service, worker, tmp_path) -> Iterator:
 
 def _upload_model(client, name: str, demo: str, dataset_id: int, headers=None) -> dict:
     data = demo_model_path(demo).read_bytes()
-    response = client.post(f"{API}/models", data={"name": name, "dataset_id": str(dataset_id)},
-                           files={"file": (f"{demo}.pt", data, OCTETS)}, headers=headers)
+    response = client.post(
+        f"{API}/models",
+        data={"name": name, "dataset_id": str(dataset_id)},
+        files={"file": (f"{demo}.pt", data, OCTETS)},
+        headers=headers,
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def _upload_dataset(client, name: str, path, headers=None) -> dict:
-    response = client.post(f"{API}/datasets", data={"name": name},
-                           files={"file": (path.name, path.read_bytes(), OCTETS)}, headers=headers)
+    response = client.post(
+        f"{API}/datasets",
+        data={"name": name},
+        files={"file": (path.name, path.read_bytes(), OCTETS)},
+        headers=headers,
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def _submit(client, model_id: int, dataset_id: int, headers=None) -> dict:
-    response = client.post(f"{API}/jobs", json={"model_id": model_id, "dataset_id": dataset_id,
-                                                "config": CONFIG}, headers=headers)
+    response = client.post(
+        f"{API}/jobs",
+        json={"model_id": model_id, "dataset_id": dataset_id, "config": CONFIG},
+        headers=headers,
+    )
     assert response.status_code == 201, response.text
     job = response.json()
     assert job["status"] == "queued" and job["queue"] == Queue.EVALUATIONS
@@ -128,8 +146,10 @@ def _wait_succeeded(client, service, job_id: int, headers=None) -> dict:
             assert job["worker_host"], job  # run by the worker process, not in-process
             return job
         if time.monotonic() > deadline:
-            pytest.fail(f"job {job_id} not finished after {JOB_DEADLINE_S} s: {job}\n"
-                        f"{service.diagnose([job_id])}", pytrace=False)
+            pytest.fail(
+                f"job {job_id} not finished after {JOB_DEADLINE_S} s: {job}\n{service.diagnose([job_id])}",
+                pytrace=False,
+            )
         time.sleep(0.2)
 
 
@@ -152,8 +172,10 @@ def test_upload_submit_report_and_compare_through_the_api(make_client, service, 
     dilated = _upload_model(client, "dilated", "dilated-cnn", dataset["id"])
     assert gap["input_shape"] == list(INPUT_SHAPE) and gap["format"] == "torchscript"
 
-    jobs = {"gap-cnn": _submit(client, gap["id"], dataset["id"]),
-            "dilated-cnn": _submit(client, dilated["id"], dataset["id"])}
+    jobs = {
+        "gap-cnn": _submit(client, gap["id"], dataset["id"]),
+        "dilated-cnn": _submit(client, dilated["id"], dataset["id"]),
+    }
 
     for demo, job in jobs.items():
         _wait_succeeded(client, service, job["id"])
@@ -189,8 +211,15 @@ def test_the_same_flow_with_auth_required(make_client, service, npz_path, expect
         token = repo.tokens.create_token(session=session, name="e2e")
     auth = {"Authorization": f"Bearer {token}"}
 
-    for method, path in [("get", "/models"), ("post", "/models"), ("post", "/datasets"), ("post", "/jobs"),
-                         ("get", "/jobs/1"), ("get", "/jobs/1/report"), ("get", "/compare?job_ids=1")]:
+    for method, path in [
+        ("get", "/models"),
+        ("post", "/models"),
+        ("post", "/datasets"),
+        ("post", "/jobs"),
+        ("get", "/jobs/1"),
+        ("get", "/jobs/1/report"),
+        ("get", "/compare?job_ids=1"),
+    ]:
         response = getattr(client, method)(f"{API}{path}")
         assert response.status_code == 401, (method, path, response.text)
         assert response.headers["www-authenticate"].startswith("Bearer")

@@ -43,7 +43,10 @@ def service(postgres_database, private_redis, tmp_path_factory) -> Iterator[Serv
 def test_jobs_queued_across_a_redis_restart_all_run(service, private_redis):
     inputs = register_inputs(service)
     worker = service.start_worker("before").wait_ready()
-    assert service.wait_finished(service.submit(inputs["model"], inputs["digits"], TINY), 60).status == "succeeded"
+    assert (
+        service.wait_finished(service.submit(inputs["model"], inputs["digits"], TINY), 60).status
+        == "succeeded"
+    )
     # The task acknowledges after the job's row says succeeded (it still checks for an audit run then):
     # stopped before that, the worker would hand its message back and the queue would hold one more.
     wait_for(lambda: private_redis.unacknowledged() == 0, 30, "the finished task's acknowledgement")

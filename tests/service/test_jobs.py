@@ -47,7 +47,9 @@ def test_a_job_succeeds_with_the_in_process_report(service, inputs, worker):
     assert (job.status, job.progress, job.attempts, job.error) == ("succeeded", 1.0, 1, None)
     with session_scope(service.sessions) as session:
         path = service.store.path(repo.models.get(session=session, model_id=inputs["model"]).storage_key)
-    expected = evaluate(load_model(path, input_shape=INPUT_SHAPE), load_dataset("digits"), EvaluationConfig(**CONFIG))
+    expected = evaluate(
+        load_model(path, input_shape=INPUT_SHAPE), load_dataset("digits"), EvaluationConfig(**CONFIG)
+    )
     expected = json.loads(json.dumps(expected.to_dict()))
     assert comparable_report(job.report) == comparable_report(expected)
     assert job.report["dataset"]["source"] == "digits"
@@ -56,8 +58,12 @@ def test_a_job_succeeds_with_the_in_process_report(service, inputs, worker):
 
 def test_a_cancelled_job_stops_and_the_worker_runs_the_next_one(service, inputs, worker):
     job_id = service.submit(inputs["model"], inputs["digits_train"], LONG)
-    running = service.wait_until(job_id, lambda job: job.status == "running" and job.progress > 0.05,
-                                 timeout_s=60, what="to make progress")
+    running = service.wait_until(
+        job_id,
+        lambda job: job.status == "running" and job.progress > 0.05,
+        timeout_s=60,
+        what="to make progress",
+    )
 
     with session_scope(service.sessions) as session:
         repo.jobs.request_cancel(session=session, job=repo.jobs.get(session=session, job_id=job_id))
@@ -75,7 +81,9 @@ def test_a_cancelled_job_stops_and_the_worker_runs_the_next_one(service, inputs,
 
 def test_a_model_whose_forward_raises_fails_the_job_with_its_message(service, inputs, worker, tmp_path):
     with session_scope(service.sessions) as session:
-        model_id = add_model_file(session, service.store, write_faulty_model(tmp_path / "raises.pt"), "raises").id
+        model_id = add_model_file(
+            session, service.store, write_faulty_model(tmp_path / "raises.pt"), "raises"
+        ).id
 
     job = service.wait_finished(service.submit(model_id, inputs["digits"], TINY), timeout_s=60)
 
@@ -106,7 +114,9 @@ def test_concurrent_clients_submit_jobs_none_lost_or_duplicated(service, inputs,
                 jobs = repo.jobs.list(session=session, ids=job_ids, limit=100)
             return jobs if all(job.status in TERMINAL for job in jobs) else None
 
-        jobs = wait_for(all_finished, 150, "40 jobs to finish", lambda: service.diagnose(job_ids), interval_s=0.5)
+        jobs = wait_for(
+            all_finished, 150, "40 jobs to finish", lambda: service.diagnose(job_ids), interval_s=0.5
+        )
         with session_scope(service.sessions) as session:
             assert session.scalar(select(func.count()).select_from(Job)) == before + 40
         assert sorted(job.status for job in jobs) == ["succeeded"] * 40

@@ -17,8 +17,12 @@ from tests.worker.builders import add_model_file, write_faulty_model
 pytestmark = pytest.mark.timeout(240)
 
 LIMIT_S, GRACE_S, HEARTBEAT_S = 8, 2, 1
-LIMITS = {"ADVAUDIT_JOB_TIME_LIMIT_S": str(LIMIT_S), "ADVAUDIT_JOB_KILL_GRACE_S": str(GRACE_S),
-          "ADVAUDIT_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S), "ADVAUDIT_JOB_MAX_ATTEMPTS": "2"}
+LIMITS = {
+    "ADVAUDIT_JOB_TIME_LIMIT_S": str(LIMIT_S),
+    "ADVAUDIT_JOB_KILL_GRACE_S": str(GRACE_S),
+    "ADVAUDIT_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S),
+    "ADVAUDIT_JOB_MAX_ATTEMPTS": "2",
+}
 SMALL = {"batch_size": 8, "eps": [0, 8 / 255], "cam": "none", "triptychs": 0, "limit": 32}
 # One batch of all 1437 training digits and 150 ε: far longer than the limit unless stopped inside the batch.
 LONG_BATCH = {"batch_size": 2048, "eps": [i / 1000 for i in range(150)], "cam": "none", "triptychs": 0}
@@ -89,13 +93,19 @@ def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(service, i
     """Each attempt's pool child is SIGKILLed mid-job (as the OOM killer would): after two, the job fails."""
     job_id = service.submit(inputs["model"], inputs["digits_train"], LONG_BATCH)
     for attempt in (1, 2):
-        running = service.wait_until(job_id, lambda job, a=attempt: job.status == "running" and job.attempts == a,
-                                     timeout_s=60, what=f"to run attempt {attempt}")
+        running = service.wait_until(
+            job_id,
+            lambda job, a=attempt: job.status == "running" and job.attempts == a,
+            timeout_s=60,
+            what=f"to run attempt {attempt}",
+        )
         os.kill(_pid(running), signal.SIGKILL)
     job = service.wait_finished(job_id, timeout_s=60)
     assert job.status == "failed" and job.attempts == 2
-    assert job.error == ("the worker died or was killed 2 times while running this job, so it is not run again; "
-                         "last: its process died (signal 9 (SIGKILL))"), job.error
+    assert job.error == (
+        "the worker died or was killed 2 times while running this job, so it is not run again; "
+        "last: its process died (signal 9 (SIGKILL))"
+    ), job.error
     assert service.row_counts(job_id) == {"sweep_points": 0, "cam_audits": 0, "artifacts": 0}
     following = service.wait_finished(service.submit(inputs["model"], inputs["digits"], SMALL), timeout_s=90)
     assert following.status == "succeeded" and worker.alive()

@@ -26,8 +26,12 @@ def test_a_job_survives_its_worker_being_killed(service, inputs):
     is redelivered after the visibility timeout, and the new worker takes over once the lease expired."""
     first = service.start_worker("doomed").wait_ready()
     job_id = service.submit(inputs["model"], inputs["digits_train"], LONG)
-    victim = service.wait_until(job_id, lambda job: job.status == "running" and job.progress >= 0.2,
-                                timeout_s=60, what="to be well under way")
+    victim = service.wait_until(
+        job_id,
+        lambda job: job.status == "running" and job.progress >= 0.2,
+        timeout_s=60,
+        what="to be well under way",
+    )
     assert victim.progress < 0.95, "the job finished too fast to be killed in the middle"
 
     first.kill(signal.SIGKILL)
@@ -43,10 +47,16 @@ def test_a_job_survives_its_worker_being_killed(service, inputs):
 def test_a_job_survives_its_pool_process_being_killed(service, inputs):
     """SIGKILL only the pool child (as the OOM killer would): Celery requeues the task at once
     (reject_on_worker_lost) while the lease is still fresh; the task retries until the lease expires."""
-    worker = next((w for w in service.workers if w.alive()), None) or service.start_worker("steady").wait_ready()
+    worker = (
+        next((w for w in service.workers if w.alive()), None) or service.start_worker("steady").wait_ready()
+    )
     job_id = service.submit(inputs["model"], inputs["digits_train"], LONG)
-    victim = service.wait_until(job_id, lambda job: job.status == "running" and job.progress >= 0.2,
-                                timeout_s=60, what="to be well under way")
+    victim = service.wait_until(
+        job_id,
+        lambda job: job.status == "running" and job.progress >= 0.2,
+        timeout_s=60,
+        what="to be well under way",
+    )
     assert victim.progress < 0.95, "the job finished too fast to be killed in the middle"
 
     os.kill(int(victim.worker_host.rsplit(":", 1)[1]), signal.SIGKILL)  # worker_host is "host:pid"

@@ -32,11 +32,14 @@ def zoo_model(name: str) -> nn.Module:
 
 
 def signature(audit: ArchitectureAudit) -> list[tuple]:
-    return [(layer.name, layer.kind, layer.output_shape, layer.params, layer.macs, layer.receptive_field)
-            for layer in audit.layers]
+    return [
+        (layer.name, layer.kind, layer.output_shape, layer.params, layer.macs, layer.receptive_field)
+        for layer in audit.layers
+    ]
 
 
 # ---- cost formulas -------------------------------------------------------------------------------------------
+
 
 def test_conv_params_by_hand():
     assert conv_params(3, 8, (3, 3)) == 8 * 3 * 3 * 3 + 8 == 224
@@ -66,6 +69,7 @@ def test_conv_kind_precedence():
 
 
 # ---- one conv of each kind -------------------------------------------------------------------------------------
+
 
 def kinds_net() -> nn.Module:
     torch.manual_seed(0)
@@ -104,8 +108,9 @@ def test_each_kind_by_hand():
     assert audit.layers[5].stride == (2, 2) and audit.layers[5].kernel_size == (4, 4)
     totals = audit.totals
     assert totals["conv_layers"] == 6
-    assert totals["by_kind"] == {kind: 1 for kind in
-                                 ("standard", "pointwise", "depthwise", "grouped", "dilated", "transposed")}
+    assert totals["by_kind"] == {
+        kind: 1 for kind in ("standard", "pointwise", "depthwise", "grouped", "dilated", "transposed")
+    }
     assert totals["conv_params"] == 224 + 144 + 160 + 1152 + 9248 + 4104
     assert totals["linear_macs"] == 8 * 5
     assert totals["conv_macs"] == 55296 + 32768 + 9216 + 73728 + 589824 + 262144
@@ -174,12 +179,17 @@ def test_conv1d_is_reported_but_never_the_grad_cam_layer():
 
 # ---- zoo models and resnet18 -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("name", "by_kind", "cam_head", "last_conv"),
     [
         ("gap-cnn", {"standard": 3}, ("features.10", "classifier"), "features.8"),
-        ("separable-cnn", {"standard": 1, "depthwise": 3, "pointwise": 3}, ("features.20", "classifier"),
-         "features.18"),
+        (
+            "separable-cnn",
+            {"standard": 1, "depthwise": 3, "pointwise": 3},
+            ("features.20", "classifier"),
+            "features.18",
+        ),
         ("dilated-cnn", {"standard": 1, "dilated": 2}, None, "features.7"),  # flatten → Linear: no GAP head
     ],
 )
@@ -197,8 +207,10 @@ def test_zoo_models(name, by_kind, cam_head, last_conv):
     assert isinstance(model.get_submodule(audit.cam_head.classifier), nn.Linear)
     seen = {}
     feature = model.get_submodule(audit.cam_head.feature_layer)
-    handles = [feature.register_forward_hook(lambda m, i, o: seen.__setitem__("feature", o.clone())),
-               model.pool.register_forward_hook(lambda m, i, o: seen.__setitem__("pooled", i[0].clone()))]
+    handles = [
+        feature.register_forward_hook(lambda m, i, o: seen.__setitem__("feature", o.clone())),
+        model.pool.register_forward_hook(lambda m, i, o: seen.__setitem__("pooled", i[0].clone())),
+    ]
     with torch.no_grad():
         model(torch.rand(2, *DIGITS))
     for handle in handles:
@@ -238,6 +250,7 @@ def test_resnet18():
 
 # ---- other graph sources -----------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["gap-cnn", "separable-cnn"])
 def test_exported_archive_matches_the_plain_module(name, tmp_path):
     model = zoo_model(name)
@@ -270,7 +283,11 @@ def test_exported_that_cannot_run_at_the_size_is_a_model_error():
 @pytest.mark.parametrize("compile_with", ["script", "trace"])
 def test_torchscript_matches_the_plain_module(name, compile_with):
     model = zoo_model(name)
-    compiled = torch.jit.script(model) if compile_with == "script" else torch.jit.trace(model, torch.rand(1, *DIGITS))
+    compiled = (
+        torch.jit.script(model)
+        if compile_with == "script"
+        else torch.jit.trace(model, torch.rand(1, *DIGITS))
+    )
     plain, scripted = audit_architecture(model, DIGITS), audit_architecture(compiled, DIGITS)
     assert scripted.method == "torchscript"
     assert signature(scripted) == signature(plain)
@@ -304,16 +321,22 @@ def test_hooks_fallback_on_data_dependent_control_flow():
         ("conv2", "standard", (8, 8, 8), 8 * 4 * 9 + 8, 8 * 8 * 8 * 4 * 9, (8, 8)),  # 3, pool → 4, 4 + 2·2
     ]
     assert audit.totals["linear_macs"] == 8 * 3
-    assert audit.cam_head == CamHead("act2", "fc")  # the in-place ReLU, not the conv that returned the same tensor
+    assert audit.cam_head == CamHead(
+        "act2", "fc"
+    )  # the in-place ReLU, not the conv that returned the same tensor
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
 
 
 # ---- side effects, errors, filter grid ---------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["export", "hooks", "script"])
 def test_audit_leaves_mode_and_requires_grad_unchanged(kind):
-    model = {"export": lambda: zoo_model("gap-cnn"), "hooks": DataDependent,
-             "script": lambda: torch.jit.script(zoo_model("gap-cnn"))}[kind]()
+    model = {
+        "export": lambda: zoo_model("gap-cnn"),
+        "hooks": DataDependent,
+        "script": lambda: torch.jit.script(zoo_model("gap-cnn")),
+    }[kind]()
     model.train()
     if kind == "export":
         model.features[1].eval()  # a mixed state must come back mixed
@@ -325,7 +348,9 @@ def test_audit_leaves_mode_and_requires_grad_unchanged(kind):
     audit_architecture(model, (1, 16, 16))
     assert [m.training for m in model.modules()] == modes
     assert [p.requires_grad for p in model.parameters()] == grads
-    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # no BatchNorm statistics update
+    assert all(
+        torch.equal(state[k], v) for k, v in model.state_dict().items()
+    )  # no BatchNorm statistics update
 
 
 def test_bad_input_shape_is_a_config_error():

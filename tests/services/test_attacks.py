@@ -118,11 +118,14 @@ class WorkCounter:
 
 
 @pytest.mark.parametrize("policy", [None, "next", "least-likely"])
-@pytest.mark.parametrize(("eps", "targeted_eps"), [
-    ((0.0, 2 / 255, 8 / 255), (0.0, 4 / 255)),
-    ((1 / 255, 0.03, 0.1, 0.2), (0.01,)),
-    ((0.0,), (0.0,)),
-])
+@pytest.mark.parametrize(
+    ("eps", "targeted_eps"),
+    [
+        ((0.0, 2 / 255, 8 / 255), (0.0, 4 / 255)),
+        ((1 / 255, 0.03, 0.1, 0.2), (0.01,)),
+        ((0.0,), (0.0,)),
+    ],
+)
 def test_work_per_batch_is_one_gradient_pass_and_one_forward_per_nonzero_eps(
     tiny_net, tiny_batch, monkeypatch, policy, eps, targeted_eps
 ):
@@ -137,9 +140,16 @@ def test_work_per_batch_is_one_gradient_pass_and_one_forward_per_nonzero_eps(
 
     monkeypatch.setattr("services.attacks.torch.autograd.grad", counting_grad)
     try:
-        run_sweep(tiny_net, batches_of(x, y, 10), num_samples=len(y), num_classes=4, eps=eps,
-                  targeted_eps=targeted_eps, policy=TargetPolicy.parse(policy) if policy else None,
-                  progress=counter.end_of_batch)
+        run_sweep(
+            tiny_net,
+            batches_of(x, y, 10),
+            num_samples=len(y),
+            num_classes=4,
+            eps=eps,
+            targeted_eps=targeted_eps,
+            policy=TargetPolicy.parse(policy) if policy else None,
+            progress=counter.end_of_batch,
+        )
     finally:
         counter.handle.remove()
     modes = 2 if policy else 1
@@ -155,7 +165,8 @@ def test_work_per_batch_is_one_gradient_pass_and_one_forward_per_nonzero_eps(
 
 
 inputs_near_the_bounds = hnp.arrays(
-    np.float32, (2, 1, 3, 4),
+    np.float32,
+    (2, 1, 3, 4),
     elements=st.one_of(
         st.sampled_from([0.0, 1.0]),
         st.floats(0.0, 2.0**-10, width=32),
@@ -202,8 +213,15 @@ def test_one_gradient_sweep_equals_per_eps_recomputation(tiny_net, tiny_batch):
 
 def test_targeted_step_raises_target_probability(tiny_net, tiny_batch):
     x, y = tiny_batch
-    result = run_sweep(tiny_net, [(x, y)], num_samples=len(y), num_classes=4, eps=(0.0,),
-                       targeted_eps=(0.0, 0.5 / 255, 0.02), policy=TargetPolicy("next"))
+    result = run_sweep(
+        tiny_net,
+        [(x, y)],
+        num_samples=len(y),
+        num_classes=4,
+        eps=(0.0,),
+        targeted_eps=(0.0, 0.5 / 255, 0.02),
+        policy=TargetPolicy("next"),
+    )
     assert torch.equal(result.targets, (y + 1) % 4)
     assert (result.target_prob[:, 1] > result.target_prob[:, 0]).all()
     assert result.target_prob[:, 2].mean() > result.target_prob[:, 0].mean()
@@ -213,8 +231,16 @@ def test_target_policies(tiny_net, tiny_batch):
     x, y = tiny_batch
 
     def targets(policy, seed=0):
-        return run_sweep(tiny_net, batches_of(x, y, 5), num_samples=len(y), num_classes=4, eps=(0.0,),
-                         targeted_eps=(0.01,), policy=TargetPolicy.parse(policy), seed=seed).targets
+        return run_sweep(
+            tiny_net,
+            batches_of(x, y, 5),
+            num_samples=len(y),
+            num_classes=4,
+            eps=(0.0,),
+            targeted_eps=(0.01,),
+            policy=TargetPolicy.parse(policy),
+            seed=seed,
+        ).targets
 
     assert (targets("class:2") == 2).all()
     assert torch.equal(targets("next"), (y + 1) % 4)
@@ -247,16 +273,28 @@ def test_nan_logits_are_reported():
     x = torch.full((3, 1, 4, 4), 0.5)
     x[0, 0, 0, 0] = 0.9995  # pushed above the threshold by ε
     with pytest.raises(ModelError, match="NaN or infinite logits for 1 sample"):
-        run_sweep(NaNAfterPerturbation(), [(x, torch.zeros(3, dtype=torch.long))], num_samples=3, num_classes=2,
-                  eps=(0.0, 0.01))
+        run_sweep(
+            NaNAfterPerturbation(),
+            [(x, torch.zeros(3, dtype=torch.long))],
+            num_samples=3,
+            num_classes=2,
+            eps=(0.0, 0.01),
+        )
 
 
 def test_cancellation_stops_at_a_batch_boundary(tiny_net, tiny_batch):
     x, y = tiny_batch
     seen = []
     with pytest.raises(EvaluationCancelled):
-        run_sweep(tiny_net, batches_of(x, y, 6), num_samples=len(y), num_classes=4, eps=(0.1,),
-                  progress=lambda done, total: seen.append(done), should_stop=lambda: len(seen) >= 2)
+        run_sweep(
+            tiny_net,
+            batches_of(x, y, 6),
+            num_samples=len(y),
+            num_classes=4,
+            eps=(0.1,),
+            progress=lambda done, total: seen.append(done),
+            should_stop=lambda: len(seen) >= 2,
+        )
     assert seen == [6, 12]
 
 
@@ -264,8 +302,16 @@ def test_adversarial_inputs_equal_torchattacks(tiny_net, tiny_batch):
     torchattacks = require("torchattacks")
     x, y = tiny_batch
     eps = (1 / 255, 8 / 255, 0.1)
-    result = run_sweep(tiny_net, [(x, y)], num_samples=len(y), num_classes=4, eps=eps,
-                       targeted_eps=eps, policy=TargetPolicy("next"), keep_directions=True)
+    result = run_sweep(
+        tiny_net,
+        [(x, y)],
+        num_samples=len(y),
+        num_classes=4,
+        eps=eps,
+        targeted_eps=eps,
+        policy=TargetPolicy("next"),
+        keep_directions=True,
+    )
     targets = (y + 1) % 4
     for e in eps:
         ours = perturb(result.inputs, result.directions.float(), e)

@@ -30,31 +30,37 @@ def cron(text: str, zone: str = "UTC") -> Schedule:
     return Schedule.build(cron=text, interval_s=None, timezone=zone)
 
 
-@pytest.mark.parametrize(("text", "field", "values"), [
-    ("*/15 * * * *", "minutes", {0, 15, 30, 45}),
-    ("5/20 * * * *", "minutes", {5, 25, 45}),
-    ("0 9-17/4 * * *", "hours", {9, 13, 17}),
-    ("0 0 * jan,JUL *", "months", {1, 7}),
-    ("0 0 * * sun,7,mon-wed", "weekdays", {0, 1, 2, 3}),
-    ("@hourly", "minutes", {0}),
-])
+@pytest.mark.parametrize(
+    ("text", "field", "values"),
+    [
+        ("*/15 * * * *", "minutes", {0, 15, 30, 45}),
+        ("5/20 * * * *", "minutes", {5, 25, 45}),
+        ("0 9-17/4 * * *", "hours", {9, 13, 17}),
+        ("0 0 * jan,JUL *", "months", {1, 7}),
+        ("0 0 * * sun,7,mon-wed", "weekdays", {0, 1, 2, 3}),
+        ("@hourly", "minutes", {0}),
+    ],
+)
 def test_fields_parse_lists_ranges_steps_and_names(text, field, values):
     assert getattr(CronExpression.parse(text), field) == frozenset(values)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "empty"),
-    ("* * * *", "needs 5"),
-    ("61 * * * *", "outside 0…59"),
-    ("0 24 * * *", "outside 0…23"),
-    ("0 0 0 * *", "outside 1…31"),
-    ("0 0 * foo *", "not a number"),
-    ("*/0 * * * *", "step"),
-    ("5-1 * * * *", "backwards"),
-    ("1,,2 * * * *", "empty item"),
-    ("@reboot", "unknown cron macro"),
-    ("0 0 30 2 *", "never fires"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "empty"),
+        ("* * * *", "needs 5"),
+        ("61 * * * *", "outside 0…59"),
+        ("0 24 * * *", "outside 0…23"),
+        ("0 0 0 * *", "outside 1…31"),
+        ("0 0 * foo *", "not a number"),
+        ("*/0 * * * *", "step"),
+        ("5-1 * * * *", "backwards"),
+        ("1,,2 * * * *", "empty item"),
+        ("@reboot", "unknown cron macro"),
+        ("0 0 30 2 *", "never fires"),
+    ],
+)
 def test_bad_cron_expressions_are_refused_with_a_reason(text, message):
     with pytest.raises(ConfigError, match=message):
         CronExpression.parse(text)
@@ -112,7 +118,9 @@ def test_day_of_month_and_weekday_match_either_when_both_are_restricted():
     assert either.matches_day(datetime(2025, 7, 13).date())  # any 13th
     assert not either.matches_day(datetime(2025, 7, 14).date())
     both = CronExpression.parse("0 0 */2 * *")
-    assert both.matches_day(datetime(2025, 7, 13).date()) and not both.matches_day(datetime(2025, 7, 14).date())
+    assert both.matches_day(datetime(2025, 7, 13).date()) and not both.matches_day(
+        datetime(2025, 7, 14).date()
+    )
 
 
 def test_a_leap_day_cron_looks_years_back_and_ahead():
@@ -152,9 +160,13 @@ def field(*items: str):
     return st.lists(st.sampled_from(("*", *items)), min_size=1, max_size=3).map(",".join)
 
 
-CRON = st.tuples(field("*/7", "*/15", "0", "30", "10-20/5", "45/5"), field("*/5", "0", "2", "3", "1-4", "22"),
-                 field("1", "15", "29", "31", "*/10", "1-7"), field("2", "3", "10", "jan", "*/4"),
-                 field("0", "mon-fri", "sun", "6", "7")).map(" ".join)
+CRON = st.tuples(
+    field("*/7", "*/15", "0", "30", "10-20/5", "45/5"),
+    field("*/5", "0", "2", "3", "1-4", "22"),
+    field("1", "15", "29", "31", "*/10", "1-7"),
+    field("2", "3", "10", "jan", "*/4"),
+    field("0", "mon-fri", "sun", "6", "7"),
+).map(" ".join)
 
 
 def around(*start) -> st.SearchStrategy[datetime]:
@@ -162,8 +174,13 @@ def around(*start) -> st.SearchStrategy[datetime]:
 
 
 # Anywhere in three years, and often within hours of the 2025 daylight-saving changes of Paris and New York.
-NOW = st.one_of(st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2026, 12, 31)),
-                around(2025, 3, 29, 23), around(2025, 10, 25, 23), around(2025, 3, 9, 5), around(2025, 11, 2, 4))
+NOW = st.one_of(
+    st.datetimes(min_value=datetime(2024, 1, 1), max_value=datetime(2026, 12, 31)),
+    around(2025, 3, 29, 23),
+    around(2025, 10, 25, 23),
+    around(2025, 3, 9, 5),
+    around(2025, 11, 2, 4),
+)
 
 
 @settings(max_examples=300, deadline=None)

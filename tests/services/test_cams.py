@@ -25,7 +25,9 @@ def test_gradcam_matches_the_definition(tiny_net, tiny_batch):
     out = tiny_net.fc(tiny_net.pool(torch.relu(a)).flatten(1))
     (grads,) = torch.autograd.grad(out.gather(1, classes[:, None]).sum(), a)
     raw = torch.relu((grads.mean((2, 3), keepdim=True) * a).sum(1))
-    up = nn.functional.interpolate(raw[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    up = nn.functional.interpolate(raw[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[
+        :, 0
+    ]
     lo = up.flatten(1).min(1).values[:, None, None]
     hi = up.flatten(1).max(1).values[:, None, None]
     expected = torch.where(hi > lo, (up - lo) / (hi - lo).clamp_min(1e-12), torch.zeros_like(up))
@@ -52,7 +54,7 @@ def test_batched_maps_equal_one_by_one(tiny_net, tiny_batch):
     classes = torch.arange(len(x)) % 4
     with GradCAM(tiny_net, tiny_net, "conv1") as cam:
         batched, _ = cam(x, classes)
-        single = torch.cat([cam(x[i:i + 1], classes[i:i + 1])[0] for i in range(len(x))])
+        single = torch.cat([cam(x[i : i + 1], classes[i : i + 1])[0] for i in range(len(x))])
     assert torch.allclose(batched, single, atol=1e-5)
 
 
@@ -140,8 +142,9 @@ def test_a_constant_map_stays_zero_instead_of_stretched_noise():
 
 
 def test_a_one_by_one_layer_is_refused():
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(4, 3)).eval()
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    ).eval()
     with pytest.raises(ConfigError, match="1×1 map"), GradCAM(net, net, "0") as cam:
         cam(torch.rand(5, 1, 4, 4), torch.zeros(5, dtype=torch.long))
 

@@ -198,9 +198,11 @@ def test_mean_std_wrapper_matches_manual_normalisation(exported_file):
 
 @pytest.mark.parametrize(
     ("mean", "std", "message"),
-    [([0.5, 0.5], [0.2], "mean has 2 values but the input has 1 channels"),
-     ([0.5], [0.0], "std values must be > 0"),
-     ([0.5], None, "give both mean and std")],
+    [
+        ([0.5, 0.5], [0.2], "mean has 2 values but the input has 1 channels"),
+        ([0.5], [0.0], "std values must be > 0"),
+        ([0.5], None, "give both mean and std"),
+    ],
 )
 def test_bad_mean_std(exported_file, mean, std, message):
     assert message in _load_error(exported_file, mean=mean, std=std)
@@ -265,14 +267,18 @@ def test_pt2_with_pickled_payload_refused(tmp_path, exported_file, target):
 
 def test_pt2_payload_refused_even_without_archive_inspection(tmp_path, exported_file, monkeypatch):
     marker = tmp_path / "pwned"
-    path = _rewrite_zip(exported_file, tmp_path / "evil.pt2", {"data/sample_inputs/model.pt": _torch_saved(marker)})
+    path = _rewrite_zip(
+        exported_file, tmp_path / "evil.pt2", {"data/sample_inputs/model.pt": _torch_saved(marker)}
+    )
     monkeypatch.setattr(checkpoint_formats, "_check_pt2_entries", lambda path: None)
     assert "contains pickled Python objects" in _load_error(path)
     assert not marker.exists()
 
 
 def test_pt2_with_native_code_refused(tmp_path, exported_file):
-    path = _rewrite_zip(exported_file, tmp_path / "aoti.pt2", add={"data/aotinductor/model/model.so": b"\x7fELF"})
+    path = _rewrite_zip(
+        exported_file, tmp_path / "aoti.pt2", add={"data/aotinductor/model/model.so": b"\x7fELF"}
+    )
     assert "data/aotinductor/model/model.so" in _load_error(path)
 
 
@@ -322,10 +328,12 @@ def test_wrong_input_shape(tmp_path):
 
 def test_num_classes_mismatch(tmp_path):
     assert "outputs 10 logits per input but --num-classes is 5" in _load_error(
-        _script(_gap(), tmp_path / "gap.pt"), num_classes=5)
+        _script(_gap(), tmp_path / "gap.pt"), num_classes=5
+    )
     torch.save(_gap().state_dict(), tmp_path / "sd.pt")
     assert "--num-classes is 5 but the classifier weights" in _load_error(
-        tmp_path / "sd.pt", arch="gap-cnn", num_classes=5)
+        tmp_path / "sd.pt", arch="gap-cnn", num_classes=5
+    )
 
 
 def test_state_dict_needs_known_arch(tmp_path):
@@ -344,13 +352,18 @@ def test_missing_unexpected_and_misshapen_keys(tmp_path):
     message = _load_error(tmp_path / "keys.pt", arch="gap-cnn")
     assert "missing keys: features.0.weight" in message and "unexpected keys: extra.weight" in message
     torch.save(_gap(in_channels=3).state_dict(), tmp_path / "rgb.pt")
-    assert "features.0.weight (16, 3, 3, 3) vs (16, 1, 3, 3)" in _load_error(tmp_path / "rgb.pt", arch="gap-cnn")
+    assert "features.0.weight (16, 3, 3, 3) vs (16, 1, 3, 3)" in _load_error(
+        tmp_path / "rgb.pt", arch="gap-cnn"
+    )
 
 
 @pytest.mark.parametrize(
     ("model", "message"),
-    [(TupleNet(), "returns a tuple of 2 items"), (DictNet(), "returns a dict (keys logits)"),
-     (NanNet(), "NaN or infinite logits")],
+    [
+        (TupleNet(), "returns a tuple of 2 items"),
+        (DictNet(), "returns a dict (keys logits)"),
+        (NanNet(), "NaN or infinite logits"),
+    ],
 )
 def test_bad_outputs(tmp_path, model, message):
     assert message in _load_error(_script(model, tmp_path / "bad.pt"))
@@ -371,7 +384,9 @@ def test_static_batch_export(tmp_path):
 
 def test_export_captured_in_training_mode(tmp_path):
     batchnorm, dropout = tmp_path / "bn.pt2", tmp_path / "dropout.pt2"
-    torch.export.save(torch.export.export(_gap().train(), (_inputs(n=2),), dynamic_shapes=BATCH_DIM), batchnorm)
+    torch.export.save(
+        torch.export.export(_gap().train(), (_inputs(n=2),), dynamic_shapes=BATCH_DIM), batchnorm
+    )
     net = nn.Sequential(nn.Flatten(), nn.Linear(256, 4), nn.Dropout(0.5)).train()
     torch.export.save(torch.export.export(net, (_inputs(n=2),), dynamic_shapes=BATCH_DIM), dropout)
     assert "updates its buffers" in _load_error(batchnorm)
@@ -381,5 +396,7 @@ def test_export_captured_in_training_mode(tmp_path):
 def test_arch_is_refused_for_archives_that_carry_their_architecture(tmp_path):
     net = build_architecture("gap-cnn", 10).eval()
     torch.jit.save(torch.jit.script(net), tmp_path / "scripted.pt")
-    with pytest.raises(CheckpointError, match="carries its own architecture: --arch is only for weights-only"):
+    with pytest.raises(
+        CheckpointError, match="carries its own architecture: --arch is only for weights-only"
+    ):
         load_model(tmp_path / "scripted.pt", input_shape=(1, 32, 32), arch="gap-cnn")

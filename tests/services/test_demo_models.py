@@ -55,8 +55,11 @@ def test_script_records_the_environment_only_for_the_shipped_folder(tmp_path, mo
     assert (elsewhere / f"{FASTEST}.pt").is_file() and not (elsewhere / "TRAINED_ON.json").exists()
     assert script.main(["--only", FASTEST]) == 0
     recorded = json.loads((tmp_path / "shipped" / "TRAINED_ON.json").read_text())
-    assert recorded == {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                        "threads": 1}
+    assert recorded == {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": 1,
+    }
     assert sorted(q.name for q in (tmp_path / "shipped").iterdir()) == ["TRAINED_ON.json", f"{FASTEST}.pt"]
 
 
@@ -81,9 +84,11 @@ def test_retraining_reproduces_the_shipped_model():
     else:
         # Another torch build or CPU instruction set picks other kernels, whose floating-point rounding
         # differs, so the weights drift apart over training; require an equally good, equivalent model instead.
-        why = (f"exact weights are not expected here: the shipped models were trained with torch "
-               f"{recorded['torch']} on {recorded['cpu_capability']}, this is torch {here['torch']} on "
-               f"{here['cpu_capability']}")
+        why = (
+            f"exact weights are not expected here: the shipped models were trained with torch "
+            f"{recorded['torch']} on {recorded['cpu_capability']}, this is torch {here['torch']} on "
+            f"{here['cpu_capability']}"
+        )
         x, _ = (torch.from_numpy(a) for a in digits_split("test"))
         with torch.no_grad():
             agreement = (model(x).argmax(1) == shipped_model(x).argmax(1)).float().mean().item()

@@ -29,7 +29,9 @@ def digits():
 
 def run(model_source, dataset, *, load_options=None, **config_options):
     """Evaluate `model_source` on `dataset`: `load_options` go to load_model, the rest to EvaluationConfig."""
-    config = EvaluationConfig(**{"eps": EPS, "limit": 48, "batch_size": 16, "cam_samples": 6, **config_options})
+    config = EvaluationConfig(
+        **{"eps": EPS, "limit": 48, "batch_size": 16, "cam_samples": 6, **config_options}
+    )
     loaded = load_model(model_source, input_shape=dataset.info.input_shape, **(load_options or {}))
     return evaluate(loaded, dataset, config), loaded
 
@@ -50,14 +52,33 @@ def eps_zero_reference(model, dataset, limit, batch_size):
 
 def test_report_document_and_files(digits, tmp_path):
     stages = []
-    config = EvaluationConfig(eps=EPS, limit=48, batch_size=16, cam_samples=6, targeted="next", save_adversarial=True)
+    config = EvaluationConfig(
+        eps=EPS, limit=48, batch_size=16, cam_samples=6, targeted="next", save_adversarial=True
+    )
     loaded = load_model("demo:gap-cnn", input_shape=(1, 32, 32))
-    report = evaluate(loaded, digits, config, progress=lambda stage, done, total: stages.append((stage, done, total)))
-    assert stages[:3] == [("sweep", 16, 48), ("sweep", 32, 48), ("sweep", 48, 48)] and stages[-1] == ("cam", 6, 6)
+    report = evaluate(
+        loaded, digits, config, progress=lambda stage, done, total: stages.append((stage, done, total))
+    )
+    assert stages[:3] == [("sweep", 16, 48), ("sweep", 32, 48), ("sweep", 48, 48)] and stages[-1] == (
+        "cam",
+        6,
+        6,
+    )
     report.write(tmp_path)
     document = json.loads((tmp_path / "report.json").read_text())
-    for key in ("schema_version", "model", "dataset", "config", "clean", "fgsm", "targeted_fgsm", "gradcam",
-                "architecture", "summary", "timing"):
+    for key in (
+        "schema_version",
+        "model",
+        "dataset",
+        "config",
+        "clean",
+        "fgsm",
+        "targeted_fgsm",
+        "gradcam",
+        "architecture",
+        "summary",
+        "timing",
+    ):
         assert key in document
     assert document["schema_version"] == 1
     assert document["model"]["format"] == "demo" and len(document["model"]["sha256"]) == 64
@@ -66,10 +87,14 @@ def test_report_document_and_files(digits, tmp_path):
     # ε = 0 reuses the sweep's clean logits, so check it against an independent forward instead of itself.
     reference_pred, reference_labels = eps_zero_reference(loaded.module, digits, 48, 16)
     assert torch.equal(report.sweep.pred[:, 0], reference_pred)
-    assert document["fgsm"][0]["accuracy"] == pytest.approx((reference_pred == reference_labels).float().mean().item())
+    assert document["fgsm"][0]["accuracy"] == pytest.approx(
+        (reference_pred == reference_labels).float().mean().item()
+    )
     accuracies = [p["accuracy"] for p in document["fgsm"]]
     assert accuracies[-1] < accuracies[0]
-    assert document["targeted_fgsm"]["policy"] == "next" and len(document["targeted_fgsm"]["points"]) == len(EPS)
+    assert document["targeted_fgsm"]["policy"] == "next" and len(document["targeted_fgsm"]["points"]) == len(
+        EPS
+    )
     assert document["gradcam"]["method"] == "cam" and document["gradcam"]["num_samples"] == 6
     assert document["architecture"]["totals"]["conv_layers"] == 3
     assert sum(row["count"] for row in document["per_class"]) == 48
@@ -108,8 +133,14 @@ def test_rgb_weights_with_normalisation_end_to_end(tmp_path):
 
     dataset = load_dataset(tmp_path / "rgb.npz")
     assert dataset.info.input_shape == (3, 32, 32)
-    loaded = load_model(tmp_path / "rgb-gap-cnn.pt", input_shape=(3, 32, 32), arch="gap-cnn", num_classes=10,
-                        mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    loaded = load_model(
+        tmp_path / "rgb-gap-cnn.pt",
+        input_shape=(3, 32, 32),
+        arch="gap-cnn",
+        num_classes=10,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+    )
     config = EvaluationConfig(eps=EPS, batch_size=16, cam_samples=5, targeted="random", cam="auto")
     report = evaluate(loaded, dataset, config)
     out = tmp_path / "report"
@@ -122,7 +153,9 @@ def test_rgb_weights_with_normalisation_end_to_end(tmp_path):
     targets = report.sweep.targets
     assert (targets != torch.from_numpy(y)).all() and ((targets >= 0) & (targets < 10)).all()
     artifacts = document["artifacts"]
-    assert {"report.json", "outcomes.npz", "accuracy_curve.png", "gradcam.npz", "cam_gallery.png"} <= set(artifacts)
+    assert {"report.json", "outcomes.npz", "accuracy_curve.png", "gradcam.npz", "cam_gallery.png"} <= set(
+        artifacts
+    )
     assert sorted(p.name for p in out.iterdir()) == sorted(artifacts)
     for name in artifacts:
         assert (out / name).is_file(), name
@@ -176,9 +209,15 @@ def test_every_checkpoint_format(digits, tmp_path):
     torch.export.save(program, tmp_path / "exported.pt2")
     config = EvaluationConfig(eps=EPS, limit=32, batch_size=16, cam_samples=4)
     reference = None
-    for name, arch in (("weights.pt", "gap-cnn"), ("weights.safetensors", "gap-cnn"), ("exported.pt2", None),
-                       ("scripted.pt", None)):
-        loaded = load_model(tmp_path / name, input_shape=(1, 32, 32), arch=arch, num_classes=10 if arch else None)
+    for name, arch in (
+        ("weights.pt", "gap-cnn"),
+        ("weights.safetensors", "gap-cnn"),
+        ("exported.pt2", None),
+        ("scripted.pt", None),
+    ):
+        loaded = load_model(
+            tmp_path / name, input_shape=(1, 32, 32), arch=arch, num_classes=10 if arch else None
+        )
         report = evaluate(loaded, digits, config)
         if reference is None:
             reference = report.sweep.pred
@@ -212,8 +251,13 @@ def test_cancellation(digits):
     loaded = load_model("demo:gap-cnn", input_shape=(1, 32, 32))
     calls = []
     with pytest.raises(EvaluationCancelled):
-        evaluate(loaded, digits, EvaluationConfig(eps=EPS, batch_size=32),
-                 progress=lambda *args: calls.append(args), should_stop=lambda: len(calls) >= 2)
+        evaluate(
+            loaded,
+            digits,
+            EvaluationConfig(eps=EPS, batch_size=32),
+            progress=lambda *args: calls.append(args),
+            should_stop=lambda: len(calls) >= 2,
+        )
     assert len(calls) == 2
 
 

@@ -27,15 +27,18 @@ def functional_torchscript(tmp_path):
     return write_functional_conv_model(tmp_path / "functional.pt")
 
 
-def test_a_functional_convolution_keeps_its_sweep_and_explains_the_missing_grid(digits, functional_torchscript,
-                                                                               tmp_path):
+def test_a_functional_convolution_keeps_its_sweep_and_explains_the_missing_grid(
+    digits, functional_torchscript, tmp_path
+):
     loaded = load_model(functional_torchscript, input_shape=(1, 32, 32))
     result = evaluate(loaded, digits, EvaluationConfig(eps=EPS, limit=32, batch_size=16))
     result.write(tmp_path / "out")
     document = json.loads((tmp_path / "out" / "report.json").read_text())
     assert [point["eps"] for point in document["fgsm"]] == list(EPS)
     assert document["architecture"]["layers"][0]["kernel_size"] == [3, 3]  # the audit reports what it can
-    assert any(line.startswith("filter grid skipped") and "function call" in line for line in document["warnings"])
+    assert any(
+        line.startswith("filter grid skipped") and "function call" in line for line in document["warnings"]
+    )
     assert "filters.png" not in document["artifacts"] and not (tmp_path / "out" / "filters.png").exists()
 
 

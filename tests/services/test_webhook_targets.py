@@ -21,41 +21,47 @@ def unresolvable(host: str, port: int):
     raise OSError(f"Name or service not known: {host}")
 
 
-@pytest.mark.parametrize(("url", "message"), [
-    ("ftp://example.com/x", "must be an http:// or https:// URL"),
-    ("http:///path", "must be an http:// or https:// URL with a host"),
-    ("http://a..b/", "invalid host name 'a..b'"),
-    ("http://-x.example.com/", "invalid host name"),
-    ("http://exa mple.com/", "invalid host name"),
-    ("http://[::1/x", "is not a valid URL"),
-    ("http://xn--/", "invalid host name"),
-    ("http://é..com/", "is not a valid URL (Invalid IDNA hostname"),
-    ("http://example.com:99999/", "outside 1–65535"),
-    ("http://example.com:0/", "outside 1–65535"),
-    ("http://2130706433/", "neither a dotted IPv4 address nor a host name"),
-    ("http://0x7f000001/", "neither a dotted IPv4 address nor a host name"),
-    ("http://127.1/", "neither a dotted IPv4 address nor a host name"),
-])
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://example.com/x", "must be an http:// or https:// URL"),
+        ("http:///path", "must be an http:// or https:// URL with a host"),
+        ("http://a..b/", "invalid host name 'a..b'"),
+        ("http://-x.example.com/", "invalid host name"),
+        ("http://exa mple.com/", "invalid host name"),
+        ("http://[::1/x", "is not a valid URL"),
+        ("http://xn--/", "invalid host name"),
+        ("http://é..com/", "is not a valid URL (Invalid IDNA hostname"),
+        ("http://example.com:99999/", "outside 1–65535"),
+        ("http://example.com:0/", "outside 1–65535"),
+        ("http://2130706433/", "neither a dotted IPv4 address nor a host name"),
+        ("http://0x7f000001/", "neither a dotted IPv4 address nor a host name"),
+        ("http://127.1/", "neither a dotted IPv4 address nor a host name"),
+    ],
+)
 def test_malformed_urls_are_refused_with_a_clear_message(url, message):
     with pytest.raises(ConfigError, match="webhook_url") as caught:
         check_webhook_url(url, allow_private=True)
     assert message in str(caught.value)
 
 
-@pytest.mark.parametrize(("url", "kind"), [
-    ("http://127.0.0.1:8080/hook", "loopback"),
-    ("http://[::1]/hook", "loopback"),
-    ("http://10.1.2.3/hook", "private"),
-    ("https://192.168.0.7/hook", "private"),
-    ("http://169.254.169.254/latest/meta-data", "link-local"),  # a cloud metadata service
-    ("http://[fe80::1]/hook", "link-local"),
-    ("http://224.0.0.1/hook", "multicast"),
-    ("http://0.0.0.0/hook", "unspecified"),
-    ("http://[::ffff:127.0.0.1]/hook", "loopback"),  # IPv4-mapped
-    ("http://100.64.0.1/hook", "non-public"),  # carrier-grade NAT
-    ("http://localhost:9000/hook", "loopback"),
-    ("http://api.localhost/hook", "loopback"),
-])
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("http://127.0.0.1:8080/hook", "loopback"),
+        ("http://[::1]/hook", "loopback"),
+        ("http://10.1.2.3/hook", "private"),
+        ("https://192.168.0.7/hook", "private"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),  # a cloud metadata service
+        ("http://[fe80::1]/hook", "link-local"),
+        ("http://224.0.0.1/hook", "multicast"),
+        ("http://0.0.0.0/hook", "unspecified"),
+        ("http://[::ffff:127.0.0.1]/hook", "loopback"),  # IPv4-mapped
+        ("http://100.64.0.1/hook", "non-public"),  # carrier-grade NAT
+        ("http://localhost:9000/hook", "loopback"),
+        ("http://api.localhost/hook", "loopback"),
+    ],
+)
 def test_private_targets_are_refused_unless_allowed(url, kind):
     with pytest.raises(ConfigError, match=f"{kind} address") as caught:
         check_webhook_url(url, allow_private=False, resolver=unresolvable)
@@ -68,7 +74,8 @@ def test_a_name_is_judged_by_every_address_it_resolves_to():
     assert (target.host, target.port, target.address) == ("hooks.example.com", 443, None)
     assert parse_target("http://éé.com/x").host == "xn--9caa.com"  # the name as it is resolved
     assert public_addresses(target, must_resolve=True, resolver=resolver("93.184.215.14")) == [
-        ipaddress.ip_address("93.184.215.14")]
+        ipaddress.ip_address("93.184.215.14")
+    ]
     with pytest.raises(ConfigError, match="resolves to 10.0.0.5, which is a private address"):
         public_addresses(target, must_resolve=True, resolver=resolver("93.184.215.14", "10.0.0.5"))
     # stored while DNS cannot answer; the delivery resolves it again and refuses what it cannot resolve

@@ -18,8 +18,14 @@ from worker.runner import WorkerContext, run_job
 
 MODEL_NAME = "digits-net"
 # The demo ε range on all 360 digits: a second or so per job on a CPU.
-CONFIG = EvaluationConfig(eps=(0.0, 2 / 255, 4 / 255, 8 / 255), targeted="next", cam="none", cam_samples=0,
-                          triptychs=0, device="cpu").to_dict()
+CONFIG = EvaluationConfig(
+    eps=(0.0, 2 / 255, 4 / 255, 8 / 255),
+    targeted="next",
+    cam="none",
+    cam_samples=0,
+    triptychs=0,
+    device="cpu",
+).to_dict()
 
 
 class InlineQueue:
@@ -41,9 +47,15 @@ class InlineQueue:
         return [run_job(job_id, self.worker) for job_id in done]
 
 
-def audit_context(worker: WorkerContext, queue: InlineQueue, clock=None, timeout_s: float = 3600.0) -> AuditContext:
-    context = AuditContext(sessions=worker.sessions, send_job=queue.send_job, send_webhook=queue.send_webhook,
-                           run_timeout_s=timeout_s)
+def audit_context(
+    worker: WorkerContext, queue: InlineQueue, clock=None, timeout_s: float = 3600.0
+) -> AuditContext:
+    context = AuditContext(
+        sessions=worker.sessions,
+        send_job=queue.send_job,
+        send_webhook=queue.send_webhook,
+        run_timeout_s=timeout_s,
+    )
     if clock is not None:
         context.clock = clock
     return context
@@ -54,10 +66,21 @@ def add_version(session: Session, store, variant: str, name: str = MODEL_NAME) -
     return add_model_file(session, store, demo_model_path(variant), name).id
 
 
-def add_audit(session: Session, dataset_id: int, *, name: str = "nightly", schedule_from: datetime | None = None,
-              **fields) -> Audit:
-    values = dict(name=name, dataset_id=dataset_id, config=CONFIG, thresholds=Thresholds().to_dict(),
-                  model_name=MODEL_NAME)
+def add_audit(
+    session: Session,
+    dataset_id: int,
+    *,
+    name: str = "nightly",
+    schedule_from: datetime | None = None,
+    **fields,
+) -> Audit:
+    values = dict(
+        name=name,
+        dataset_id=dataset_id,
+        config=CONFIG,
+        thresholds=Thresholds().to_dict(),
+        model_name=MODEL_NAME,
+    )
     audit = repo.audits.create(session=session, **(values | fields))
     if schedule_from is not None:
         repo.audits.update(session=session, audit=audit, schedule_from=schedule_from)
@@ -78,5 +101,9 @@ def run_state(sessions, run_id: int):
 
 def regressed_metrics(run) -> set[tuple[str, int | None]]:
     """{(metric, ε·255)} of the run's regressed rows."""
-    return {(row["metric"], None if row["eps"] is None else round(row["eps"] * 255))
-            for entry in run.result["comparisons"] for row in entry["rows"] if row["regressed"]}
+    return {
+        (row["metric"], None if row["eps"] is None else round(row["eps"] * 255))
+        for entry in run.result["comparisons"]
+        for row in entry["rows"]
+        if row["regressed"]
+    }

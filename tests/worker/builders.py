@@ -19,12 +19,26 @@ FORWARD_ERROR = "forward refuses batches larger than 2"
 NAN_ERROR = "NaN or infinite logits"
 
 
-def add_model_file(session: Session, store: ArtifactStore, path: Path, name: str, fmt: str = "torchscript",
-                   num_classes: int = 10) -> ModelRecord:
+def add_model_file(
+    session: Session,
+    store: ArtifactStore,
+    path: Path,
+    name: str,
+    fmt: str = "torchscript",
+    num_classes: int = 10,
+) -> ModelRecord:
     """Store a checkpoint file and register it, as the API does after validating an upload."""
     key, sha256, size = store.put_file(path)
-    return repo.models.create(session=session, name=name, sha256=sha256, format=fmt, num_classes=num_classes,
-                              input_shape=INPUT_SHAPE, storage_key=key, size_bytes=size)
+    return repo.models.create(
+        session=session,
+        name=name,
+        sha256=sha256,
+        format=fmt,
+        num_classes=num_classes,
+        input_shape=INPUT_SHAPE,
+        storage_key=key,
+        size_bytes=size,
+    )
 
 
 def add_demo_model(session: Session, store: ArtifactStore, name: str = "gap-cnn") -> ModelRecord:
@@ -34,9 +48,17 @@ def add_demo_model(session: Session, store: ArtifactStore, name: str = "gap-cnn"
 def add_digits(session: Session, source: str = "digits") -> DatasetRecord:
     """The built-in digits dataset (nothing stored: the worker rebuilds it from `source`)."""
     info = load_dataset(source).info
-    return repo.datasets.create(session=session, name=source, sha256=info.sha256, format="digits",
-                                num_samples=info.num_samples, input_shape=info.input_shape,
-                                num_classes=info.num_classes, class_names=info.class_names, source=source)
+    return repo.datasets.create(
+        session=session,
+        name=source,
+        sha256=info.sha256,
+        format="digits",
+        num_samples=info.num_samples,
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
+        class_names=info.class_names,
+        source=source,
+    )
 
 
 class _RaisesOnBigBatches(nn.Module):

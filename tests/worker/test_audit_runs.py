@@ -51,8 +51,9 @@ def complete(run_id: int, audit_ctx, queue: InlineQueue):
     return run_state(audit_ctx.sessions, run_id)
 
 
-def test_baseline_then_a_fragile_version_regresses_and_an_equivalent_one_passes(sessions, store, audit_ctx, queue,
-                                                                                digits_id):
+def test_baseline_then_a_fragile_version_regresses_and_an_equivalent_one_passes(
+    sessions, store, audit_ctx, queue, digits_id
+):
     with session_scope(sessions) as session:
         v1 = add_version(session, store, "gap-cnn")
         audit_id = add_audit(session, digits_id, webhook_url="http://127.0.0.1:9/hook").id
@@ -63,14 +64,19 @@ def test_baseline_then_a_fragile_version_regresses_and_an_equivalent_one_passes(
 
     with session_scope(sessions) as session:
         fragile = add_version(session, store, "gap-cnn-fragile")
-    second = complete(manual_run(sessions, audit_id, f"version:{fragile}", trigger="new_version",
-                                 target_model_id=fragile), audit_ctx, queue)
+    second = complete(
+        manual_run(sessions, audit_id, f"version:{fragile}", trigger="new_version", target_model_id=fragile),
+        audit_ctx,
+        queue,
+    )
     assert second.verdict == "regressed"
     assert regressed_metrics(second) >= {("robust_auc", None), ("accuracy", 4), ("accuracy", 8)}
     assert ("clean_accuracy", None) not in regressed_metrics(second)  # more accurate, yet less robust
     entry = second.result["comparisons"][0]
-    assert entry["candidate"]["model_id"] == fragile and entry["baseline"]["job_id"] == \
-        first.result["comparisons"][0]["candidate"]["job_id"]
+    assert (
+        entry["candidate"]["model_id"] == fragile
+        and entry["baseline"]["job_id"] == first.result["comparisons"][0]["candidate"]["job_id"]
+    )
     assert "accuracy at ε=8/255 fell" in second.reason and "allowed 5 pp" in second.reason
 
     with session_scope(sessions) as session:
@@ -81,8 +87,9 @@ def test_baseline_then_a_fragile_version_regresses_and_an_equivalent_one_passes(
     assert third.result["comparisons"][0]["baseline"]["run_id"] == first.id
 
 
-def test_a_failed_job_makes_the_verdict_error_with_its_message(sessions, store, audit_ctx, queue, digits_id,
-                                                               tmp_path):
+def test_a_failed_job_makes_the_verdict_error_with_its_message(
+    sessions, store, audit_ctx, queue, digits_id, tmp_path
+):
     with session_scope(sessions) as session:
         add_model_file(session, store, write_faulty_model(tmp_path / "raises.pt"), "faulty")
         audit_id = add_audit(session, digits_id, model_name="faulty").id
@@ -104,8 +111,14 @@ def test_a_pinned_baseline_and_fixed_model_ids(sessions, store, audit_ctx, queue
     first = complete(manual_run(sessions, pinned_audit), audit_ctx, queue)
     pinned_job = first.result["comparisons"][0]["candidate"]["job_id"]
     with session_scope(sessions) as session:
-        audit_id = add_audit(session, digits_id, name="pinned", model_ids=[fragile, retrained], model_name=None,
-                             baseline_job_id=pinned_job).id
+        audit_id = add_audit(
+            session,
+            digits_id,
+            name="pinned",
+            model_ids=[fragile, retrained],
+            model_name=None,
+            baseline_job_id=pinned_job,
+        ).id
     run = complete(manual_run(sessions, audit_id), audit_ctx, queue)
     assert run.verdict == "regressed"
     by_model = {entry["candidate"]["model_id"]: entry for entry in run.result["comparisons"]}
@@ -115,8 +128,9 @@ def test_a_pinned_baseline_and_fixed_model_ids(sessions, store, audit_ctx, queue
 
 def test_launch_problems_finish_the_run_as_error_without_jobs(sessions, audit_ctx, queue, digits_id):
     with session_scope(sessions) as session:
-        audit_id = add_audit(session, digits_id, model_name=None, model_ids=[999],
-                             webhook_url="http://127.0.0.1:9/").id
+        audit_id = add_audit(
+            session, digits_id, model_name=None, model_ids=[999], webhook_url="http://127.0.0.1:9/"
+        ).id
     run_id = manual_run(sessions, audit_id)
     assert launch_run(run_id, audit_ctx) == "error"
     run = run_state(sessions, run_id)
@@ -161,13 +175,18 @@ def test_a_run_past_its_timeout_is_an_error_and_its_jobs_are_cancelled(sessions,
         assert job.status == "cancelled"
 
 
-def test_the_evaluate_task_hands_a_finished_run_to_finalize(sessions, store, context, audit_ctx, queue, digits_id,
-                                                            monkeypatch):
+def test_the_evaluate_task_hands_a_finished_run_to_finalize(
+    sessions, store, context, audit_ctx, queue, digits_id, monkeypatch
+):
     with session_scope(sessions) as session:
         model_id = add_version(session, store, "gap-cnn")
         audit_id = add_audit(session, digits_id).id
-        other_job = repo.jobs.create(session=session, model_id=model_id, dataset_id=digits_id,
-                                     config={"eps": [0.0], "cam": "none", "triptychs": 0, "device": "cpu"}).id
+        other_job = repo.jobs.create(
+            session=session,
+            model_id=model_id,
+            dataset_id=digits_id,
+            config={"eps": [0.0], "cam": "none", "triptychs": 0, "device": "cpu"},
+        ).id
     run_id = manual_run(sessions, audit_id)
     launch_run(run_id, audit_ctx)
     [job_id] = queue.jobs
@@ -182,23 +201,32 @@ def test_the_evaluate_task_hands_a_finished_run_to_finalize(sessions, store, con
     assert len(sent) == 1
 
 
-def test_after_a_dataset_or_config_change_the_next_run_is_the_new_baseline(sessions, store, audit_ctx, queue,
-                                                                          digits_id):
+def test_after_a_dataset_or_config_change_the_next_run_is_the_new_baseline(
+    sessions, store, audit_ctx, queue, digits_id
+):
     with session_scope(sessions) as session:
         add_version(session, store, "gap-cnn")
         audit_id = add_audit(session, digits_id).id
         digits = repo.datasets.get(session=session, dataset_id=digits_id)
-        other = repo.datasets.create(session=session, name="digits-again", sha256=digits.sha256, format="digits",
-                                     num_samples=digits.num_samples, input_shape=digits.input_shape,
-                                     num_classes=digits.num_classes, class_names=digits.class_names,
-                                     source=digits.source).id
+        other = repo.datasets.create(
+            session=session,
+            name="digits-again",
+            sha256=digits.sha256,
+            format="digits",
+            num_samples=digits.num_samples,
+            input_shape=digits.input_shape,
+            num_classes=digits.num_classes,
+            class_names=digits.class_names,
+            source=digits.source,
+        ).id
     first = complete(manual_run(sessions, audit_id, "manual:1"), audit_ctx, queue)
     assert first.verdict == "baseline"
 
     def change(**fields) -> None:  # what PATCH /audits/{id} does
         with session_scope(sessions) as session:
-            repo.audits.update(session=session, audit=repo.audits.get(session=session, audit_id=audit_id),
-                               **fields)
+            repo.audits.update(
+                session=session, audit=repo.audits.get(session=session, audit_id=audit_id), **fields
+            )
 
     change(config={**CONFIG, "eps": [0.0, 8 / 255]})
     second = complete(manual_run(sessions, audit_id, "manual:2"), audit_ctx, queue)
@@ -211,18 +239,25 @@ def test_after_a_dataset_or_config_change_the_next_run_is_the_new_baseline(sessi
     fourth = complete(manual_run(sessions, audit_id, "manual:4"), audit_ctx, queue)
     assert fourth.verdict == "baseline" and "dataset or the evaluation config changed" in fourth.reason
 
-    change(dataset_id=digits_id, config=CONFIG)  # back to the first run's dataset and config: compared with it
+    change(
+        dataset_id=digits_id, config=CONFIG
+    )  # back to the first run's dataset and config: compared with it
     fifth = complete(manual_run(sessions, audit_id, "manual:5"), audit_ctx, queue)
     assert fifth.verdict == "passed" and fifth.result["comparisons"][0]["baseline"]["run_id"] == first.id
 
 
-def test_options_that_only_choose_output_files_keep_the_baseline(sessions, store, audit_ctx, queue, digits_id):
+def test_options_that_only_choose_output_files_keep_the_baseline(
+    sessions, store, audit_ctx, queue, digits_id
+):
     with session_scope(sessions) as session:
         add_version(session, store, "gap-cnn")
         audit_id = add_audit(session, digits_id).id
     first = complete(manual_run(sessions, audit_id, "manual:1"), audit_ctx, queue)
     with session_scope(sessions) as session:
-        repo.audits.update(session=session, audit=repo.audits.get(session=session, audit_id=audit_id),
-                           config={**CONFIG, "triptychs": 2})
+        repo.audits.update(
+            session=session,
+            audit=repo.audits.get(session=session, audit_id=audit_id),
+            config={**CONFIG, "triptychs": 2},
+        )
     second = complete(manual_run(sessions, audit_id, "manual:2"), audit_ctx, queue)
     assert second.verdict == "passed" and second.result["comparisons"][0]["baseline"]["run_id"] == first.id

@@ -46,8 +46,9 @@ def audit_id(sessions, store) -> int:
     """A daily 03:00 UTC audit of digits-net v1 (gap-cnn), created on 2025-11-25 at 12:00."""
     with session_scope(sessions) as session:
         add_version(session, store, "gap-cnn")
-        return add_audit(session, add_digits(session).id, cron="0 3 * * *", timezone="UTC",
-                         schedule_from=CREATED).id
+        return add_audit(
+            session, add_digits(session).id, cron="0 3 * * *", timezone="UTC", schedule_from=CREATED
+        ).id
 
 
 def slots(sessions, audit_id: int) -> list[str]:
@@ -104,8 +105,14 @@ def test_changed_and_disabled_audits_take_effect_at_the_next_tick(sessions, audi
     with session_scope(sessions) as session:
         audit = repo.audits.get(session=session, audit_id=audit_id)
         # what PATCH does: a changed schedule or a re-enabled audit counts slots from that moment
-        repo.audits.update(session=session, audit=audit, enabled=True, cron="30 * * * *", timezone="Europe/Paris",
-                           schedule_from=at(26, 9, 10))
+        repo.audits.update(
+            session=session,
+            audit=audit,
+            enabled=True,
+            cron="30 * * * *",
+            timezone="Europe/Paris",
+            schedule_from=at(26, 9, 10),
+        )
     assert tick(audit_ctx, at(26, 9, 20)).created == []  # 09:00 predates the change
     assert len(tick(audit_ctx, at(26, 9, 30, 2)).created) == 1
     assert slots(sessions, audit_id) == ["at:2025-11-26T09:30:00Z"]
@@ -131,12 +138,14 @@ def test_interval_schedules_and_concurrent_ticks(sessions, store, audit_ctx, que
     assert sum(len(report.launched) for report in reports) == 1 and len(queue.jobs) == 1
 
 
-def test_the_tick_launches_pending_runs_and_finalizes_runs_whose_jobs_were_cancelled(sessions, audit_ctx, queue,
-                                                                                     audit_id):
+def test_the_tick_launches_pending_runs_and_finalizes_runs_whose_jobs_were_cancelled(
+    sessions, audit_ctx, queue, audit_id
+):
     with session_scope(sessions) as session:
         audit = repo.audits.get(session=session, audit_id=audit_id)
-        run_id = repo.audits.create_run(session=session, audit=audit, slot="version:1", trigger="new_version",
-                                        target_model_id=1).id
+        run_id = repo.audits.create_run(
+            session=session, audit=audit, slot="version:1", trigger="new_version", target_model_id=1
+        ).id
     assert tick(audit_ctx, at(25, 13)).launched == [run_id]
     with session_scope(sessions) as session:  # cancelled through the API while queued: no worker reports it
         [(_, job)] = repo.audits.list_run_jobs(session=session, run_ids=[run_id])
@@ -150,8 +159,9 @@ class WorkerDied(BaseException):
     """The worker process ending between the launch's commit and its sends (not an error launch can catch)."""
 
 
-def test_the_tick_sends_again_the_jobs_of_a_launch_that_died_before_sending_them(sessions, context, queue,
-                                                                                  audit_id):
+def test_the_tick_sends_again_the_jobs_of_a_launch_that_died_before_sending_them(
+    sessions, context, queue, audit_id
+):
     run_id = manual_run(sessions, audit_id)
     dying = audit_context(context, queue, clock=lambda: at(26, 10))
 
@@ -180,14 +190,26 @@ def test_a_launch_that_sent_its_jobs_is_never_sent_again(sessions, context, queu
     assert tick(audit_ctx, at(26, 12)).resent_jobs == [] and len(queue.jobs) == 1
 
 
-def finished_with_pending_webhook(sessions, audit_id: int, finished, attempts: int = 0, last_attempt=None) -> int:
+def finished_with_pending_webhook(
+    sessions, audit_id: int, finished, attempts: int = 0, last_attempt=None
+) -> int:
     with session_scope(sessions) as session:
         audit = repo.audits.get(session=session, audit_id=audit_id)
         repo.audits.update(session=session, audit=audit, webhook_url="https://hooks.example.com/x")
-        run = repo.audits.create_run(session=session, audit=audit, slot=f"manual:{attempts}", trigger="manual")
-        repo.audits.transition_run(session=session, run_id=run.id, from_status="pending", to_status="finished",
-                                   verdict="baseline", finished_at=finished, webhook_status="pending",
-                                   webhook_attempts=attempts, webhook_at=last_attempt)
+        run = repo.audits.create_run(
+            session=session, audit=audit, slot=f"manual:{attempts}", trigger="manual"
+        )
+        repo.audits.transition_run(
+            session=session,
+            run_id=run.id,
+            from_status="pending",
+            to_status="finished",
+            verdict="baseline",
+            finished_at=finished,
+            webhook_status="pending",
+            webhook_attempts=attempts,
+            webhook_at=last_attempt,
+        )
         return run.id
 
 
@@ -196,13 +218,20 @@ def test_the_tick_sends_again_a_webhook_delivery_that_is_overdue(sessions, audit
     # the worker died between the verdict's commit and sending the delivery
     never_sent = finished_with_pending_webhook(sessions, audit_id, at(26, 10))
     # attempt 3 failed at 10:00:00; attempt 4 is due 40 s later, by a retry message that was lost
-    retry_lost = finished_with_pending_webhook(sessions, audit_id, at(26, 9), attempts=3, last_attempt=at(26, 10))
-    assert tick(audit_ctx, at(26, 10, 4)).resent_webhooks == []  # not overdue yet: their messages may be queued
+    retry_lost = finished_with_pending_webhook(
+        sessions, audit_id, at(26, 9), attempts=3, last_attempt=at(26, 10)
+    )
+    assert (
+        tick(audit_ctx, at(26, 10, 4)).resent_webhooks == []
+    )  # not overdue yet: their messages may be queued
     assert tick(audit_ctx, at(26, 10, 5, 10)).resent_webhooks == [never_sent]  # 5 min after the verdict
     assert tick(audit_ctx, at(26, 10, 5, 41)).resent_webhooks == [never_sent, retry_lost]
     assert queue.webhooks == [never_sent, never_sent, retry_lost]
     with session_scope(sessions) as session:  # delivered meanwhile: nothing more to send
         for run_id in (never_sent, retry_lost):
-            repo.audits.update_run(session=session, run=repo.audits.get_run(session=session, run_id=run_id),
-                                   webhook_status="delivered")
+            repo.audits.update_run(
+                session=session,
+                run=repo.audits.get_run(session=session, run_id=run_id),
+                webhook_status="delivered",
+            )
     assert tick(audit_ctx, at(26, 11)).resent_webhooks == []

@@ -25,7 +25,9 @@ def settings_env(monkeypatch, tmp_path) -> Iterator[None]:
 
 
 def test_redis_redelivers_within_the_visibility_timeout():
-    options = broker_transport_options(Settings(broker_url="redis://127.0.0.1:6379/3", visibility_timeout_s=10))
+    options = broker_transport_options(
+        Settings(broker_url="redis://127.0.0.1:6379/3", visibility_timeout_s=10)
+    )
     assert options == {"visibility_timeout": 10, "unacked_restore_interval": 2, "unacked_restore_throttle": 1}
     default = broker_transport_options(Settings(broker_url="redis://redis:6379/0"))
     assert default["visibility_timeout"] == 900 and default["unacked_restore_interval"] == 10
@@ -41,7 +43,11 @@ def test_the_embedded_broker_waits_for_a_busy_database_instead_of_redis_options(
 def test_the_app_acknowledges_late_and_prefetches_one(settings_env, monkeypatch):
     monkeypatch.setenv("ADVAUDIT_BROKER_URL", "redis://127.0.0.1:6379/9")
     conf = make_celery().conf
-    assert (conf.task_acks_late, conf.task_reject_on_worker_lost, conf.worker_prefetch_multiplier) == (True, True, 1)
+    assert (conf.task_acks_late, conf.task_reject_on_worker_lost, conf.worker_prefetch_multiplier) == (
+        True,
+        True,
+        1,
+    )
     assert conf.broker_transport_options["unacked_restore_throttle"] == 1
 
 
@@ -84,7 +90,9 @@ def test_bookkeeping_has_a_queue_of_its_own(settings_env):
     app = make_celery()
     schedule = app.conf.beat_schedule
     assert {entry["options"]["queue"] for entry in schedule.values()} == {Queue.CONTROL}
-    assert Task.REQUEUE_ABANDONED in CONTROL_TASKS and {entry["task"] for entry in schedule.values()} <= set(CONTROL_TASKS)
+    assert Task.REQUEUE_ABANDONED in CONTROL_TASKS and {entry["task"] for entry in schedule.values()} <= set(
+        CONTROL_TASKS
+    )
     for name in CONTROL_TASKS:  # also when a sender names no queue
         assert app.amqp.router.route({}, name)["queue"].name == Queue.CONTROL
     assert app.amqp.router.route({}, Task.EVALUATE)["queue"].name == Queue.EVALUATIONS

@@ -28,8 +28,12 @@ def train_id(sessions) -> int:
 
 
 def _context(sessions, store, tmp_path, **overrides) -> runner.WorkerContext:
-    values = {"progress_interval_s": 0.0, "lease_s": 30.0, "heartbeat_interval_s": 1.0,
-              "scratch_root": tmp_path / "scratch"}
+    values = {
+        "progress_interval_s": 0.0,
+        "lease_s": 30.0,
+        "heartbeat_interval_s": 1.0,
+        "scratch_root": tmp_path / "scratch",
+    }
     return runner.WorkerContext(sessions=sessions, store=store, **(values | overrides))
 
 
@@ -59,8 +63,9 @@ def _one_forward_s() -> float:
     return time.perf_counter() - started
 
 
-def test_a_cancel_stops_a_job_inside_a_long_batch_within_two_seconds(sessions, store, demo_ids, train_id,
-                                                                      tmp_path):
+def test_a_cancel_stops_a_job_inside_a_long_batch_within_two_seconds(
+    sessions, store, demo_ids, train_id, tmp_path
+):
     context = _context(sessions, store, tmp_path)
     job_id = submit(sessions, demo_ids[0], train_id, LONG_BATCH)
     thread, outcome = _in_thread(job_id, context)
@@ -90,8 +95,9 @@ def test_the_time_limit_stops_a_job_at_its_next_check(sessions, store, demo_ids,
     assert job.report is None
 
 
-def test_a_job_that_never_reaches_a_check_is_ended_by_the_watchdog(sessions, store, demo_ids, tmp_path,
-                                                                   monkeypatch):
+def test_a_job_that_never_reaches_a_check_is_ended_by_the_watchdog(
+    sessions, store, demo_ids, tmp_path, monkeypatch
+):
     """A forward pass that never returns: the watchdog records the outcome, then kills the process."""
     killed = threading.Event()
     hung = threading.Event()
@@ -101,15 +107,24 @@ def test_a_job_that_never_reaches_a_check_is_ended_by_the_watchdog(sessions, sto
         raise RuntimeError("the forward pass finally returned")
 
     monkeypatch.setattr(runner, "evaluate", hangs)
-    context = _context(sessions, store, tmp_path, time_limit_s=0.5, kill_grace_s=0.5,
-                       heartbeat_interval_s=0.2, kill=killed.set)
+    context = _context(
+        sessions,
+        store,
+        tmp_path,
+        time_limit_s=0.5,
+        kill_grace_s=0.5,
+        heartbeat_interval_s=0.2,
+        kill=killed.set,
+    )
     job_id = submit(sessions, *demo_ids)
     thread, outcome = _in_thread(job_id, context)
     started = time.monotonic()
     assert killed.wait(10), "the watchdog did not kill the hung job"
     stopped = time.monotonic() - started
     job = load_job(sessions, job_id)
-    assert job.status == "failed" and job.error.startswith("exceeded the time limit of 0.5 s; it did not stop")
+    assert job.status == "failed" and job.error.startswith(
+        "exceeded the time limit of 0.5 s; it did not stop"
+    )
     assert stopped < 0.5 + 0.5 + 1.0  # limit + grace + one watchdog period, with slack
     hung.set()  # in a worker the process is gone by now; here the call returns, and writes nothing
     thread.join(timeout=10)
@@ -140,8 +155,13 @@ def test_settling_a_process_killed_at_the_hard_limit(sessions, store, demo_ids, 
     context = _context(sessions, store, tmp_path, time_limit_s=5.0)
     job_id = submit(sessions, *demo_ids)
     _claim(sessions, job_id, "host:41")
-    assert runner.settle_lost_process(context, job_id, "host:42", timed_out=True, reason="x") is None  # not its
-    assert runner.settle_lost_process(context, job_id, "host:41", timed_out=True, reason="hard limit") == "failed"
+    assert (
+        runner.settle_lost_process(context, job_id, "host:42", timed_out=True, reason="x") is None
+    )  # not its
+    assert (
+        runner.settle_lost_process(context, job_id, "host:41", timed_out=True, reason="hard limit")
+        == "failed"
+    )
     job = load_job(sessions, job_id)
     assert job.error.startswith("exceeded the time limit of 5 s") and job.lost_reason == "hard limit"
 
@@ -156,8 +176,10 @@ def test_a_lost_process_queues_its_job_again_until_attempts_run_out(sessions, st
     _claim(sessions, job_id, "host:2")
     assert runner.settle_lost_process(context, job_id, "host:2", timed_out=False, reason=reason) == "failed"
     job = load_job(sessions, job_id)
-    assert job.error == ("the worker died or was killed 2 times while running this job, so it is not run again; "
-                         f"last: {reason}")
+    assert job.error == (
+        "the worker died or was killed 2 times while running this job, so it is not run again; "
+        f"last: {reason}"
+    )
 
 
 def test_the_sweep_fails_a_job_whose_attempts_ran_out(sessions, store, demo_ids, tmp_path):
@@ -165,8 +187,11 @@ def test_the_sweep_fails_a_job_whose_attempts_ran_out(sessions, store, demo_ids,
     job_id = submit(sessions, *demo_ids)
     _claim(sessions, job_id, "gone:1")
     with session_scope(sessions) as session:
-        repo.jobs.update(session=session, job=repo.jobs.get(session=session, job_id=job_id),
-                         heartbeat_at=utcnow() - timedelta(seconds=60))
+        repo.jobs.update(
+            session=session,
+            job=repo.jobs.get(session=session, job_id=job_id),
+            heartbeat_at=utcnow() - timedelta(seconds=60),
+        )
     sent = []
     assert runner.requeue_abandoned(context, lambda job_id, queue: sent.append(job_id)) == []
     job = load_job(sessions, job_id)
@@ -179,21 +204,39 @@ def test_stale_scratch_folders_go_and_live_ones_stay(sessions, store, demo_ids, 
     for job_id in (live_id, over_id, requeued_id):
         _claim(sessions, job_id, "w:1")
     with session_scope(sessions) as session:
-        repo.jobs.transition(session=session, job=repo.jobs.get(session=session, job_id=over_id),
-                             new_status="failed", attempt=1)
-        repo.jobs.transition(session=session, job=repo.jobs.get(session=session, job_id=requeued_id),
-                             new_status="queued", attempt=1)
+        repo.jobs.transition(
+            session=session,
+            job=repo.jobs.get(session=session, job_id=over_id),
+            new_status="failed",
+            attempt=1,
+        )
+        repo.jobs.transition(
+            session=session,
+            job=repo.jobs.get(session=session, job_id=requeued_id),
+            new_status="queued",
+            attempt=1,
+        )
     _claim(sessions, requeued_id, "w:2")  # attempt 2 now runs: attempt 1's folder is stale
-    folders = {name: root / name for name in
-               (f"job-{live_id}-1-abc", f"job-{over_id}-1-def", f"job-{requeued_id}-1-ghi",
-                f"job-{requeued_id}-2-jkl", "job-999-1-xyz", "not-a-job-folder")}
+    folders = {
+        name: root / name
+        for name in (
+            f"job-{live_id}-1-abc",
+            f"job-{over_id}-1-def",
+            f"job-{requeued_id}-1-ghi",
+            f"job-{requeued_id}-2-jkl",
+            "job-999-1-xyz",
+            "not-a-job-folder",
+        )
+    }
     for path in folders.values():
         (path / "report").mkdir(parents=True)
     removed = scratch.discard_stale(root, sessions)
-    assert sorted(p.name for p in removed) == sorted([f"job-{over_id}-1-def", f"job-{requeued_id}-1-ghi",
-                                                      "job-999-1-xyz"])
-    assert sorted(p.name for p in root.iterdir()) == sorted([f"job-{live_id}-1-abc", f"job-{requeued_id}-2-jkl",
-                                                             "not-a-job-folder"])
+    assert sorted(p.name for p in removed) == sorted(
+        [f"job-{over_id}-1-def", f"job-{requeued_id}-1-ghi", "job-999-1-xyz"]
+    )
+    assert sorted(p.name for p in root.iterdir()) == sorted(
+        [f"job-{live_id}-1-abc", f"job-{requeued_id}-2-jkl", "not-a-job-folder"]
+    )
 
 
 def test_error_messages_keep_server_paths_out(sessions, store, tmp_path):
@@ -221,5 +264,7 @@ def test_public_messages_name_paths_and_cut_the_rest():
 
     error = FileNotFoundError("[Errno 2] No such file: '/srv/advaudit/artifacts/ab/abcdef'")
     assert public_message(error) == "FileNotFoundError: [Errno 2] No such file: 'abcdef'"
-    aliased = public_message(OSError("cannot read /data/x/model.pt2 at 8/255"), {"/data/x/model.pt2": "model m v1"})
+    aliased = public_message(
+        OSError("cannot read /data/x/model.pt2 at 8/255"), {"/data/x/model.pt2": "model m v1"}
+    )
     assert aliased == "OSError: cannot read model m v1 at 8/255"

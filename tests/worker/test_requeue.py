@@ -15,8 +15,9 @@ SMALL = {"limit": 16, "batch_size": 8, "eps": [0, 8 / 255], "cam": "none"}
 def _claimed(sessions, demo_ids, heartbeat_age_s: float, queue: str = "evaluations") -> int:
     """A job claimed by a worker whose last heartbeat was `heartbeat_age_s` ago."""
     with session_scope(sessions) as session:
-        job = repo.jobs.create(session=session, model_id=demo_ids[0], dataset_id=demo_ids[1], config=SMALL,
-                               queue=queue)
+        job = repo.jobs.create(
+            session=session, model_id=demo_ids[0], dataset_id=demo_ids[1], config=SMALL, queue=queue
+        )
         session.flush()
         repo.jobs.claim(session=session, job_id=job.id, worker_host="gone:1")
         repo.jobs.update(session=session, job=job, heartbeat_at=utcnow() - timedelta(seconds=heartbeat_age_s))
@@ -28,10 +29,15 @@ def test_only_jobs_past_their_lease_are_queued_again_and_sent(sessions, context,
     alive = _claimed(sessions, demo_ids, heartbeat_age_s=0.2 * context.lease_s)
     sent: list[tuple[int, str | None]] = []
 
-    assert runner.requeue_abandoned(context, send=lambda job_id, queue: sent.append((job_id, queue))) == [dead]
+    assert runner.requeue_abandoned(context, send=lambda job_id, queue: sent.append((job_id, queue))) == [
+        dead
+    ]
     assert sent == [(dead, "gpu")]  # on the queue it was routed to
     with session_scope(sessions) as session:
-        requeued, running = repo.jobs.get(session=session, job_id=dead), repo.jobs.get(session=session, job_id=alive)
+        requeued, running = (
+            repo.jobs.get(session=session, job_id=dead),
+            repo.jobs.get(session=session, job_id=alive),
+        )
         assert (requeued.status, requeued.worker_host, requeued.progress) == ("queued", None, 0.0)
         assert (running.status, running.worker_host) == ("running", "gone:1")
 

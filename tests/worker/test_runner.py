@@ -42,9 +42,12 @@ def load_job(sessions, job_id: int):
 def row_counts(sessions, job_id: int) -> dict[str, int]:
     """How many result rows of each kind the job has (a duplicate set would double them)."""
     with session_scope(sessions) as session:
-        return {table.__tablename__: session.scalar(select(func.count()).select_from(table)
-                                                    .where(table.job_id == job_id))
-                for table in (SweepPoint, CamAuditRecord, Artifact)}
+        return {
+            table.__tablename__: session.scalar(
+                select(func.count()).select_from(table).where(table.job_id == job_id)
+            )
+            for table in (SweepPoint, CamAuditRecord, Artifact)
+        }
 
 
 def in_process(store, model_key: str, config: dict) -> dict:
@@ -60,8 +63,11 @@ def without_timing(document: dict) -> dict:
 
 def renamed_like(document: dict, stored: dict) -> dict:
     """`document` with the model and dataset names the runner gives stored reports (`stored`'s)."""
-    return {**document, "model": {**document["model"], "source": stored["model"]["source"]},
-            "dataset": {**document["dataset"], "source": stored["dataset"]["source"]}}
+    return {
+        **document,
+        "model": {**document["model"], "source": stored["model"]["source"]},
+        "dataset": {**document["dataset"], "source": stored["dataset"]["source"]},
+    }
 
 
 def model_key(sessions, model_id: int) -> str:
@@ -84,12 +90,15 @@ def test_job_succeeds_with_the_in_process_report(sessions, store, context, demo_
     job = load_job(sessions, job_id)
     assert (job.status, job.progress, job.attempts, job.error) == ("succeeded", 1.0, 1, None)
     assert job.worker_host == context.host and job.finished_at >= job.started_at
-    assert without_timing(job.report) == without_timing(in_process(store, model_key(sessions, model_id), CONFIG))
+    assert without_timing(job.report) == without_timing(
+        in_process(store, model_key(sessions, model_id), CONFIG)
+    )
     with session_scope(sessions) as session:
         points = repo.results.sweep_points(session=session, job_id=job_id)
         artifacts = repo.results.list_artifacts(session=session, job_id=job_id)
     assert sorted((p.attack, p.eps) for p in points) == sorted(
-        [("fgsm", e) for e in CONFIG["eps"]] + [("targeted_fgsm", e) for e in CONFIG["eps"]])
+        [("fgsm", e) for e in CONFIG["eps"]] + [("targeted_fgsm", e) for e in CONFIG["eps"]]
+    )
     by_eps = {(p.attack, p.eps): p for p in points}
     for entry in job.report["fgsm"]:
         assert by_eps["fgsm", entry["eps"]].accuracy == entry["accuracy"]
@@ -109,8 +118,16 @@ def test_running_a_finished_job_again_changes_nothing(sessions, context, demo_id
     assert runner.run_job(job_id, context) is None
 
     after = load_job(sessions, job_id)
-    assert row_counts(sessions, job_id) == counts == {"sweep_points": ROWS, "cam_audits": 0, "artifacts": ARTIFACTS}
-    assert (after.attempts, after.finished_at, after.report) == (before.attempts, before.finished_at, before.report)
+    assert (
+        row_counts(sessions, job_id)
+        == counts
+        == {"sweep_points": ROWS, "cam_audits": 0, "artifacts": ARTIFACTS}
+    )
+    assert (after.attempts, after.finished_at, after.report) == (
+        before.attempts,
+        before.finished_at,
+        before.report,
+    )
 
 
 def test_a_job_of_a_lost_worker_is_taken_over_once_its_lease_expires(sessions, context, demo_ids):
@@ -125,7 +142,9 @@ def test_a_job_of_a_lost_worker_is_taken_over_once_its_lease_expires(sessions, c
 
     with session_scope(sessions) as session:
         job = repo.jobs.get(session=session, job_id=job_id)
-        repo.jobs.update(session=session, job=job, heartbeat_at=utcnow() - timedelta(seconds=2 * context.lease_s))
+        repo.jobs.update(
+            session=session, job=job, heartbeat_at=utcnow() - timedelta(seconds=2 * context.lease_s)
+        )
     assert runner.run_job(job_id, context) == "succeeded"
 
     job = load_job(sessions, job_id)
@@ -170,7 +189,9 @@ def test_cancelling_a_running_job_stops_it_at_the_next_batch(sessions, context, 
             batches.append(done)
             if len(batches) == 2:  # the user cancels while the second batch is being reported
                 with session_scope(sessions) as session:
-                    repo.jobs.request_cancel(session=session, job=repo.jobs.get(session=session, job_id=job_id))
+                    repo.jobs.request_cancel(
+                        session=session, job=repo.jobs.get(session=session, job_id=job_id)
+                    )
             progress(stage, done, total)
 
         return real(loaded, dataset, config, progress=hooked, should_stop=should_stop)
@@ -187,7 +208,8 @@ def test_cancelling_a_running_job_stops_it_at_the_next_batch(sessions, context, 
 
 @pytest.mark.parametrize(("kind", "message"), [("raises", FORWARD_ERROR), ("nan", NAN_ERROR)])
 def test_a_model_failing_during_evaluation_fails_the_job_with_its_message(
-        sessions, store, context, demo_ids, tmp_path, kind, message):
+    sessions, store, context, demo_ids, tmp_path, kind, message
+):
     with session_scope(sessions) as session:
         model_id = add_model_file(session, store, write_faulty_model(tmp_path / f"{kind}.pt", kind), kind).id
     job_id = submit(sessions, model_id, demo_ids[1], config=SMALL)
@@ -202,7 +224,8 @@ def test_a_model_failing_during_evaluation_fails_the_job_with_its_message(
 
 @pytest.mark.parametrize("batch_size", [128, 8], ids=["one-batch", "many-batches"])
 def test_a_stale_attempt_cannot_overwrite_the_newer_attempts_result(
-        sessions, store, demo_ids, monkeypatch, batch_size):
+    sessions, store, demo_ids, monkeypatch, batch_size
+):
     """Attempt 1 is overtaken mid-evaluation by attempt 2, which finishes first; attempt 1 then writes nothing.
 
     With one batch attempt 1 reaches the result write (refused by the fence); with many it stops at a batch.

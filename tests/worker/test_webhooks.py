@@ -21,13 +21,34 @@ from worker import webhooks
 from worker.webhooks import WebhookSettings, attempt_delivery
 
 # Tests POST to a server on 127.0.0.1, which only ADVAUDIT_WEBHOOK_ALLOW_PRIVATE=true allows.
-FAST = WebhookSettings(max_attempts=3, backoff_s=0.5, timeout_s=2.0, public_url="https://advaudit.example",
-                       allow_private=True)
+FAST = WebhookSettings(
+    max_attempts=3, backoff_s=0.5, timeout_s=2.0, public_url="https://advaudit.example", allow_private=True
+)
 GUARDED = WebhookSettings(max_attempts=3, backoff_s=0.5, timeout_s=2.0)
-ROWS = [{"metric": "accuracy", "eps": 8 / 255, "baseline": 49.2, "candidate": 30.6, "delta": -18.6,
-         "threshold": 5.0, "unit": "pp", "direction": "drop", "regressed": True},
-        {"metric": "clean_accuracy", "eps": None, "baseline": 98.3, "candidate": 98.9, "delta": 0.6,
-         "threshold": 2.0, "unit": "pp", "direction": "drop", "regressed": False}]
+ROWS = [
+    {
+        "metric": "accuracy",
+        "eps": 8 / 255,
+        "baseline": 49.2,
+        "candidate": 30.6,
+        "delta": -18.6,
+        "threshold": 5.0,
+        "unit": "pp",
+        "direction": "drop",
+        "regressed": True,
+    },
+    {
+        "metric": "clean_accuracy",
+        "eps": None,
+        "baseline": 98.3,
+        "candidate": 98.9,
+        "delta": 0.6,
+        "threshold": 2.0,
+        "unit": "pp",
+        "direction": "drop",
+        "regressed": False,
+    },
+]
 
 
 class Clock:
@@ -53,17 +74,48 @@ def clock(monkeypatch) -> Clock:
 def finished_run(sessions, url: str) -> int:
     """A regressed run of an audit whose webhook is `url`, waiting for delivery."""
     with session_scope(sessions) as session:
-        audit = repo.audits.create(session=session, name="nightly", dataset_id=add_digits(session).id, config={},
-                                   thresholds={}, model_name="digits-net", webhook_url=url)
+        audit = repo.audits.create(
+            session=session,
+            name="nightly",
+            dataset_id=add_digits(session).id,
+            config={},
+            thresholds={},
+            model_name="digits-net",
+            webhook_url=url,
+        )
         run = repo.audits.create_run(session=session, audit=audit, slot="manual:1", trigger="manual")
-        candidate = {"job_id": 7, "run_id": run.id, "model_id": 2, "model_name": "digits-net", "model_version": "v2",
-                     "clean_accuracy": 0.989, "robust_auc": 0.69}
+        candidate = {
+            "job_id": 7,
+            "run_id": run.id,
+            "model_id": 2,
+            "model_name": "digits-net",
+            "model_version": "v2",
+            "clean_accuracy": 0.989,
+            "robust_auc": 0.69,
+        }
         baseline = {**candidate, "job_id": 5, "run_id": None, "model_id": 1, "model_version": "v1"}
-        repo.audits.transition_run(session=session, run_id=run.id, from_status="pending", to_status="finished",
-                                   verdict="regressed", reason="1 metric(s) regressed", finished_at=utcnow(),
-                                   webhook_status="pending", result={"comparisons": [
-                                       {"candidate": candidate, "baseline": baseline, "rows": ROWS,
-                                        "regressed": True, "warnings": []}], "errors": []})
+        repo.audits.transition_run(
+            session=session,
+            run_id=run.id,
+            from_status="pending",
+            to_status="finished",
+            verdict="regressed",
+            reason="1 metric(s) regressed",
+            finished_at=utcnow(),
+            webhook_status="pending",
+            result={
+                "comparisons": [
+                    {
+                        "candidate": candidate,
+                        "baseline": baseline,
+                        "rows": ROWS,
+                        "regressed": True,
+                        "warnings": [],
+                    }
+                ],
+                "errors": [],
+            },
+        )
         return run.id
 
 
@@ -83,16 +135,27 @@ def test_the_summary_is_posted_after_a_failed_attempt(sessions, clock):
         clock.advance(0.5)
         second = attempt_delivery(run_id, sessions, FAST)
         assert (second.status, second.attempts, second.retry_in_s) == ("delivered", 2, None)
-        assert attempt_delivery(run_id, sessions, FAST).status is None  # delivered: a redelivered task is a no-op
+        assert (
+            attempt_delivery(run_id, sessions, FAST).status is None
+        )  # delivered: a redelivered task is a no-op
     body = receiver.bodies[-1]
     assert len(receiver.bodies) == 2 and receiver.headers[-1]["User-Agent"].startswith("advaudit")
     assert body["event"] == "audit.run.finished" and body["run"]["verdict"] == "regressed"
     assert body["run"]["url"] == f"https://advaudit.example/api/v1/audits/{body['audit']['id']}/runs/{run_id}"
-    assert body["regressions"] == [{"model_name": "digits-net", "model_version": "v2", "candidate_job_id": 7,
-                                    "baseline_job_id": 5, **ROWS[0]}]
+    assert body["regressions"] == [
+        {
+            "model_name": "digits-net",
+            "model_version": "v2",
+            "candidate_job_id": 7,
+            "baseline_job_id": 5,
+            **ROWS[0],
+        }
+    ]
     # one delivery id for every attempt: what a receiver deduplicates on (delivery is at-least-once)
-    assert [b["delivery"] for b in receiver.bodies] == [{"id": f"advaudit-audit-run-{run_id}", "attempt": 1},
-                                                        {"id": f"advaudit-audit-run-{run_id}", "attempt": 2}]
+    assert [b["delivery"] for b in receiver.bodies] == [
+        {"id": f"advaudit-audit-run-{run_id}", "attempt": 1},
+        {"id": f"advaudit-audit-run-{run_id}", "attempt": 2},
+    ]
     assert {h["Idempotency-Key"] for h in receiver.headers} == {f"advaudit-audit-run-{run_id}"}
     assert delivery(sessions, run_id) == ("delivered", 2, None, "regressed")
 
@@ -105,7 +168,11 @@ def test_a_dead_webhook_is_retried_with_doubling_backoff_then_recorded_as_failed
             attempts.append(attempt_delivery(run_id, sessions, FAST))
             clock.advance(attempts[-1].retry_in_s or 0)
         assert attempt_delivery(run_id, sessions, FAST).status is None
-    assert [(a.status, a.retry_in_s) for a in attempts] == [("pending", 0.5), ("pending", 1.0), ("failed", None)]
+    assert [(a.status, a.retry_in_s) for a in attempts] == [
+        ("pending", 0.5),
+        ("pending", 1.0),
+        ("failed", None),
+    ]
     assert len(receiver.bodies) == 3
     assert delivery(sessions, run_id) == ("failed", 3, "HTTP 503 Service Unavailable", "regressed")
 
@@ -114,7 +181,9 @@ def test_a_refused_connection_is_a_failed_attempt(sessions, clock):
     with refusing_endpoint() as url:
         run_id = finished_run(sessions, url)
         attempt = attempt_delivery(run_id, sessions, FAST)
-    assert (attempt.status, attempt.retry_in_s) == ("pending", 0.5) and attempt.error.startswith("ConnectError")
+    assert (attempt.status, attempt.retry_in_s) == ("pending", 0.5) and attempt.error.startswith(
+        "ConnectError"
+    )
 
 
 def test_any_error_is_a_recorded_attempt_never_a_stuck_delivery(sessions, clock, monkeypatch):
@@ -142,7 +211,9 @@ def test_a_duplicate_message_never_posts_the_same_attempt_twice(sessions, clock,
     post = webhooks._post
 
     def post_while_a_duplicate_arrives(url, body, settings):
-        duplicates.append(attempt_delivery(run_id, sessions, FAST))  # e.g. the tick's re-send, or a redelivery
+        duplicates.append(
+            attempt_delivery(run_id, sessions, FAST)
+        )  # e.g. the tick's re-send, or a redelivery
         return post(url, body, settings)
 
     with WebhookReceiver(statuses=[503]) as receiver:
@@ -174,8 +245,9 @@ def test_private_targets_are_refused_at_delivery_unless_allowed(sessions, clock,
         assert attempt.error.startswith("refused: webhook host 127.0.0.1 is a loopback address")
         # a name that resolved to a public address when the audit was saved, and to a private one now
         with session_scope(sessions) as session:
-            repo.audits.get_run(session=session, run_id=run_id).audit.webhook_url = \
-                f"http://hooks.test:{receiver.port}/hook"
+            repo.audits.get_run(
+                session=session, run_id=run_id
+            ).audit.webhook_url = f"http://hooks.test:{receiver.port}/hook"
         monkeypatch.setattr(webhook_targets, "resolve", lambda host, port: [ipaddress.ip_address("10.1.2.3")])
         clock.advance(0.5)
         attempt = attempt_delivery(run_id, sessions, GUARDED)
@@ -187,7 +259,9 @@ def test_the_post_goes_to_the_address_that_was_checked(sessions, clock, monkeypa
     """The checked address is the one connected to: a DNS answer changing after the check cannot redirect it."""
     answers = iter([[ipaddress.ip_address("127.0.0.1")], [ipaddress.ip_address("10.9.9.9")]])
     monkeypatch.setattr(webhook_targets, "resolve", lambda host, port: next(answers))
-    monkeypatch.setattr(webhook_targets, "address_problem", lambda address: None)  # let 127.0.0.1 count as public
+    monkeypatch.setattr(
+        webhook_targets, "address_problem", lambda address: None
+    )  # let 127.0.0.1 count as public
     with WebhookReceiver() as receiver:
         run_id = finished_run(sessions, f"http://hooks.test:{receiver.port}/hook")
         assert attempt_delivery(run_id, sessions, GUARDED).status == "delivered"

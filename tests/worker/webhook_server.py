@@ -14,8 +14,9 @@ class WebhookReceiver:
     """Listens on 127.0.0.1 (a free port); `statuses` are answered in turn, then `default_status` to every later
     POST, each with `answer` as its body."""
 
-    def __init__(self, statuses: list[int] | None = None, default_status: int = 200,
-                 answer: bytes = b"ok") -> None:
+    def __init__(
+        self, statuses: list[int] | None = None, default_status: int = 200, answer: bytes = b"ok"
+    ) -> None:
         self.statuses = list(statuses or [])
         self.bodies: list[dict] = []
         self.headers: list[dict] = []

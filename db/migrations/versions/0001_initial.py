@@ -84,13 +84,16 @@ def upgrade() -> None:
         _timestamp("heartbeat_at", nullable=True),
         sa.Column("report", sa.JSON(), nullable=True),
         sa.Column("result_key", sa.String(KEY), nullable=True),
-        sa.CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')",
-                           name="ck_jobs_status"),
+        sa.CheckConstraint(
+            "status IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')", name="ck_jobs_status"
+        ),
         sa.CheckConstraint("progress >= 0 AND progress <= 1", name="ck_jobs_progress"),
-        sa.ForeignKeyConstraint(["model_id"], ["models.id"], name="fk_jobs_model_id_models",
-                                ondelete="RESTRICT"),
-        sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"], name="fk_jobs_dataset_id_datasets",
-                                ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(
+            ["model_id"], ["models.id"], name="fk_jobs_model_id_models", ondelete="RESTRICT"
+        ),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"], ["datasets.id"], name="fk_jobs_dataset_id_datasets", ondelete="RESTRICT"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_jobs"),
     )
     op.create_index("ix_jobs_status", "jobs", ["status"])
@@ -110,8 +113,9 @@ def upgrade() -> None:
         sa.Column("mean_confidence", sa.Float(), nullable=True),
         sa.Column("mean_target_probability", sa.Float(), nullable=True),
         sa.CheckConstraint("attack IN ('fgsm', 'targeted_fgsm')", name="ck_sweep_points_attack"),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_sweep_points_job_id_jobs",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name="fk_sweep_points_job_id_jobs", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_sweep_points"),
         sa.UniqueConstraint("job_id", "attack", "eps", name="uq_sweep_points_job_id_attack_eps"),
     )
@@ -128,8 +132,9 @@ def upgrade() -> None:
         sa.Column("mean_top20_iou", sa.Float(), nullable=True),
         sa.Column("mean_confidence_drop", sa.Float(), nullable=True),
         sa.Column("drift", sa.Float(), nullable=True),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_cam_audits_job_id_jobs",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name="fk_cam_audits_job_id_jobs", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_cam_audits"),
         sa.UniqueConstraint("job_id", name="uq_cam_audits_job_id"),
     )
@@ -144,8 +149,9 @@ def upgrade() -> None:
         sa.Column("macs", sa.BigInteger(), nullable=True),
         _timestamp("created_at"),
         sa.PrimaryKeyConstraint("id", name="pk_architecture_audits"),
-        sa.UniqueConstraint("model_sha256", "input_shape",
-                            name="uq_architecture_audits_model_sha256_input_shape"),
+        sa.UniqueConstraint(
+            "model_sha256", "input_shape", name="uq_architecture_audits_model_sha256_input_shape"
+        ),
     )
 
     op.create_table(
@@ -178,6 +184,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for table in ("api_tokens", "artifacts", "architecture_audits", "cam_audits", "sweep_points", "jobs",
-                  "datasets", "models"):
+    for table in (
+        "api_tokens",
+        "artifacts",
+        "architecture_audits",
+        "cam_audits",
+        "sweep_points",
+        "jobs",
+        "datasets",
+        "models",
+    ):
         op.drop_table(table)

@@ -45,10 +45,12 @@ def upgrade() -> None:
         sa.CheckConstraint("cron IS NULL OR interval_s IS NULL", name="ck_audits_one_schedule"),
         sa.CheckConstraint("interval_s IS NULL OR interval_s > 0", name="ck_audits_interval"),
         sa.CheckConstraint("(model_ids IS NULL) <> (model_name IS NULL)", name="ck_audits_one_selector"),
-        sa.ForeignKeyConstraint(["dataset_id"], ["datasets.id"], name="fk_audits_dataset_id_datasets",
-                                ondelete="RESTRICT"),
-        sa.ForeignKeyConstraint(["baseline_job_id"], ["jobs.id"], name="fk_audits_baseline_job_id_jobs",
-                                ondelete="RESTRICT"),
+        sa.ForeignKeyConstraint(
+            ["dataset_id"], ["datasets.id"], name="fk_audits_dataset_id_datasets", ondelete="RESTRICT"
+        ),
+        sa.ForeignKeyConstraint(
+            ["baseline_job_id"], ["jobs.id"], name="fk_audits_baseline_job_id_jobs", ondelete="RESTRICT"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_audits"),
         sa.UniqueConstraint("name", name="uq_audits_name"),
     )
@@ -75,13 +77,18 @@ def upgrade() -> None:
         sa.Column("webhook_error", sa.Text(), nullable=True),
         _timestamp("webhook_at", nullable=True),
         sa.CheckConstraint("status IN ('pending', 'running', 'finished')", name="ck_audit_runs_status"),
-        sa.CheckConstraint("verdict IS NULL OR verdict IN ('passed', 'regressed', 'error', 'baseline')",
-                           name="ck_audit_runs_verdict"),
+        sa.CheckConstraint(
+            "verdict IS NULL OR verdict IN ('passed', 'regressed', 'error', 'baseline')",
+            name="ck_audit_runs_verdict",
+        ),
         sa.CheckConstraint("trigger IN ('schedule', 'manual', 'new_version')", name="ck_audit_runs_trigger"),
-        sa.CheckConstraint("webhook_status IS NULL OR webhook_status IN ('pending', 'delivered', 'failed')",
-                           name="ck_audit_runs_webhook_status"),
-        sa.ForeignKeyConstraint(["audit_id"], ["audits.id"], name="fk_audit_runs_audit_id_audits",
-                                ondelete="CASCADE"),
+        sa.CheckConstraint(
+            "webhook_status IS NULL OR webhook_status IN ('pending', 'delivered', 'failed')",
+            name="ck_audit_runs_webhook_status",
+        ),
+        sa.ForeignKeyConstraint(
+            ["audit_id"], ["audits.id"], name="fk_audit_runs_audit_id_audits", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_audit_runs"),
         sa.UniqueConstraint("audit_id", "slot", name="uq_audit_runs_audit_id_slot"),
     )
@@ -92,10 +99,12 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("job_id", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(["run_id"], ["audit_runs.id"], name="fk_audit_run_jobs_run_id_audit_runs",
-                                ondelete="CASCADE"),
-        sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], name="fk_audit_run_jobs_job_id_jobs",
-                                ondelete="CASCADE"),
+        sa.ForeignKeyConstraint(
+            ["run_id"], ["audit_runs.id"], name="fk_audit_run_jobs_run_id_audit_runs", ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["job_id"], ["jobs.id"], name="fk_audit_run_jobs_job_id_jobs", ondelete="CASCADE"
+        ),
         sa.PrimaryKeyConstraint("id", name="pk_audit_run_jobs"),
         sa.UniqueConstraint("job_id", name="uq_audit_run_jobs_job_id"),
     )
