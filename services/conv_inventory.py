@@ -48,12 +48,16 @@ def as_pair(value: int | Sequence[int], spatial_dims: int = 2) -> Pair:
     return values[0], values[1]
 
 
-def resolve_padding(padding, kernel: Pair, dilation: Pair, spatial_dims: int) -> Pair:
+def resolve_padding(
+    padding: str | int | Sequence[int], kernel: Pair, dilation: Pair, spatial_dims: int
+) -> Pair:
     """Numeric (h, w) padding; the string forms report the leading pad that "same"/"valid" imply."""
     if padding == "valid":
         return 0, 0
     if padding == "same":
-        return tuple((d * (k - 1)) // 2 for k, d in zip(kernel, dilation, strict=True))  # type: ignore[return-value]
+        return (dilation[0] * (kernel[0] - 1)) // 2, (dilation[1] * (kernel[1] - 1)) // 2
+    if isinstance(padding, str):
+        raise ValueError(f"unknown padding mode {padding!r}")
     return as_pair(padding, spatial_dims)
 
 
@@ -69,7 +73,7 @@ def conv_output_hw(
     """Spatial output size of a convolution (PyTorch's documented shape formulas)."""
     if padding == "same":
         return input_hw
-    pad = (0, 0) if padding == "valid" else padding
+    pad: Pair = (0, 0) if isinstance(padding, str) else padding  # "valid"
     sizes = []
     for axis in range(2):
         size, k, s, p, d = input_hw[axis], kernel[axis], stride[axis], pad[axis], dilation[axis]

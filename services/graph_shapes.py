@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import fx
 from torch.export import ExportedProgram
@@ -9,8 +11,13 @@ from torch.export.graph_signature import InputKind
 
 from services.errors import ModelError
 
+Shapes = dict[fx.Node, tuple[int, ...]]
+"""Each tensor node's shape."""
 
-def node_shapes(ep: ExportedProgram, input_shape: tuple[int, int, int], user_input: str):
+
+def node_shapes(
+    ep: ExportedProgram, input_shape: tuple[int, int, int], user_input: str
+) -> tuple[Shapes, int]:
     """Shape of every tensor node at input_shape, plus the batch size those shapes carry."""
     placeholder = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == user_input)
     traced = placeholder.meta.get("val")
@@ -47,7 +54,7 @@ def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def _lifted_input(ep: ExportedProgram, target: str | None):
+def _lifted_input(ep: ExportedProgram, target: str | None) -> object:
     if target in ep.state_dict:
         return ep.state_dict[target]
     return ep.constants.get(target)  # non-persistent buffers and lifted constants live here
@@ -58,9 +65,9 @@ class _ShapeRecorder(fx.Interpreter):
 
     def __init__(self, module: fx.GraphModule) -> None:
         super().__init__(module)
-        self.shapes: dict[fx.Node, tuple[int, ...]] = {}
+        self.shapes: Shapes = {}
 
-    def run_node(self, n: fx.Node):
+    def run_node(self, n: fx.Node) -> Any:
         result = super().run_node(n)
         if isinstance(result, torch.Tensor):
             self.shapes[n] = tuple(result.shape)

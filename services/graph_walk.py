@@ -5,15 +5,18 @@ from __future__ import annotations
 import math
 import re
 from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 from torch import fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind
 
-from services.conv_inventory import ConvCall, Inventory, as_pair, resolve_padding, rf_int
+from services.conv_inventory import ConvCall, Inventory, Pair, as_pair, resolve_padding, rf_int
 from services.errors import ModelError
-from services.graph_shapes import node_shapes
+from services.graph_shapes import Shapes, node_shapes
 
 aten = torch.ops.aten
 _CONVS = {aten.conv1d, aten.conv2d, aten.convolution, aten._convolution}
@@ -55,13 +58,41 @@ def export_inventory(
             f"the exported model takes {len(user_inputs)} inputs; advaudit needs one image batch"
         )
     shapes, batch = node_shapes(ep, input_shape, user_inputs[0])
-    params = ep.graph_signature.inputs_to_parameters
-    names = _ModulePaths(ep.graph, module_names)
+    return walk_graph(
+        ep.graph,
+        GraphFacts(shapes, batch, user_inputs[0], ep.graph_signature.inputs_to_parameters),
+        input_shape,
+        module_names,
+        "torch.export",
+    )
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What the walk needs besides the graph: tensor shapes at the audited size, the batch those shapes carry,
+    the image placeholder's name and which placeholders are parameters (name -> parameter path)."""
+
+    shapes: Shapes
+    batch: int
+    user_input: str
+    parameters: Mapping[str, str]
+
+
+def walk_graph(
+    graph: fx.Graph, facts: GraphFacts, input_shape: tuple[int, int, int], module_names: set[str], method: str
+) -> Inventory:
+    """The inventory of an aten-level graph whose nodes carry export's nn_module_stack metadata.
+
+    torch.export's program and the eager recording of services.runtime_walk both end up here, so the two
+    can only differ where their graphs do.
+    """
+    shapes = facts.shapes
+    names = _ModulePaths(graph, module_names)
     image_hw = (input_shape[1], input_shape[2])
     fields: dict[fx.Node, Field] = {}
     convs: list[ConvCall] = []
-    for node in ep.graph.nodes:
-        if node.op == "placeholder" and node.name == user_inputs[0]:
+    for node in graph.nodes:
+        if node.op == "placeholder" and node.name == facts.user_input:
             fields[node] = [1.0, 1.0, 1.0, 1.0]
         if node.op != "call_function":
             continue
@@ -73,7 +104,7 @@ def export_inventory(
         ]  # merges (adds, concats) keep the widest
         packet = _packet(node)
         if packet in _CONVS or packet in _TRANSPOSED_CONVS:
-            call = _conv_call(node, shapes, field, names, params)
+            call = _conv_call(node, shapes, field, names, facts.parameters)
             if call is not None:
                 convs.append(call)
         elif packet in _WINDOW_POOLS:
@@ -87,9 +118,9 @@ def export_inventory(
         fields[node] = field
     return Inventory(
         tuple(convs),
-        _linear_macs(ep.graph, shapes, batch),
-        _cam_head(ep.graph, shapes, names),
-        "torch.export",
+        _linear_macs(graph, shapes, facts.batch),
+        _cam_head(graph, shapes, names),
+        method,
     )
 
 
@@ -105,7 +136,7 @@ class _ModulePaths:
                 self.calls[self.normalise(entry[0])].add(key)
 
     @staticmethod
-    def stack(node: fx.Node) -> list[tuple[str, tuple]]:
+    def stack(node: fx.Node) -> list[tuple[str, tuple[str, Any]]]:
         """[(call key, (path, type)), …] from the outermost module to the innermost."""
         return list((node.meta.get("nn_module_stack") or {}).items())
 
@@ -126,14 +157,15 @@ class _ModulePaths:
         return len(self.calls.get(path, ())) == 1
 
 
-def _packet(node: fx.Node):
+def _packet(node: fx.Node) -> object:
     return getattr(node.target, "overloadpacket", None)
 
 
-def _bound_args(node: fx.Node) -> dict:
+def _bound_args(node: fx.Node) -> dict[str, Any]:
     """The op's arguments by schema name, defaults filled in."""
-    values = {}
-    for index, argument in enumerate(node.target._schema.arguments):
+    values: dict[str, Any] = {}
+    schema = cast(torch._ops.OpOverload, node.target)._schema  # only called on aten ops
+    for index, argument in enumerate(schema.arguments):
         if index < len(node.args):
             values[argument.name] = node.args[index]
         elif argument.name in node.kwargs:
@@ -143,13 +175,19 @@ def _bound_args(node: fx.Node) -> dict:
     return values
 
 
+def _shape_of(shapes: Shapes, value: object) -> tuple[int, ...] | None:
+    return shapes.get(value) if isinstance(value, fx.Node) else None
+
+
 def _tensor_args(node: fx.Node) -> list[fx.Node]:
     found: list[fx.Node] = []
     fx.node.map_arg((node.args, node.kwargs), found.append)
     return found
 
 
-def _conv_call(node, shapes, field: Field, names: _ModulePaths, params: dict) -> ConvCall | None:
+def _conv_call(
+    node: fx.Node, shapes: Shapes, field: Field, names: _ModulePaths, params: Mapping[str, str]
+) -> ConvCall | None:
     args = _bound_args(node)
     weight, source = args["weight"], args["input"]
     weight_shape, input_shape, output_shape = shapes.get(weight), shapes.get(source), shapes.get(node)
@@ -195,7 +233,7 @@ def _conv_call(node, shapes, field: Field, names: _ModulePaths, params: dict) ->
     )
 
 
-def _conv_field(field: Field, kernel, stride, dilation, transposed: bool) -> None:
+def _conv_field(field: Field, kernel: Pair, stride: Pair, dilation: Pair, transposed: bool) -> None:
     """rf += (k−1)·d·jump_in, jump *= s; a transposed conv first divides the jump by s (its taps sit on the
     finer output grid), then widens the field with that output jump."""
     for axis in range(2):
@@ -207,15 +245,15 @@ def _conv_field(field: Field, kernel, stride, dilation, transposed: bool) -> Non
             field[2 + axis] *= stride[axis]
 
 
-def _window_pool(node, field: Field) -> None:
+def _window_pool(node: fx.Node, field: Field) -> None:
     args = _bound_args(node)
     kernel = as_pair(args["kernel_size"])
     stride = as_pair(args["stride"]) if args.get("stride") else kernel
     _conv_field(field, kernel, stride, as_pair(args.get("dilation", 1)), transposed=False)
 
 
-def _adaptive_pool(node, shapes, field: Field, image_hw) -> None:
-    source = shapes.get(node.args[0])
+def _adaptive_pool(node: fx.Node, shapes: Shapes, field: Field, image_hw: Pair) -> None:
+    source = _shape_of(shapes, node.args[0])
     if source is None or len(source) < 2:
         return
     output_hw = as_pair(_bound_args(node)["output_size"])
@@ -228,8 +266,8 @@ def _adaptive_pool(node, shapes, field: Field, image_hw) -> None:
             field[2 + axis] *= size_in / size_out
 
 
-def _reduction(node, shapes, field: Field, image_hw) -> None:
-    source = shapes.get(node.args[0])
+def _reduction(node: fx.Node, shapes: Shapes, field: Field, image_hw: Pair) -> None:
+    source = _shape_of(shapes, node.args[0])
     if source is None or len(source) != 4:
         return
     dims = _bound_args(node).get("dim")
@@ -239,10 +277,10 @@ def _reduction(node, shapes, field: Field, image_hw) -> None:
             field[axis] = max(field[axis], float(image_hw[axis]))
 
 
-def _resample(node, shapes, field: Field) -> None:
+def _resample(node: fx.Node, shapes: Shapes, field: Field) -> None:
     """Unknown one-input ops that change the map size (upsampling, pixel shuffle, strided slices) rescale the jump."""
     source = next(iter(_tensor_args(node)), None)
-    size_in, size_out = shapes.get(source), shapes.get(node)
+    size_in, size_out = _shape_of(shapes, source), shapes.get(node)
     if size_in is None or size_out is None or len(size_in) != 4 or len(size_out) != 4:
         return
     for axis in range(2):
@@ -250,7 +288,7 @@ def _resample(node, shapes, field: Field) -> None:
             field[2 + axis] *= size_in[2 + axis] / size_out[2 + axis]
 
 
-def _linear_macs(graph: fx.Graph, shapes, batch: int) -> int:
+def _linear_macs(graph: fx.Graph, shapes: Shapes, batch: int) -> int:
     """in·out per output row; a classifier has one row per image (token-wise linears have several)."""
     total = 0
     for node in graph.nodes:
@@ -268,7 +306,7 @@ def _linear_macs(graph: fx.Graph, shapes, batch: int) -> int:
     return total
 
 
-def _cam_head(graph: fx.Graph, shapes, names: _ModulePaths) -> tuple[str, str] | None:
+def _cam_head(graph: fx.Graph, shapes: Shapes, names: _ModulePaths) -> tuple[str, str] | None:
     """(feature_layer, classifier) when the model ends in global-average-pool → (flatten) → Linear."""
     linears = [n for n in graph.nodes if n.op == "call_function" and _packet(n) in _LINEARS]
     if not linears:
@@ -286,8 +324,8 @@ def _cam_head(graph: fx.Graph, shapes, names: _ModulePaths) -> tuple[str, str] |
     return (feature, classifier) if feature else None
 
 
-def _is_global_average(node: fx.Node, shapes) -> bool:
-    packet, source = _packet(node), shapes.get(node.args[0])
+def _is_global_average(node: fx.Node, shapes: Shapes) -> bool:
+    packet, source = _packet(node), _shape_of(shapes, node.args[0])
     if source is None or len(source) != 4:
         return False
     if packet is aten.mean:
@@ -302,7 +340,7 @@ def _is_global_average(node: fx.Node, shapes) -> bool:
     return True
 
 
-def _output_module(producer, pool: fx.Node, names: _ModulePaths) -> str | None:
+def _output_module(producer: object, pool: fx.Node, names: _ModulePaths) -> str | None:
     """Innermost module, called exactly once, whose output is the pooled tensor (so a hook on it sees that
     tensor and nothing else): the modules the producer ran in but the pool does not."""
     if not isinstance(producer, fx.Node):
