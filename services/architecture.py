@@ -2,6 +2,16 @@
 
 Kinds, by precedence (the first that applies wins): transposed > depthwise > grouped > dilated > pointwise >
 standard. A dilated depthwise conv is therefore "depthwise", but its dilation is still reported.
+
+How the inventory is obtained (`ArchitectureAudit.method`):
+
+- a TorchScript module: its profiled forward ("torchscript"); a .pt2 archive (`exported=`): its graph;
+- an eager nn.Module: one recorded forward with module hooks ("hooks", services.runtime_walk), walked exactly
+  as a torch.export graph is. torch.export (~1 s) is traced only when that recording saw something whose
+  eager form may walk differently from export's graph (the rule is in services/runtime_walk.py's docstring:
+  an aten op on the image's path outside its known list, a matmul outside nn.Linear, an unknown no-op
+  function); the hooks result is kept when export then fails (data-dependent control flow).
+  `walker="torch.export"` or `walker="hooks"` forces one of the two.
 """
 
 from __future__ import annotations
@@ -10,16 +20,17 @@ import io
 import itertools
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, redirect_stderr
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
 from services.conv_inventory import ConvCall, Inventory
-from services.errors import ConfigError
+from services.errors import ConfigError, ModelError
 from services.filter_grid import render_filter_grid
 from services.graph_walk import export_inventory
 from services.runtime_walk import hooks_inventory, torchscript_inventory
@@ -27,6 +38,7 @@ from services.runtime_walk import hooks_inventory, torchscript_inventory
 KINDS = ("standard", "pointwise", "depthwise", "grouped", "dilated", "transposed")
 
 Pair = tuple[int, int]
+Walker = Literal["auto", "hooks", "torch.export"]
 
 
 @dataclass(frozen=True)
@@ -48,8 +60,8 @@ class ConvLayer:
     receptive_field: Pair  # (h, w) in input pixels, rounded up
     spatial_dims: int = 2  # 1 for Conv1d, whose (1, L) axis is a sequence rather than the image grid
 
-    def to_dict(self) -> dict:
-        return _jsonable(asdict(self))
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable_dict(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -66,15 +78,15 @@ class ArchitectureAudit:
 
     input_shape: tuple[int, int, int]
     layers: tuple[ConvLayer, ...]
-    totals: dict
+    totals: dict[str, Any]
     cam_head: CamHead | None
     method: str  # "torch.export", "hooks" or "torchscript"
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "input_shape": list(self.input_shape),
             "layers": [layer.to_dict() for layer in self.layers],
-            "totals": _jsonable(self.totals),
+            "totals": _jsonable_dict(self.totals),
             "cam_head": asdict(self.cam_head) if self.cam_head else None,
             "method": self.method,
         }
@@ -82,7 +94,7 @@ class ArchitectureAudit:
     @classmethod
     def unavailable(cls, input_shape: tuple[int, int, int]) -> ArchitectureAudit:
         """The audit of a model that could not be taken apart: no layers, no totals (the report says why)."""
-        return cls(tuple(input_shape), (), {}, None, "unavailable")
+        return cls(input_shape, (), {}, None, "unavailable")
 
     def last_spatial_conv(self) -> str | None:
         """The last 2-d conv whose output still has H·W > 1: Grad-CAM's "auto" layer."""
@@ -149,11 +161,17 @@ def audit_architecture(
     input_shape: tuple[int, int, int],
     *,
     exported: torch.export.ExportedProgram | None = None,
+    walker: Walker = "auto",
 ) -> ArchitectureAudit:
-    """Inventory the network's convolutions at input_shape (C, H, W), leaving its mode and gradients as found."""
+    """Inventory the network's convolutions at input_shape (C, H, W), leaving its mode and gradients as found.
+
+    walker (eager modules only): "auto" records a hooked forward and traces torch.export only where that
+    recording may differ from it; "hooks" or "torch.export" forces one (a forced export that cannot trace the
+    model is a ModelError).
+    """
     input_shape = _checked_shape(input_shape)
     with _evaluation_mode(network):
-        inventory = _inventory(network, input_shape, exported)
+        inventory = _inventory(network, input_shape, exported, walker)
     layers = tuple(_layer(call) for call in inventory.convs)
     totals = _totals(network, layers, inventory)
     cam_head = CamHead(*inventory.cam_head) if inventory.cam_head else None
@@ -190,26 +208,40 @@ def save_filter_grid(network: nn.Module, layer: ConvLayer | str, path: str | Pat
     render_filter_grid(*filter_weights(network, layer), path)
 
 
-def _checked_shape(input_shape) -> tuple[int, int, int]:
+def _checked_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
     shape = tuple(int(v) for v in input_shape)
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError(
             f"input shape {list(input_shape)} must be (channels, height, width) with positive sizes"
         )
-    return shape  # type: ignore[return-value]
+    return shape[0], shape[1], shape[2]
 
 
-def _inventory(network: nn.Module, input_shape: tuple[int, int, int], exported) -> Inventory:
+def _inventory(
+    network: nn.Module,
+    input_shape: tuple[int, int, int],
+    exported: torch.export.ExportedProgram | None,
+    walker: Walker,
+) -> Inventory:
     if exported is not None:
         return export_inventory(exported, input_shape, _module_names(network))
     dummy = _dummy_batch(network, input_shape)
     if isinstance(network, torch.jit.ScriptModule):
         return torchscript_inventory(network, dummy)
+    if walker == "torch.export":
+        try:
+            program = torch.export.export(network, (dummy,), strict=False)
+        except Exception as err:  # the caller asked for export and nothing else
+            raise ModelError(f"torch.export cannot trace the model: {err}") from err
+        return export_inventory(program, input_shape, _module_names(network))
+    recorded = hooks_inventory(network, dummy)
+    if walker == "hooks" or recorded.inexact is None:
+        return recorded.inventory
     try:
         with _quiet_export_failure():
             program = torch.export.export(network, (dummy,), strict=False)
-    except Exception:  # data-dependent control flow and unsupported ops; a real forward still works
-        return hooks_inventory(network, dummy)
+    except Exception:  # data-dependent control flow and unsupported ops: the recorded forward is all there is
+        return recorded.inventory
     return export_inventory(program, input_shape, _module_names(network))
 
 
@@ -288,7 +320,7 @@ def _layer(call: ConvCall) -> ConvLayer:
     )
 
 
-def _totals(network: nn.Module, layers: tuple[ConvLayer, ...], inventory: Inventory) -> dict:
+def _totals(network: nn.Module, layers: tuple[ConvLayer, ...], inventory: Inventory) -> dict[str, Any]:
     # A conv module called twice shares its weight: count its parameters once.
     unique = {call.weight_key: layer.params for call, layer in zip(inventory.convs, layers, strict=True)}
     conv_macs_total = sum(layer.macs for layer in layers)
@@ -311,7 +343,11 @@ def _totals(network: nn.Module, layers: tuple[ConvLayer, ...], inventory: Invent
     }
 
 
-def _jsonable(value):
+def _jsonable_dict(value: dict[str, Any]) -> dict[str, Any]:
+    return {key: _jsonable(item) for key, item in value.items()}
+
+
+def _jsonable(value: object) -> object:
     """Tuples become lists, recursively, so the dicts serialise to JSON unchanged."""
     if isinstance(value, dict):
         return {key: _jsonable(item) for key, item in value.items()}
