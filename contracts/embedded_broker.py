@@ -20,14 +20,14 @@ def is_embedded(broker_url: str) -> bool:
     return broker_url.split(":", 1)[0] == SCHEME
 
 
-def transport_options() -> dict:
+def transport_options() -> dict[str, dict[str, float]]:
     """kombu's SQLAlchemy transport passes these to create_engine: wait for a busy database, do not fail."""
     return {"connect_args": {"timeout": LOCK_WAIT_S}}
 
 
 def prepare(broker_url: str, queues: tuple[str, ...]) -> None:
     """Make the broker's file in WAL mode (persistent in the file) with its tables and `queues`, up front."""
-    from kombu import Connection  # noqa: PLC0415 (only the embedded set-up needs it)
+    from kombu.connection import Connection  # noqa: PLC0415 (only the embedded set-up needs it)
 
     database = make_url(broker_url.removeprefix("sqla+")).database
     if not database or database == ":memory:":
@@ -38,6 +38,7 @@ def prepare(broker_url: str, queues: tuple[str, ...]) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
     finally:
         connection.close()
-    with Connection(broker_url, transport_options=transport_options()) as broker:
+    # kombu ships py.typed, but Connection.__init__ is unannotated.
+    with Connection(broker_url, transport_options=transport_options()) as broker:  # type: ignore[no-untyped-call]
         for queue in queues:  # the first declaration creates kombu's tables too
             broker.default_channel.queue_declare(queue)

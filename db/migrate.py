@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -25,10 +26,18 @@ def alembic_config() -> Config:
     return config
 
 
-def _with_connection(url: str | URL | None, action) -> None:
+def default_url() -> str:
+    """Settings' database_url (Settings always fills it in: it follows data_dir when unset)."""
     from contracts.settings import get_settings
 
-    engine = make_engine(url if url is not None else get_settings().database_url)
+    url = get_settings().database_url
+    if url is None:  # unreachable after Settings' validation; here for the type checker
+        raise RuntimeError("settings.database_url is unset")
+    return url
+
+
+def _with_connection(url: str | URL | None, action: Callable[[Config], None]) -> None:
+    engine = make_engine(url if url is not None else default_url())
     try:
         with engine.begin() as connection:
             if connection.dialect.name == "postgresql":
@@ -55,9 +64,7 @@ def downgrade(url: str | URL | None, revision: str) -> None:
 
 def current(url: str | URL | None = None) -> str | None:
     """The revision the database is at, or None for an empty (never migrated) database."""
-    from contracts.settings import get_settings
-
-    engine = make_engine(url if url is not None else get_settings().database_url)
+    engine = make_engine(url if url is not None else default_url())
     try:
         with engine.connect() as connection:
             return MigrationContext.configure(connection).get_current_revision()
@@ -67,4 +74,7 @@ def current(url: str | URL | None = None) -> str | None:
 
 def head() -> str:
     """The newest revision this code ships."""
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+    revision = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if revision is None:  # never: the package ships its migrations
+        raise RuntimeError(f"no migrations in {MIGRATIONS}")
+    return revision

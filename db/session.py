@@ -8,8 +8,9 @@ from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
@@ -19,15 +20,16 @@ def make_engine(url: str | URL, *, echo: bool = False) -> Engine:
     url = make_url(url)
     if url.get_backend_name() != "sqlite":
         return create_engine(url, echo=echo, pool_pre_ping=True)
-    in_memory = url.database in (None, "", ":memory:")
-    if not in_memory:
-        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    database = url.database
+    in_memory = database in (None, "", ":memory:")
+    if database is not None and not in_memory:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     # One shared connection for an in-memory database, else each thread (e.g. a test client's) sees its own.
     pool = {"poolclass": StaticPool} if in_memory else {}
     engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False}, **pool)
 
     @event.listens_for(engine, "connect")
-    def _configure_sqlite(dbapi_connection, _record) -> None:
+    def _configure_sqlite(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         cursor = dbapi_connection.cursor()
         try:
             if not in_memory:

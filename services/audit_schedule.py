@@ -39,7 +39,7 @@ MONTHS = {
 }
 WEEKDAYS = {name: number for number, name in enumerate(("sun", "mon", "tue", "wed", "thu", "fri", "sat"))}
 # (name, lowest, highest, names)
-FIELDS = (
+FIELDS: tuple[tuple[str, int, int, dict[str, int]], ...] = (
     ("minute", 0, 59, {}),
     ("hour", 0, 23, {}),
     ("day of month", 1, 31, {}),
@@ -244,18 +244,32 @@ class Schedule:
             )
         return cls(interval_s=interval_s)
 
+    def _zone(self) -> ZoneInfo:
+        if self.timezone is None:  # build() refuses a cron schedule without one
+            raise ConfigError("a cron schedule needs an explicit time zone")
+        return self.timezone
+
+    def _interval(self) -> int:
+        if self.interval_s is None:  # build() returns None instead of an empty schedule
+            raise ConfigError("a schedule needs a cron expression or an interval")
+        return self.interval_s
+
+    def _latest_interval_slot(self, now: datetime) -> datetime:
+        interval_s = self._interval()
+        elapsed = (now.astimezone(UTC) - INTERVAL_ORIGIN).total_seconds()
+        return INTERVAL_ORIGIN + timedelta(seconds=math.floor(elapsed / interval_s) * interval_s)
+
     def latest_slot(self, now: datetime) -> datetime | None:
         """The last due instant ≤ `now` (UTC): after downtime only this one runs, never a burst of missed ones."""
         if self.cron is not None:
-            return self.cron.latest_at_or_before(now, self.timezone)
-        elapsed = (now.astimezone(UTC) - INTERVAL_ORIGIN).total_seconds()
-        return INTERVAL_ORIGIN + timedelta(seconds=math.floor(elapsed / self.interval_s) * self.interval_s)
+            return self.cron.latest_at_or_before(now, self._zone())
+        return self._latest_interval_slot(now)
 
     def next_slot(self, now: datetime) -> datetime | None:
         """The first due instant after `now` (UTC)."""
         if self.cron is not None:
-            return self.cron.next_after(now, self.timezone)
-        return self.latest_slot(now) + timedelta(seconds=self.interval_s)
+            return self.cron.next_after(now, self._zone())
+        return self._latest_interval_slot(now) + timedelta(seconds=self._interval())
 
 
 def slot_key(slot: datetime) -> str:

@@ -67,8 +67,9 @@ class ThresholdSpec:
         return f"{self.label}{where}: the largest allowed, in {self.unit} (default {self.default:g}; none: not checked)"
 
 
-def _threshold(default: float, **spec: str) -> Any:
-    return field(default=default, metadata={"threshold": ThresholdSpec(**spec)})
+def _threshold(default: float, *, label: str, unit: str, flag: str, where: str = "") -> float:
+    spec = ThresholdSpec(label=label, unit=unit, flag=flag, where=where)
+    return field(default=default, metadata={"threshold": spec})
 
 
 @dataclass(frozen=True)
@@ -184,6 +185,10 @@ class MetricRow:
 
     def describe(self) -> str:
         """ "accuracy at ε=8/255 fell 18.6 pp (49.2 → 30.6; allowed 5 pp)"."""
+        if self.delta is None:
+            raise ValueError(
+                f"{self.metric} was not compared (a value is missing): there is no change to describe"
+            )
         where = f" at ε={self.eps * 255:g}/255" if self.eps is not None else ""
         verb = "fell" if self.direction == DROP else "rose"
         suffix = " pp" if self.unit == PP else ""
@@ -307,8 +312,9 @@ class Verdict:
         return asdict(self)
 
 
-def _usable(job: JobResult) -> bool:
-    return job.status == SUCCEEDED and job.report is not None
+def _usable_report(job: JobResult) -> dict[str, Any] | None:
+    """The job's report if the job succeeded (and has one), else None."""
+    return job.report if job.status == SUCCEEDED else None
 
 
 def _eps_warnings(baseline: Metrics, candidate: Metrics) -> list[str]:
@@ -346,7 +352,8 @@ def judge(
             "warnings": [],
         }
         comparisons.append(entry)
-        if not _usable(candidate):
+        candidate_report = _usable_report(candidate)
+        if candidate_report is None:
             problems.append(
                 f"{candidate.label()} {OUTCOME_WORDS.get(candidate.status, candidate.status)}"
                 + (f": {candidate.error}" if candidate.error else "")
@@ -354,10 +361,11 @@ def judge(
             continue
         if baseline is None:
             continue
-        if not _usable(baseline):
+        baseline_report = _usable_report(baseline)
+        if baseline_report is None:
             problems.append(f"baseline {baseline.label()} is {baseline.status}, not succeeded")
             continue
-        base, cand = Metrics.from_report(baseline.report), Metrics.from_report(candidate.report)
+        base, cand = Metrics.from_report(baseline_report), Metrics.from_report(candidate_report)
         rows = compare_metrics(base, cand, thresholds)
         entry.update(
             rows=[row.to_dict() for row in rows],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from services.attacks import perturb
-from services.cams import confidence_drop, pearson, top_region_iou
+from services.cams import CAM, GradCAM, confidence_drop, pearson, top_region_iou
 from services.report import CamAudit, Triptych
 from services.sweep import SweepResult
 
@@ -30,19 +31,23 @@ class AttackedSamples:
     adversarial_confidence: np.ndarray
 
 
-def _chunks(count: int, size: int):
+def _chunks(count: int, size: int) -> Iterator[slice]:
     return (slice(i, min(i + size, count)) for i in range(0, count, size))
 
 
 def attacked_samples(
-    model: nn.Module, sweep: SweepResult, eps: float, device, batch_size: int
+    model: nn.Module, sweep: SweepResult, eps: float, device: torch.device | str, batch_size: int
 ) -> AttackedSamples:
     """The sweep's kept samples, perturbed at `eps` and classified, in batches of `batch_size`."""
-    indices = sorted(sweep.selected)
-    x = torch.stack([sweep.selected[i][0] for i in indices])
-    direction = torch.stack([sweep.selected[i][1] for i in indices])
+    selected = sweep.selected
+    if selected is None:
+        raise ValueError("the sweep kept no samples: run it with samples selected")
+    indices = sorted(selected)
+    x = torch.stack([selected[i][0] for i in indices])
+    direction = torch.stack([selected[i][1] for i in indices])
     adv = perturb(x, direction, eps)
-    confidences, classes = [], []
+    confidences: list[torch.Tensor] = []
+    classes: list[torch.Tensor] = []
     with torch.inference_mode():
         for rows in _chunks(len(indices), batch_size):
             probs = model(adv[rows].to(device)).float().softmax(1)
@@ -64,7 +69,12 @@ def attacked_samples(
 
 
 def cam_audit(
-    extractor, model: nn.Module, samples: AttackedSamples, keep: np.ndarray, device, batch_size: int
+    extractor: CAM | GradCAM,
+    model: nn.Module,
+    samples: AttackedSamples,
+    keep: np.ndarray,
+    device: torch.device | str,
+    batch_size: int,
 ) -> CamAudit:
     """Clean maps for the clean prediction, adversarial maps for the adversarial one, and drift metrics."""
     rows = np.flatnonzero(keep)

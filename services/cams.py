@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import difflib
 import math
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from types import TracebackType
+from typing import Self
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from services.attacks import frozen_eval
 from services.errors import ConfigError
@@ -34,9 +39,9 @@ class _ActivationHook:
         self.layer = layer
         self.track_grad = track_grad
         self.activation: torch.Tensor | None = None
-        self._handle = None
+        self._handle: RemovableHandle | None = None
 
-    def _hook(self, module, inputs, output):
+    def _hook(self, module: nn.Module, inputs: tuple[object, ...], output: object) -> torch.Tensor | None:
         if not isinstance(output, torch.Tensor):
             raise ConfigError(f"layer {self.layer!r} does not output a single tensor; pick a conv layer")
         if not self.track_grad:
@@ -47,12 +52,15 @@ class _ActivationHook:
         self.activation = output.detach().requires_grad_(True)
         return self.activation.clone()
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._handle = self.module.register_forward_hook(self._hook)
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._handle.remove()
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._handle is not None:
+            self._handle.remove()
         self.activation = None
 
 
@@ -68,7 +76,9 @@ def _spatial(activation: torch.Tensor | None, layer: str) -> torch.Tensor:
     return activation
 
 
-def feature_map_size(model: nn.Module, network: nn.Module, layer: str, input_shape) -> tuple[int, ...]:
+def feature_map_size(
+    model: nn.Module, network: nn.Module, layer: str, input_shape: Sequence[int]
+) -> tuple[int, ...]:
     """Spatial size of `layer`'s output for one input of `input_shape`, from one forward pass."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     hook = _ActivationHook(network, layer, track_grad=False)
@@ -78,7 +88,7 @@ def feature_map_size(model: nn.Module, network: nn.Module, layer: str, input_sha
         return tuple(activation.shape[2:]) if activation is not None else ()
 
 
-def _finish(raw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def _finish(raw: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
     """ReLU, bilinear upsample to the input size, per-image min–max to [0, 1] (flat maps → 0)."""
     if raw.dim() != 3:
         raise ConfigError("the CAM layer must output a spatial map (N, C, H, W)")
@@ -103,18 +113,21 @@ class _MapExtractor:
         self.model = model
         self.layer = layer
         self._hook = _ActivationHook(network, layer, track_grad=self.track_grad)
-        self._frozen = None
+        self._frozen: AbstractContextManager[nn.Module] | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         # Frozen parameters: the forward builds no graph before the hooked layer, so backward stops there.
         self._frozen = frozen_eval(self.model)
         self._frozen.__enter__()
         self._hook.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
-        self._hook.__exit__(*exc)
-        self._frozen.__exit__(*exc)
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._hook.__exit__(exc_type, exc, tb)
+        if self._frozen is not None:
+            self._frozen.__exit__(exc_type, exc, tb)
 
     def __call__(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Maps (B, H, W) in [0, 1] for `classes`, and the logits of `x`."""
@@ -131,9 +144,9 @@ class GradCAM(_MapExtractor):
     method = "gradcam"
     track_grad = True
 
-    def _raw_maps(self, x, classes):
+    def _raw_maps(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.enable_grad():
-            logits = self.model(x)
+            logits: torch.Tensor = self.model(x)
             activation = _spatial(self._hook.activation, self.layer)
             score = logits.gather(1, classes[:, None]).sum()
             (grads,) = torch.autograd.grad(score, activation)
@@ -154,9 +167,9 @@ class CAM(_MapExtractor):
             raise ConfigError(f"CAM needs a Linear classifier; {classifier!r} has no 2-D weight")
         self.weight = weight
 
-    def _raw_maps(self, x, classes):
+    def _raw_maps(self, x: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.inference_mode():
-            logits = self.model(x)
+            logits: torch.Tensor = self.model(x)
             activation = _spatial(self._hook.activation, self.layer)
             return torch.einsum("bk,bkhw->bhw", self.weight[classes].to(activation.dtype), activation), logits
 
@@ -197,6 +210,6 @@ def confidence_drop(
     """Faithfulness: p(class | x) − p(class | x with only the map's top region kept, the rest zeroed)."""
     keep = top_region(maps, fraction)[:, None].to(x.dtype)
     with torch.inference_mode():
-        full = model(x).float().softmax(1).gather(1, classes[:, None]).squeeze(1)
-        kept = model(x * keep).float().softmax(1).gather(1, classes[:, None]).squeeze(1)
+        full: torch.Tensor = model(x).float().softmax(1).gather(1, classes[:, None]).squeeze(1)
+        kept: torch.Tensor = model(x * keep).float().softmax(1).gather(1, classes[:, None]).squeeze(1)
     return full - kept

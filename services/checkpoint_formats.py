@@ -12,6 +12,7 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import cast
 
 import safetensors.torch
 import torch
@@ -126,6 +127,7 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Tensors from a safetensors file or a weights-only torch.save file, unwrapped and un-prefixed."""
     kind = detect_format(path)
+    raw: object
     if kind == SAFETENSORS:
         try:
             raw = safetensors.torch.load_file(str(path), device="cpu")
@@ -183,7 +185,10 @@ def load_torchscript(path: Path, device: torch.device) -> torch.jit.ScriptModule
         with warnings.catch_warnings():
             # torch marks TorchScript deprecated; loading it is still exactly what the user asked for.
             warnings.filterwarnings("ignore", message=".*torch.jit.load.*deprecated", category=FutureWarning)
-            return torch.jit.load(str(path), map_location=device)
+            # torch.jit.load has no annotations (an untyped call in strict mode).
+            load = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
+            module: torch.jit.ScriptModule = load
+            return module
     except Exception as exc:
         raise unrecognised(path, f"the TorchScript archive cannot be loaded ({exc})") from None
 
@@ -312,7 +317,8 @@ class ExportedGraph(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.graph(x)
+        logits: torch.Tensor = self.graph(x)
+        return logits
 
 
 def exported_module(program: torch.export.ExportedProgram, named: nn.Module, path: Path) -> nn.Module:
@@ -335,6 +341,11 @@ def exported_module(program: torch.export.ExportedProgram, named: nn.Module, pat
         if name in shared:
             owner, _, attr = name.rpartition(".")
             holder = named.get_submodule(owner) if owner else named
-            store = holder._parameters if attr in holder._parameters else holder._buffers
+            # torch types _parameters as Parameter-valued; the flat module's tensor is shared as it is.
+            store = (
+                cast("dict[str, torch.Tensor | None]", holder._parameters)
+                if attr in holder._parameters
+                else holder._buffers
+            )
             store[attr] = shared[name]
     return ExportedGraph(fast)

@@ -19,7 +19,8 @@ _SENTINEL_CLASSES = (
 
 def list_architectures() -> list[str]:
     """Every name `arch` accepts: our demo architectures, then torchvision's classification models."""
-    return list(zoo.ARCHITECTURES) + torchvision.models.list_models(module=torchvision.models)
+    torchvision_names: list[str] = torchvision.models.list_models(module=torchvision.models)
+    return list(zoo.ARCHITECTURES) + torchvision_names
 
 
 def network_from_weights(
@@ -70,7 +71,8 @@ def _build(arch: str, num_classes: int, in_channels: int) -> nn.Module:
     try:
         if arch in zoo.ARCHITECTURES:
             return zoo.build_architecture(arch, num_classes, in_channels=in_channels)
-        return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        model: nn.Module = torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+        return model
     except Exception as exc:  # builders raise assorted errors for bad argument combinations
         raise CheckpointError(
             f"cannot build architecture {arch!r} with {num_classes} classes: {exc}"

@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ class ModelInfo:
     mean: tuple[float, ...] | None
     std: tuple[float, ...] | None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (tuples become lists)."""
         data = asdict(self)
         for key in ("input_shape", "mean", "std"):
@@ -99,6 +100,9 @@ class LoadedModel:
 class NormalizedModel(nn.Module):
     """Applies the training-time mean/std normalisation inside the model, so callers feed [0, 1] pixels."""
 
+    mean: torch.Tensor  # buffers, registered in __init__
+    std: torch.Tensor
+
     def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float]) -> None:
         super().__init__()
         self.network = network
@@ -106,11 +110,12 @@ class NormalizedModel(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.network((x - self.mean) / self.std)
+        logits: torch.Tensor = self.network((x - self.mean) / self.std)
+        return logits
 
 
 def load_model(
-    source: str | os.PathLike,
+    source: str | os.PathLike[str],
     *,
     input_shape: tuple[int, int, int],
     arch: str | None = None,
@@ -172,10 +177,12 @@ def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
         raise CheckpointError(
             f"input shape must be three positive integers C,H,W (e.g. 3,32,32), got {input_shape!r}"
         )
-    return values  # type: ignore[return-value]
+    return values
 
 
-def _check_mean_std(mean: Sequence[float] | None, std: Sequence[float] | None, channels: int):
+def _check_mean_std(
+    mean: Sequence[float] | None, std: Sequence[float] | None, channels: int
+) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
     if mean is None and std is None:
         return None
     if mean is None or std is None:
@@ -287,7 +294,11 @@ def _check_forward(
             f"the model updates its buffers ({first_names(changed, 3)}) during an inference forward pass: it behaves as "
             "in training mode (BatchNorm statistics); call model.eval() before exporting or saving it"
         )
-    if not torch.allclose(logits.float(), repeat.float(), rtol=1e-4, atol=1e-5):
+    if (
+        not isinstance(logits, torch.Tensor)  # never: _check_logits refused it
+        or not isinstance(repeat, torch.Tensor)
+        or not torch.allclose(logits.float(), repeat.float(), rtol=1e-4, atol=1e-5)
+    ):
         raise CheckpointError(
             "the model gives different outputs for the same input: dropout or other randomness is active; "
             "call model.eval() before exporting or saving it"

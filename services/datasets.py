@@ -148,7 +148,7 @@ def warm_up() -> None:
 
 
 def load_dataset(
-    source: str | os.PathLike,
+    source: str | os.PathLike[str],
     *,
     image_size: int | None = None,
     split: str = "test",

@@ -8,8 +8,9 @@ import os
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -83,6 +84,12 @@ def _image_layout(
     return tuple(classes), names, labels
 
 
+class _Files(Protocol):
+    """The images of a dataset by name: a directory's files or a zip's members."""
+
+    def opened(self) -> AbstractContextManager[Callable[[str], bytes]]: ...
+
+
 class _DirFiles:
     def __init__(self, root: Path) -> None:
         self._root = root
@@ -139,7 +146,9 @@ def _decode_image(data: bytes, name: str, mode: str, size: tuple[int, int], resi
 class _ImageReader(Reader):
     """Decodes images batch by batch, so memory stays flat however many there are."""
 
-    def __init__(self, files, names: list[str], mode: str, size: tuple[int, int], resize: bool) -> None:
+    def __init__(
+        self, files: _Files, names: list[str], mode: str, size: tuple[int, int], resize: bool
+    ) -> None:
         self._files, self._names, self._mode, self._size, self._resize = files, names, mode, size, resize
 
     def _stack(self, read: Callable[[str], bytes], names: list[str]) -> torch.Tensor:
@@ -160,6 +169,7 @@ def load_image_folder(
     text: str, path: Path, image_size: int | None, limits: ZipLimits
 ) -> tuple[DatasetInfo, np.ndarray, Reader]:
     """Validate an ImageFolder directory or zip, decoding every image once; batches decode them again."""
+    access: _Files
     if path.is_dir():
         files, folders = _walk(path)
         access, fmt = _DirFiles(path), "imagefolder-dir"
@@ -170,7 +180,9 @@ def load_image_folder(
             folders = [info.filename.rstrip("/") for info in zf.infolist() if info.is_dir()]
         files, access, fmt = list(infos), _ZipFiles(path, infos), "imagefolder-zip"
     classes, names, labels = _image_layout(files, folders, text, unwrap=fmt == "imagefolder-zip")
-    digest, modes, sizes = hashlib.sha256(), set(), {}
+    digest = hashlib.sha256()
+    modes: set[str] = set()
+    sizes: dict[tuple[int, int], str] = {}  # first image of each size
     with access.opened() as read:
         # decode every image once now, one at a time, so a bad file fails the load rather than a late batch
         for name in sorted(names):

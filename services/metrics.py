@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,7 +69,7 @@ def robust_auc(eps: Sequence[float], accuracies: Sequence[float]) -> float:
 
 def per_class_accuracy(
     pred: torch.Tensor, clean_pred: torch.Tensor, labels: torch.Tensor, num_classes: int
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Per class present in the labels: sample count, clean accuracy and accuracy at each ε."""
     rows = []
     for c in range(num_classes):
@@ -87,7 +88,9 @@ def per_class_accuracy(
     return rows
 
 
-def minimal_eps_summary(values: np.ndarray, clean_correct: np.ndarray, eps: Sequence[float]) -> dict:
+def minimal_eps_summary(
+    values: np.ndarray, clean_correct: np.ndarray, eps: Sequence[float]
+) -> dict[str, Any]:
     """Minimal-ε statistics over clean-correct samples, and how many of them each swept ε fools first."""
     attacked = values[clean_correct]
     fooled = attacked[np.isfinite(attacked)]

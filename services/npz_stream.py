@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import torch
@@ -147,7 +148,7 @@ class _NpzReader(Reader):
         self._path, self._layout, self._source = path, layout, source
 
     @contextmanager
-    def _stream(self) -> Iterator:
+    def _stream(self) -> Iterator[IO[bytes]]:
         try:
             with zipfile.ZipFile(self._path) as zf, zf.open(self._layout.member) as stream:
                 yield stream
@@ -156,7 +157,7 @@ class _NpzReader(Reader):
                 f"{self._source}: cannot read x ({exc}); the file changed or is corrupt"
             ) from None
 
-    def iter_batches(self, count: int, batch_size: int) -> Iterator[torch.Tensor]:
+    def iter_batches(self, count: int, batch_size: int) -> Generator[torch.Tensor, None, None]:
         row_bytes = self._layout.row_bytes
         with self._stream() as stream:
             stream.seek(self._layout.offset)

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from numpy.typing import ArrayLike  # noqa: E402
+
+if TYPE_CHECKING:
+    from services.report import CamAudit, Triptych
 
 ClassName = Callable[[int], str]
 
@@ -21,12 +27,20 @@ def _image(chw: np.ndarray) -> tuple[np.ndarray, str | None]:
     return np.clip(np.transpose(chw[:3], (1, 2, 0)), 0, 1), None
 
 
-def _save(fig, path: Path) -> None:
+def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def accuracy_curve(document: dict, path: Path) -> None:
+def _times_255(eps: ArrayLike) -> ArrayLike:
+    return np.asanyarray(eps) * 255
+
+
+def _over_255(value: ArrayLike) -> ArrayLike:
+    return np.asanyarray(value) / 255
+
+
+def accuracy_curve(document: dict[str, Any], path: Path) -> None:
     """Accuracy and success rates against ε (absolute, and ×255 on the top axis)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     points = sorted(document["fgsm"], key=lambda p: p["eps"])
@@ -46,7 +60,7 @@ def accuracy_curve(document: dict, path: Path) -> None:
     ax.set_ylabel("rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    top = ax.secondary_xaxis("top", functions=(lambda e: e * 255, lambda v: v / 255))
+    top = ax.secondary_xaxis("top", functions=(_times_255, _over_255))
     top.set_xlabel("ε × 255")
     name = document["model"]["source"]
     ax.set_title(
@@ -62,10 +76,11 @@ def overlay(chw: np.ndarray, heat: np.ndarray, alpha: float = 0.45) -> np.ndarra
     picture, _ = _image(chw)
     base = np.repeat(picture[..., None], 3, axis=2) if picture.ndim == 2 else picture
     colours = matplotlib.colormaps["jet"](np.clip(heat, 0, 1))[..., :3]
-    return np.clip((1 - alpha) * base + alpha * colours, 0, 1)
+    blended: np.ndarray = np.clip((1 - alpha) * base + alpha * colours, 0, 1)
+    return blended
 
 
-def cam_gallery(cam, class_name: ClassName, path: Path, columns: int = 4) -> None:
+def cam_gallery(cam: CamAudit, class_name: ClassName, path: Path, columns: int = 4) -> None:
     """Clean and adversarial overlays side by side, per image, with their similarity."""
     count = len(cam.indices)
     rows = (count + columns - 1) // columns
@@ -96,7 +111,7 @@ def cam_gallery(cam, class_name: ClassName, path: Path, columns: int = 4) -> Non
     _save(fig, path)
 
 
-def triptych(t, class_name: ClassName, path: Path) -> None:
+def triptych(t: Triptych, class_name: ClassName, path: Path) -> None:
     """clean (class, confidence) + ε·sign(∇) = adversarial (class, confidence)."""
     fig, axes = plt.subplots(1, 3, figsize=(8.4, 3.2))
     clean, cmap = _image(t.clean)

@@ -7,8 +7,12 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.errors import DatasetError
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsRead
 
 
 @dataclass(frozen=True)
@@ -81,7 +85,7 @@ def read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     return data
 
 
-def read_exact(stream, size: int, what: str) -> bytes:
+def read_exact(stream: SupportsRead[bytes], size: int, what: str) -> bytes:
     """Exactly `size` bytes from a stream, or a DatasetError naming `what` as truncated."""
     data = stream.read(size)
     if len(data) != size:

@@ -107,7 +107,8 @@ def address_problem(address: IPAddress) -> str | None:
 def resolve(host: str, port: int) -> list[IPAddress]:
     """Every address `host` resolves to (OSError when it does not)."""
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return list(dict.fromkeys(ipaddress.ip_address(info[4][0].split("%", 1)[0]) for info in found))
+    # An AF_INET/AF_INET6 sockaddr starts with the address as a string (typeshed allows any socket's int).
+    return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in found))
 
 
 def public_addresses(

@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 
-def _conv_bn_relu(c_in: int, c_out: int, **conv_kwargs) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, bias=False, **conv_kwargs), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+def _conv_bn_relu(
+    c_in: int,
+    c_out: int,
+    *,
+    kernel_size: int,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    groups: int = 1,
+) -> list[nn.Module]:
+    conv = nn.Conv2d(
+        c_in, c_out, kernel_size, stride=stride, padding=padding, dilation=dilation, groups=groups, bias=False
+    )
+    return [conv, nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
 class GapCNN(nn.Module):
@@ -24,8 +37,9 @@ class GapCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(64, num_classes)
 
-    def forward(self, x):
-        return self.classifier(self.pool(self.features(x)).flatten(1))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.classifier(self.pool(self.features(x)).flatten(1))
+        return logits
 
 
 def _separable(c_in: int, c_out: int, stride: int) -> list[nn.Module]:
@@ -48,8 +62,9 @@ class SeparableCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(64, num_classes)
 
-    def forward(self, x):
-        return self.classifier(self.pool(self.features(x)).flatten(1))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.classifier(self.pool(self.features(x)).flatten(1))
+        return logits
 
 
 class DilatedCNN(nn.Module):
@@ -66,8 +81,9 @@ class DilatedCNN(nn.Module):
         )
         self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 8 * 8, num_classes))
 
-    def forward(self, x):
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits: torch.Tensor = self.classifier(self.features(x))
+        return logits
 
 
 ARCHITECTURES: dict[str, type[nn.Module]] = {

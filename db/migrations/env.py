@@ -5,7 +5,9 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from db.models import Base
+import db.models  # noqa: F401 (importing it maps every table onto Base.metadata)
+from db.base import Base
+from db.migrate import default_url
 from db.session import make_engine
 
 config = context.config
@@ -28,9 +30,7 @@ def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from contracts.settings import get_settings
-
-    return get_settings().database_url
+    return default_url()
 
 
 def run_migrations_offline() -> None:

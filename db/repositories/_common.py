@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Iterable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Select, func, inspect, select
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, Delete, Select, Update, func, inspect, select
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from db.base import Base
 
@@ -32,15 +32,23 @@ def set_fields(record: Base, fields: dict[str, Any], *, protected: Iterable[str]
 
 
 def paginate(
-    session: Session, statement: Select, model: type[T], *, limit: int, offset: int
+    session: Session, statement: Select[T], id_column: QueryableAttribute[int], *, limit: int, offset: int
 ) -> builtins.list[T]:
-    """Newest first (id descending), `limit` clamped to [1, MAX_LIMIT], `offset` to ≥ 0."""
+    """Newest first (`id_column`, the model's id, descending), `limit` clamped to [1, MAX_LIMIT], `offset` to ≥ 0."""
     limit = min(max(int(limit), 1), MAX_LIMIT)
     offset = max(int(offset), 0)
-    statement = statement.order_by(model.id.desc()).limit(limit).offset(offset)
+    statement = statement.order_by(id_column.desc()).limit(limit).offset(offset)
     return builtins.list(session.scalars(statement))
 
 
-def count(session: Session, statement: Select) -> int:
+def count(session: Session, statement: Select[*tuple[Any, ...]]) -> int:
     """Rows `statement` would return, ignoring pagination."""
     return session.scalar(select(func.count()).select_from(statement.order_by(None).subquery())) or 0
+
+
+def rows_matched(session: Session, statement: Update | Delete) -> int:
+    """Execute an UPDATE or DELETE and return how many rows it matched.
+
+    session.execute is typed as returning a Result, but for DML it is a CursorResult, which has rowcount.
+    """
+    return cast("CursorResult[Any]", session.execute(statement)).rowcount

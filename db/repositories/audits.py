@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, Update, func, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, defer
 
 from db.base import utcnow
 from db.models import Audit, AuditRun, AuditRunJob, Job
-from db.repositories._common import DEFAULT_LIMIT, MAX_LIMIT, paginate, set_fields
+from db.repositories._common import DEFAULT_LIMIT, MAX_LIMIT, paginate, rows_matched, set_fields
 from db.repositories._common import count as count_rows
 from services.audit_states import (
     FINISHED,
@@ -38,7 +38,7 @@ def get_by_name(*, session: Session, name: str) -> Audit | None:
     return session.scalar(select(Audit).where(Audit.name == name))
 
 
-def _filtered(enabled: bool | None, model_name: str | None, run_on_new_version: bool | None) -> Select:
+def _filtered(enabled: bool | None, model_name: str | None, run_on_new_version: bool | None) -> Select[Audit]:
     statement = select(Audit)
     if enabled is not None:
         statement = statement.where(Audit.enabled.is_(enabled))
@@ -59,7 +59,7 @@ def list(
     offset: int = 0,
 ) -> Sequence[Audit]:
     return paginate(
-        session, _filtered(enabled, model_name, run_on_new_version), Audit, limit=limit, offset=offset
+        session, _filtered(enabled, model_name, run_on_new_version), Audit.id, limit=limit, offset=offset
     )
 
 
@@ -139,7 +139,7 @@ def get_run_by_slot(*, session: Session, audit_id: int, slot: str) -> AuditRun |
     return session.scalar(select(AuditRun).where(AuditRun.audit_id == audit_id, AuditRun.slot == slot))
 
 
-def _runs_filtered(audit_id: int | None, status: str | Iterable[str] | None) -> Select:
+def _runs_filtered(audit_id: int | None, status: str | Iterable[str] | None) -> Select[AuditRun]:
     statement = select(AuditRun)
     if audit_id is not None:
         statement = statement.where(AuditRun.audit_id == audit_id)
@@ -157,7 +157,7 @@ def list_runs(
     offset: int = 0,
 ) -> Sequence[AuditRun]:
     """Runs newest first."""
-    return paginate(session, _runs_filtered(audit_id, status), AuditRun, limit=limit, offset=offset)
+    return paginate(session, _runs_filtered(audit_id, status), AuditRun.id, limit=limit, offset=offset)
 
 
 def count_runs(
@@ -172,7 +172,7 @@ def create_run(
     audit: Audit,
     slot: str,
     trigger: str,
-    scheduled_for=None,
+    scheduled_for: datetime | None = None,
     target_model_id: int | None = None,
 ) -> AuditRun | None:
     """A pending run for `slot`, or None when the audit already has a run for that slot.
@@ -219,7 +219,7 @@ def transition_run(*, session: Session, run_id: int, from_status: str, to_status
         .values(status=to_status, **fields)
         .execution_options(synchronize_session=False)
     )
-    won = session.execute(statement).rowcount == 1
+    won = rows_matched(session, statement) == 1
     if won:
         run = session.get(AuditRun, run_id)
         if run is not None:
@@ -229,12 +229,12 @@ def transition_run(*, session: Session, run_id: int, from_status: str, to_status
 
 def delete_run(*, session: Session, run_id: int, status: str = PENDING) -> bool:
     """Delete a run that is still `status` (an undone "run now"); True if it was deleted."""
-    result = session.execute(
+    statement = (
         sql_delete(AuditRun)
         .where(AuditRun.id == run_id, AuditRun.status == status)
         .execution_options(synchronize_session=False)
     )
-    return result.rowcount == 1
+    return rows_matched(session, statement) == 1
 
 
 def list_latest_runs(
@@ -284,7 +284,7 @@ def list_idle_webhooks(*, session: Session, idle_before: datetime) -> builtins.l
     )
 
 
-def _pending_delivery(run_id: int, attempts: int):
+def _pending_delivery(run_id: int, attempts: int) -> Update:
     return sql_update(AuditRun).where(
         AuditRun.id == run_id,
         AuditRun.webhook_status == WEBHOOK_PENDING,
@@ -298,7 +298,7 @@ def claim_webhook_attempt(*, session: Session, run_id: int, attempts: int, at: d
     Only the caller that gets True may POST: two messages for one delivery never make the same attempt.
     """
     statement = _pending_delivery(run_id, attempts).values(webhook_attempts=attempts + 1, webhook_at=at)
-    return session.execute(statement.execution_options(synchronize_session=False)).rowcount == 1
+    return rows_matched(session, statement.execution_options(synchronize_session=False)) == 1
 
 
 def record_webhook_attempt(
@@ -308,7 +308,7 @@ def record_webhook_attempt(
     statement = _pending_delivery(run_id, attempt).values(
         webhook_status=status, webhook_error=error, webhook_at=at
     )
-    return session.execute(statement.execution_options(synchronize_session=False)).rowcount == 1
+    return rows_matched(session, statement.execution_options(synchronize_session=False)) == 1
 
 
 def list_reference_jobs(

@@ -29,7 +29,7 @@ def find_by_sha256(*, session: Session, sha256: str) -> DatasetRecord | None:
     )
 
 
-def _filtered(name: str | None, format: str | None) -> Select:
+def _filtered(name: str | None, format: str | None) -> Select[DatasetRecord]:
     statement = select(DatasetRecord)
     if name is not None:
         statement = statement.where(DatasetRecord.name == name)
@@ -46,7 +46,7 @@ def list(
     limit: int = DEFAULT_LIMIT,
     offset: int = 0,
 ) -> Sequence[DatasetRecord]:
-    return paginate(session, _filtered(name, format), DatasetRecord, limit=limit, offset=offset)
+    return paginate(session, _filtered(name, format), DatasetRecord.id, limit=limit, offset=offset)
 
 
 def count(*, session: Session, name: str | None = None, format: str | None = None) -> int:

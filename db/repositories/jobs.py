@@ -6,14 +6,14 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Row, Select, func, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, selectinload
 
 from db.base import utcnow
 from db.errors import StaleJob
 from db.models import Job
-from db.repositories._common import DEFAULT_LIMIT, column_names, paginate, set_fields
+from db.repositories._common import DEFAULT_LIMIT, column_names, paginate, rows_matched, set_fields
 from db.repositories._common import count as count_rows
 from services.job_states import (
     ACTIVE,
@@ -40,7 +40,7 @@ def _filtered(
     model_id: int | None,
     dataset_id: int | None,
     ids: Iterable[int] | None,
-) -> Select:
+) -> Select[Job]:
     statement = select(Job)
     if status is not None:
         statuses = [status] if isinstance(status, str) else [*status]
@@ -64,7 +64,7 @@ def list(
     limit: int = DEFAULT_LIMIT,
     offset: int = 0,
 ) -> Sequence[Job]:
-    return paginate(session, _filtered(status, model_id, dataset_id, ids), Job, limit=limit, offset=offset)
+    return paginate(session, _filtered(status, model_id, dataset_id, ids), Job.id, limit=limit, offset=offset)
 
 
 def count(
@@ -135,7 +135,7 @@ def running_attempts(*, session: Session, job_ids: Iterable[int]) -> set[tuple[i
     return {(row.id, row.attempts) for row in session.execute(statement)}
 
 
-def _current(session: Session, job_id: int):
+def _current(session: Session, job_id: int) -> Row[str, int, bool, datetime | None]:
     row = session.execute(
         select(Job.status, Job.attempts, Job.cancel_requested, Job.heartbeat_at).where(Job.id == job_id)
     ).one_or_none()
@@ -151,8 +151,7 @@ def _compare_and_set(
     statement = sql_update(Job).where(Job.id == job_id, Job.status == expected_status)
     if expected_attempts is not None:
         statement = statement.where(Job.attempts == expected_attempts)
-    result = session.execute(statement.values(**values).execution_options(synchronize_session=False))
-    return result.rowcount == 1
+    return rows_matched(session, statement.values(**values).execution_options(synchronize_session=False)) == 1
 
 
 def _defaults(new_status: str) -> dict[str, Any]:
@@ -303,8 +302,7 @@ def report_progress(
     if attempt is not None:
         statement = statement.where(Job.attempts == attempt)
     values = {"progress": min(max(float(progress), 0.0), 1.0), "heartbeat_at": utcnow()}
-    result = session.execute(statement.values(**values).execution_options(synchronize_session=False))
-    if result.rowcount != 1:
+    if rows_matched(session, statement.values(**values).execution_options(synchronize_session=False)) != 1:
         return Heartbeat(lost=True, cancel_requested=False)
     cancel = session.scalar(select(Job.cancel_requested).where(Job.id == job_id))
     return Heartbeat(lost=False, cancel_requested=bool(cancel))

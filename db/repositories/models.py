@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -16,6 +16,7 @@ from db.repositories._common import DEFAULT_LIMIT, paginate, set_fields
 from db.repositories._common import count as count_rows
 
 _VERSION = re.compile(r"v(\d+)")
+_V = TypeVar("_V")
 
 
 def get(*, session: Session, model_id: int) -> ModelRecord | None:
@@ -38,7 +39,7 @@ def find_by_sha256(*, session: Session, sha256: str, name: str | None = None) ->
     return session.scalar(statement.order_by(ModelRecord.id).limit(1))
 
 
-def _filtered(name: str | None, sha256: str | None) -> Select:
+def _filtered(name: str | None, sha256: str | None) -> Select[ModelRecord]:
     statement = select(ModelRecord)
     if name is not None:
         statement = statement.where(ModelRecord.name == name)
@@ -55,7 +56,7 @@ def list(
     limit: int = DEFAULT_LIMIT,
     offset: int = 0,
 ) -> Sequence[ModelRecord]:
-    return paginate(session, _filtered(name, sha256), ModelRecord, limit=limit, offset=offset)
+    return paginate(session, _filtered(name, sha256), ModelRecord.id, limit=limit, offset=offset)
 
 
 def count(*, session: Session, name: str | None = None, sha256: str | None = None) -> int:
@@ -127,5 +128,5 @@ def delete(*, session: Session, model: ModelRecord) -> None:
     session.flush()
 
 
-def _opt_list(values: Sequence | None) -> builtins.list | None:
+def _opt_list(values: Sequence[_V] | None) -> builtins.list[_V] | None:
     return None if values is None else builtins.list(values)

@@ -60,7 +60,7 @@ def get_by_name(*, session: Session, name: str) -> ApiToken | None:
 
 
 def list(*, session: Session, limit: int = DEFAULT_LIMIT, offset: int = 0) -> Sequence[ApiToken]:
-    return paginate(session, select(ApiToken), ApiToken, limit=limit, offset=offset)
+    return paginate(session, select(ApiToken), ApiToken.id, limit=limit, offset=offset)
 
 
 def delete(*, session: Session, token: ApiToken) -> None:

@@ -7,6 +7,8 @@ Create Date: 2025-11-27
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -18,7 +20,7 @@ depends_on = None
 NAME = 200
 
 
-def _timestamp(name: str, nullable: bool = False) -> sa.Column:
+def _timestamp(name: str, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 
