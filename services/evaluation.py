@@ -18,6 +18,7 @@ from services.checkpoints import LoadedModel
 from services.datasets import Dataset
 from services.errors import ConfigError, DatasetError, EvaluationCancelled
 from services.report import Report
+from services.sanity import assess
 from services.specs import EvaluationConfig
 from services.sweep import run_sweep
 
@@ -101,6 +102,17 @@ def _check_labels(dataset: Dataset, num_classes: int, limit: int | None) -> None
         )
 
 
+def _check_loss(config: EvaluationConfig, num_classes: int) -> None:
+    if config.loss != "dlr" or not {"bim", "pgd"} & set(config.attacks):
+        return
+    needed = 4 if config.targeted else 3
+    if num_classes < needed:
+        raise ConfigError(
+            f"the dlr loss needs at least {needed} classes{' for a targeted attack' if needed == 4 else ''}; "
+            f"the model has {num_classes}: use --loss ce or cw"
+        )
+
+
 def _sample_choice(n: int, config: EvaluationConfig, with_cam: bool) -> tuple[list[int], np.ndarray]:
     """Seeded random samples for the gallery and triptychs, and which of them get CAMs."""
     pool = min(n, max(config.cam_samples if with_cam else 0, config.triptychs))
@@ -120,7 +132,8 @@ def evaluate(
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Report:
-    """FGSM sweep, targeted sweep, CAM audit and architecture audit of one model on one dataset."""
+    """The attacks' ε-sweeps (FGSM, targeted FGSM, the iterative and black-box attacks), their worst case and
+    sanity checks, the CAM audit and the architecture audit of one model on one dataset."""
     started = time.perf_counter()
     device = resolve_device(config.device)
     warnings: list[str] = []
@@ -135,6 +148,7 @@ def evaluate(
             f"for {tuple(loaded.info.input_shape)}"
         )
     _check_labels(dataset, num_classes, config.limit)
+    _check_loss(config, num_classes)
     n = min(len(dataset), config.limit) if config.limit else len(dataset)
     audit = ArchitectureAudit.unavailable(dataset.info.input_shape)
     with optional_section("architecture audit", warnings):
@@ -171,8 +185,12 @@ def evaluate(
             keep_directions=config.save_adversarial,
             progress=(lambda done, total: progress("sweep", done, total)) if progress else None,
             should_stop=should_stop,
+            attacks=config.attack_specs,
+            worst_case_attacks=config.worst_case_attacks,
+            probe=config.sanity_probe,
         )
         sweep_seconds = time.perf_counter() - sweep_started
+        assessment = assess(sweep, config, num_classes)
         cam_started = time.perf_counter()
         cam, pictures = None, []
         if selected:
@@ -213,4 +231,5 @@ def evaluate(
         timing=timing,
         warnings=warnings,
         first_filters=first_filters,
+        assessment=assessment,
     )

@@ -1,4 +1,8 @@
-"""The report: in-memory results, their report.json form (schema_version 1) and the artifact files."""
+"""The report: in-memory results, their report.json form (schema_version 2) and the artifact files.
+
+Version 2 added `attacks` (every attack's curve), `robust` (the per-sample worst case over the attacks),
+`sanity` and `summary.worst_case_accuracy`; version 1 documents (FGSM only) are still read everywhere.
+"""
 
 from __future__ import annotations
 
@@ -17,10 +21,12 @@ from services.architecture import ArchitectureAudit
 from services.checkpoints import ModelInfo
 from services.datasets import DatasetInfo
 from services.filter_grid import render_filter_grid
+from services.iterative import FGSM_ENTRY
+from services.sanity import Assessment, assess
 from services.specs import EvaluationConfig
 from services.sweep import SweepResult
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -110,6 +116,11 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     first_filters: tuple | None = None  # (weight (out, in, k, k), title) of the first conv layer
     skipped_figures: set[str] = field(default_factory=set)  # figures that failed to render (see warnings)
+    assessment: Assessment | None = None  # worst case and sanity checks; computed from the sweep if not given
+
+    def __post_init__(self) -> None:
+        if self.assessment is None:
+            self.assessment = assess(self.sweep, self.config, self.model.num_classes)
 
     def class_name(self, index: int) -> str:
         names = self.dataset.class_names
@@ -159,6 +170,13 @@ class Report:
             summary["max_target_success_rate"] = max(
                 (t for t in t_success if not math.isnan(t)), default=None
             )
+        assessment = self.assessment
+        assert assessment is not None
+        worst_acc = assessment.worst.float().mean(dim=0).tolist()
+        summary["worst_case_accuracy"] = worst_acc
+        summary["worst_case_auc"] = metrics.robust_auc(s.eps, worst_acc)
+        summary["worst_case_attacks"] = list(assessment.worst_case_attacks)
+        summary["sanity_verdict"] = assessment.sanity["verdict"]
         if self.cam is not None:
             summary["cam_drift"] = self.cam.drift()
         summary["macs"] = self.architecture.totals.get("macs")
@@ -178,6 +196,15 @@ class Report:
             "clean": {"accuracy": clean_accuracy, "mean_confidence": float(s.clean_conf.mean())},
             "fgsm": fgsm,
             "targeted_fgsm": targeted,
+            "attacks": self._attack_entries(fgsm, targeted),
+            "robust": {
+                "attacks": list(assessment.worst_case_attacks),
+                "points": [
+                    {"eps": e, "eps_255": e * 255, "accuracy": a}
+                    for e, a in zip(s.eps, worst_acc, strict=True)
+                ],
+            },
+            "sanity": assessment.sanity,
             "gradcam": self.cam.summary() if self.cam is not None else None,
             "architecture": self.architecture.to_dict(),
             "per_class": per_class,
@@ -187,6 +214,45 @@ class Report:
             "artifacts": [name for name in self.artifact_names() if name not in self.skipped_figures],
         }
         return json_safe(document)
+
+    def _attack_entries(self, fgsm: list[dict], targeted: dict | None) -> list[dict]:
+        """One entry per attack and mode: its settings and its points per ε."""
+        s, assessment = self.sweep, self.assessment
+        assert assessment is not None
+        correct = s.clean_pred == s.labels
+        entries = [FGSM_ENTRY | {"targeted": False, "points": [_point(p) for p in fgsm]}]
+        if targeted is not None:
+            entries.append(
+                FGSM_ENTRY | {"targeted": True, "points": [_target_point(p) for p in targeted["points"]]}
+            )
+        robust = s.robust
+        for spec in robust.attacks if robust is not None else ():
+            matrix = assessment.matrices[spec.name]
+            points = []
+            for j, e in enumerate(s.eps):
+                fooled = int((correct & ~matrix[:, j]).sum())
+                points.append(
+                    {
+                        "eps": e,
+                        "eps_255": e * 255,
+                        "accuracy": float(matrix[:, j].float().mean()),
+                        "attack_success_rate": fooled / int(correct.sum()) if correct.any() else None,
+                    }
+                )
+            entries.append(spec.describe() | {"targeted": False, "points": points})
+            if robust is not None and spec in robust.targeted_success and s.targets is not None:
+                success = robust.targeted_success[spec]
+                eligible = int((s.targets != s.labels).sum())
+                points = [
+                    {
+                        "eps": e,
+                        "eps_255": e * 255,
+                        "target_success_rate": float(success[:, j].sum()) / eligible if eligible else None,
+                    }
+                    for j, e in enumerate(s.targeted_eps)
+                ]
+                entries.append(spec.describe() | {"targeted": True, "points": points})
+        return entries
 
     def artifact_names(self) -> list[str]:
         names = ["report.json", "outcomes.npz", "accuracy_curve.png"]
@@ -281,6 +347,11 @@ class Report:
             "conf": s.conf.numpy(),
             "minimal_eps": metrics.minimal_eps(s.pred, s.labels, s.eps, s.clean_pred),
         }
+        assessment = self.assessment
+        assert assessment is not None
+        arrays["worst_case_robust"] = assessment.worst.numpy()
+        for name, matrix in assessment.matrices.items():
+            arrays[f"robust_{name}"] = matrix.numpy()
         if s.policy is not None:
             arrays |= {
                 "targets": s.targets.numpy(),
@@ -327,6 +398,15 @@ REPORT_FILES = (
 
 def _is_report_file(name: str) -> bool:
     return name in REPORT_FILES or (name.startswith("triptych_") and name.endswith(".png"))
+
+
+def _point(fgsm_point: dict) -> dict:
+    keys = ("eps", "eps_255", "accuracy", "attack_success_rate")
+    return {key: fgsm_point[key] for key in keys}
+
+
+def _target_point(point: dict) -> dict:
+    return {key: point[key] for key in ("eps", "eps_255", "target_success_rate")}
 
 
 def _nanmean(values: np.ndarray) -> float | None:

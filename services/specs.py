@@ -7,12 +7,31 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
 
 from services.errors import ConfigError
+from services.iterative import ATTACKS, LOSSES, NORMS, AttackSpec
 from services.limits import MAX_EPS_VALUES
+from services.robust import SanityProbe
 
 DEFAULT_EPS: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255)
 DEFAULT_CAM_EPS = 8 / 255
 TARGET_POLICIES = ("class:K", "random", "least-likely", "next")
 PRECISIONS = ("fp32", "bf16")
+# The attacks of a default run: FGSM, PGD (iterative, white-box) and Square (score-based, black-box: it needs
+# no gradient, so a model that masks its gradients cannot hide from it). Fast on the demo.
+DEFAULT_ATTACKS: tuple[str, ...] = ("fgsm", "pgd", "square")
+
+
+def parse_names(text: str | list | tuple, what: str, choices: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated (or list) choice of names, e.g. `fgsm,pgd`; kept in the given order."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = tuple(str(item).strip().lower() for item in items if str(item).strip())
+    if not names:
+        raise ConfigError(f"{what} is empty: choose from {', '.join(choices)}")
+    unknown = [name for name in names if name not in choices]
+    if unknown:
+        raise ConfigError(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(choices)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{what} repeats a name: {', '.join(names)}")
+    return names
 
 
 def parse_eps_value(text: str | float | int) -> float:
@@ -79,14 +98,15 @@ class Option:
     """How one evaluation option is offered: the CLI flag, the API field, the form field, the README row.
 
     Declared once, in EvaluationConfig's field table below; its default is the field's. Kinds: `eps_list`,
-    `eps`, `policy` (targeted), `int`, `choice`, `flag` (a boolean) and `text`.
+    `eps`, `policy` (targeted), `int`, `number` (a real number), `choice`, `names` (several of the choices,
+    comma-separated), `flag` (a boolean) and `text`.
     """
 
     kind: str
     help: str
     label: str
-    minimum: int | None = None
-    maximum: int | None = None
+    minimum: float | None = None
+    maximum: float | None = None
     choices: tuple[str, ...] = ()
     max_length: int | None = None
     name: str = ""  # the field's name (snake_case: the report's config key, the API's key), filled in below
@@ -97,6 +117,11 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
     @property
+    def metavar(self) -> str | None:
+        """How the CLI help and the README name the flag's value."""
+        return _METAVARS.get(self.kind)
+
+    @property
     def default_text(self) -> str:
         """The default as a person writes it (`0,1/255,…`, `8/255`, `16`), empty when there is none."""
         if self.default is None or self.default is False:
@@ -105,20 +130,33 @@ class Option:
             return ",".join(format_eps(value) for value in self.default)
         if self.kind == "eps":
             return format_eps(self.default)
+        if self.kind == "names":
+            return ",".join(self.default)  # type: ignore[call-overload]
         return str(self.default)
 
     def describe(self) -> str:
         """The help text with its bounds, choices and default: what the CLI, the API and the README say."""
         extra = []
         if self.choices:
-            extra.append(" or ".join(self.choices))
+            extra.append((", ".join if self.kind == "names" else " or ".join)(self.choices))
         if self.minimum is not None or self.maximum is not None:
             low = "" if self.minimum is None else f"{self.minimum} ≤ "
             high = "" if self.maximum is None else f" ≤ {self.maximum}"
-            extra.append(f"{low}N{high}")
+            extra.append(f"{low}{'x' if self.kind == 'number' else 'N'}{high}")
         if self.default_text:
             extra.append(f"default {self.default_text}")
         return f"{self.help} ({'; '.join(extra)})" if extra else self.help
+
+
+_METAVARS = {
+    "eps_list": "LIST",
+    "eps": "E",
+    "policy": "POLICY",
+    "int": "N",
+    "number": "X",
+    "names": "A,B",
+    "text": "TEXT",
+}
 
 
 def format_eps(value: float) -> str:
@@ -161,6 +199,82 @@ class EvaluationConfig:
         kind="eps_list",
         label="Targeted ε list",
         help="ε list of the targeted sweep (needs a targeted policy; default: the ε list)",
+    )
+    attacks: tuple[str, ...] = _option(
+        DEFAULT_ATTACKS,
+        kind="names",
+        label="Attacks",
+        choices=ATTACKS,
+        help="the attacks, comma-separated; a sample counts as robust at ε only if every one of them failed "
+        "on it: fgsm (one gradient), bim and pgd (iterative, white-box), square (score-based, black-box)",
+    )
+    norm: str = _option(
+        "linf",
+        kind="choice",
+        label="Norm",
+        choices=NORMS,
+        help="threat model of bim and pgd: linf, or l2 with ε in L2 units of the [0, 1] image (fgsm and "
+        "square are L∞ attacks and then count apart from the worst case)",
+    )
+    loss: str = _option(
+        "ce",
+        kind="choice",
+        label="Loss",
+        choices=LOSSES,
+        help="loss bim and pgd ascend: ce (cross-entropy), dlr (the scale-invariant difference of logits "
+        "ratio) or cw (the logit margin)",
+    )
+    steps: int = _option(10, kind="int", label="Steps", minimum=1, maximum=1_000, help="steps of bim and pgd")
+    restarts: int = _option(
+        1, kind="int", label="Restarts", minimum=1, maximum=100, help="random restarts of pgd"
+    )
+    step_size: float | None = _option(
+        None,
+        kind="number",
+        label="Step size",
+        minimum=0,
+        maximum=10,
+        help="step size α of bim and pgd, in the units of ε (default 2.5·ε/steps at each ε)",
+    )
+    queries: int = _option(
+        100,
+        kind="int",
+        label="Queries",
+        minimum=1,
+        maximum=100_000,
+        help="query budget of square per sample and ε (a sample stops once it is fooled)",
+    )
+    sanity_eps: float = _option(
+        0.5,
+        kind="eps",
+        label="Sanity ε",
+        help="the large L∞ ε at which the white-box attacks must bring accuracy down to chance (0 skips "
+        "that check)",
+    )
+    sanity_tolerance: float = _option(
+        0.01,
+        kind="number",
+        label="Sanity tolerance",
+        minimum=0,
+        maximum=1,
+        help="fraction of the samples allowed to contradict an ordering check (iterative vs single-step, "
+        "monotone in ε, white-box vs black-box, gradient vs noise, untargeted vs targeted)",
+    )
+    sanity_chance_margin: float = _option(
+        0.1,
+        kind="number",
+        label="Chance margin",
+        minimum=0,
+        maximum=1,
+        help="accuracy at the sanity ε may exceed chance (1/classes) by this much",
+    )
+    sanity_gradient_fraction: float = _option(
+        0.05,
+        kind="number",
+        label="Gradient fraction",
+        minimum=0,
+        maximum=1,
+        help="fraction of the samples allowed a zero, NaN or infinite input gradient, or saturated outputs",
     )
     cam: str = _option(
         "auto",
@@ -227,13 +341,42 @@ class EvaluationConfig:
                 raise ConfigError("targeted-eps was given without a targeted policy: add --targeted POLICY")
             object.__setattr__(self, "targeted_eps", parse_eps_list(self.targeted_eps, "targeted_eps"))
         object.__setattr__(self, "cam_eps", parse_eps_value(self.cam_eps))
+        object.__setattr__(self, "sanity_eps", parse_eps_value(self.sanity_eps))
+        object.__setattr__(self, "attacks", parse_names(self.attacks, "attacks", ATTACKS))
+        for name, choices in (("norm", NORMS), ("loss", LOSSES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose {' or '.join(choices)}")
+        if self.norm == "l2" and "square" in self.attacks:
+            raise ConfigError("square is an L∞ attack: drop it from the attacks, or use norm linf")
+        if self.norm == "l2" and not {"bim", "pgd"} & set(self.attacks):
+            raise ConfigError("norm l2 applies to bim and pgd: add one of them to the attacks")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
         for option in OPTIONS:  # the declared bounds, for every surface alike
-            if option.kind == "int" and getattr(self, option.name) is not None:
+            if option.kind in ("int", "number") and getattr(self, option.name) is not None:
                 _check_bounds(option, getattr(self, option.name))
         if not self.cam.strip():
             raise ConfigError("cam must be 'auto', 'none' or a layer path")
+
+    @property
+    def attack_specs(self) -> tuple[AttackSpec, ...]:
+        """The iterative and black-box attacks (FGSM is the sweep itself)."""
+        return tuple(
+            AttackSpec(name, self.norm, self.loss, self.steps, self.restarts, self.step_size, self.queries)
+            for name in self.attacks
+            if name != "fgsm"
+        )
+
+    @property
+    def worst_case_attacks(self) -> tuple[str, ...]:
+        """The attacks whose per-sample worst case is the robust accuracy: those of the ε's threat model."""
+        if self.norm == "l2":
+            return tuple(name for name in self.attacks if name in ("bim", "pgd"))
+        return self.attacks
+
+    @property
+    def sanity_probe(self) -> SanityProbe:
+        return SanityProbe(large_eps=self.sanity_eps, noise=self.norm == "linf")
 
     @property
     def sweep_targeted_eps(self) -> tuple[float, ...]:
@@ -243,13 +386,17 @@ class EvaluationConfig:
         """JSON-ready form, as written into report.json's `config`."""
         data = asdict(self)
         data["eps"] = list(self.eps)
+        data["attacks"] = list(self.attacks)
         data["targeted"] = str(self.targeted) if self.targeted else None
         data["targeted_eps"] = list(self.sweep_targeted_eps) if self.targeted else None
         return data
 
 
 def _check_bounds(option: Option, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if option.kind == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{option.name} must be a number, got {value!r}")
+    elif isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{option.name} must be a whole number, got {value!r}")
     low, high = option.minimum, option.maximum
     if (low is not None and value < low) or (high is not None and value > high):

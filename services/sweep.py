@@ -10,6 +10,8 @@ from torch import nn
 
 from services.attacks import autocast_for, fgsm_directions, frozen_eval, perturb
 from services.errors import ConfigError, DatasetError, EvaluationCancelled, ModelError
+from services.iterative import AttackSpec
+from services.robust import RobustSweep, SanityProbe
 from services.specs import TargetPolicy
 
 BatchProgress = Callable[[int, int], None]
@@ -35,6 +37,7 @@ class SweepResult:
     directions: torch.Tensor | None = None  # (N, C, H, W) int8, with keep_directions
     inputs: torch.Tensor | None = None  # (N, C, H, W) float32, with keep_directions
     targeted_directions: torch.Tensor | None = None  # (N, C, H, W) int8, with keep_directions
+    robust: RobustSweep | None = None  # the iterative and black-box attacks and the sanity probes
 
 
 def target_function(policy: TargetPolicy, num_classes: int, offsets: torch.Tensor | None):
@@ -80,8 +83,12 @@ def run_sweep(
     keep_directions: bool = False,
     progress: BatchProgress | None = None,
     should_stop: Callable[[], bool] | None = None,
+    attacks: Sequence[AttackSpec] = (),
+    worst_case_attacks: tuple[str, ...] = ("fgsm", "bim", "pgd", "square"),
+    probe: SanityProbe | None = None,
 ) -> SweepResult:
-    """FGSM (and targeted FGSM) over `eps` for every sample, one gradient per batch and mode."""
+    """FGSM (and targeted FGSM) over `eps` for every sample, one gradient per batch and mode; then, per
+    batch, the iterative and black-box `attacks` and the sanity `probe` (services.robust)."""
     device = torch.device(device)
     eps, targeted_eps = tuple(eps), tuple(targeted_eps) if policy else ()
     n, k, kt = num_samples, len(eps), len(targeted_eps)
@@ -100,6 +107,13 @@ def run_sweep(
     kept = {}
     wanted = sorted(set(select))
     directions = inputs = t_directions = None
+    robust = (
+        RobustSweep(
+            tuple(attacks), n, eps, targeted_eps, worst_case_attacks, seed, probe or SanityProbe(0.0, False)
+        )
+        if attacks or probe
+        else None
+    )
 
     def check_stop() -> None:
         # Before every forward pass, not only between batches: a batch with many ε values can take minutes.
@@ -130,6 +144,11 @@ def run_sweep(
             logits, direction, t_direction, t = fgsm_directions(
                 model, x, y, batch_targets if policy else None, precision=precision
             )
+            raw_direction = direction
+            # A NaN in the gradient gives no direction for that pixel (the sanity checks report it).
+            direction = direction.nan_to_num(0.0)
+            if t_direction is not None:
+                t_direction = t_direction.nan_to_num(0.0)
             labels[rows] = y
             probs = logits.softmax(dim=1)
             clean_conf[rows], clean_pred[rows] = probs.max(dim=1)
@@ -147,6 +166,8 @@ def run_sweep(
                         nonfinite[rows] |= ~torch.isfinite(out).all(dim=1)
                         t_pred[rows, j] = out.argmax(dim=1)
                         t_prob[rows, j] = out.softmax(dim=1).gather(1, t[:, None]).squeeze(1)
+            if robust is not None:
+                robust.run_batch(forward_all, x, y, rows, logits, raw_direction, t, pred[rows])
             if keep_directions:
                 if directions is None:
                     # Host memory, not the device's: N·C·H·W·(4 + 1 + 1) bytes for a whole dataset.
@@ -194,4 +215,5 @@ def run_sweep(
         directions=cpu(directions),
         inputs=cpu(inputs),
         targeted_directions=cpu(t_directions),
+        robust=robust,
     )

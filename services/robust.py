@@ -1,0 +1,220 @@
+"""The iterative and black-box attacks of a sweep, batch by batch, with no wasted work, and the sanity probes.
+
+Per attack and sample, ε values are visited in increasing order. A sample that an attack fooled at ε′ is
+fooled by it at every ε ≥ ε′ (the same perturbation lies in the larger ball), so it is not attacked again;
+a sample misclassified clean is never attacked; and each attack stops on a sample once it is fooled.
+This gives exactly the outcomes of running every attack on every sample at every ε and calling a sample
+fooled at ε when some ε′ ≤ ε fooled it (tests/services/test_robust.py checks the equality).
+
+The white-box attacks each get their own exact curve (the sanity checks compare them). The black-box
+attack runs last and only on the samples that every white-box attack of the worst case left robust at that
+ε, as AutoAttack runs its black-box attack: its curve is the worst case after it, and what it adds is
+exactly what the white-box attacks missed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from services.iterative import BLACK_BOX, AttackSpec, Forward, gradient_attack, noise_attack, square_attack
+
+
+@dataclass(frozen=True)
+class SanityProbe:
+    """What the sanity checks need measured during the sweep besides the attacks themselves."""
+
+    large_eps: float = 0.5  # check 3: the white-box attacks at this ε should reach chance accuracy
+    noise: bool = True  # check 5: random ±ε noise at the largest swept ε
+
+
+@dataclass
+class SanityCounts:
+    """Per-sample facts seen during the sweep (CPU tensors of length N)."""
+
+    zero_gradient: torch.Tensor  # the input gradient of the loss is exactly zero
+    nonfinite_gradient: torch.Tensor  # it holds a NaN or an infinity
+    probability_rows: torch.Tensor  # the outputs lie in [0, 1] and sum to 1: probabilities, not logits
+    saturated: torch.Tensor  # the softmax of the outputs is exactly one-hot in fp32: the CE gradient is 0
+    noise_robust: torch.Tensor | None = None  # still correct under ±ε noise at the largest ε
+    large_eps_robust: torch.Tensor | None = None  # survived the white-box attacks at the large ε
+
+
+def run_attack(
+    spec: AttackSpec,
+    forward: Forward,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    ids: torch.Tensor,
+    seed: int,
+    targets: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fooled per sample (bool) for one attack at one ε."""
+    if spec.name == "square":
+        return square_attack(spec, forward, x, y, eps, ids, seed=seed, targets=targets)
+    return gradient_attack(spec, forward, x, y, eps, ids, seed=seed, targets=targets)[0]
+
+
+def robust_over_eps(
+    spec: AttackSpec,
+    forward: Forward,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: tuple[float, ...],
+    candidates: torch.Tensor,
+    ids: torch.Tensor,
+    seed: int,
+    targets: torch.Tensor | None = None,
+    still_open: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, K) bool: candidate samples no ε′ ≤ ε fooled, with each sample attacked only while it survives.
+
+    `still_open` (B, K) limits the attack at each ε to the samples other attacks left robust there.
+    """
+    alive = candidates.clone()
+    result = torch.zeros(len(x), len(eps), dtype=torch.bool, device=x.device)
+    for j in sorted(range(len(eps)), key=lambda j: eps[j]):
+        attack = alive if still_open is None else alive & still_open[:, j]
+        if eps[j] > 0 and attack.any():
+            rows = torch.nonzero(attack).squeeze(1)
+            t = targets[rows] if targets is not None else None
+            fooled = run_attack(spec, forward, x[rows], y[rows], eps[j], ids[rows.cpu()], seed, t)
+            alive[rows[fooled]] = False
+        result[:, j] = alive
+    return result
+
+
+@dataclass
+class RobustSweep:
+    """Accumulates, batch by batch, each attack's robust-sample matrix and the sanity counts."""
+
+    attacks: tuple[AttackSpec, ...]
+    num_samples: int
+    eps: tuple[float, ...]
+    targeted_eps: tuple[float, ...] = ()
+    worst_case_attacks: tuple[str, ...] = ("fgsm", "bim", "pgd", "square")
+    seed: int = 0
+    probe: SanityProbe = field(default_factory=SanityProbe)
+    robust: dict[AttackSpec, torch.Tensor] = field(default_factory=dict)  # (N, K) bool per attack
+    targeted_success: dict[AttackSpec, torch.Tensor] = field(default_factory=dict)  # (N, Kt) bool
+    counts: SanityCounts | None = None
+
+    def __post_init__(self) -> None:
+        n, k, kt = self.num_samples, len(self.eps), len(self.targeted_eps)
+        for spec in self.attacks:
+            self.robust[spec] = torch.zeros(n, k, dtype=torch.bool)
+            if kt and spec.name != "square":
+                self.targeted_success[spec] = torch.zeros(n, kt, dtype=torch.bool)
+        flags = lambda: torch.zeros(n, dtype=torch.bool)  # noqa: E731
+        self.counts = SanityCounts(flags(), flags(), flags(), flags())
+        if self.probe.noise and self.eps:
+            self.counts.noise_robust = flags()
+        if self.probe.large_eps > 0:
+            self.counts.large_eps_robust = flags()
+
+    def run_batch(
+        self,
+        forward: Forward,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        rows: slice,
+        clean_logits: torch.Tensor,
+        direction: torch.Tensor,
+        targets: torch.Tensor | None,
+        fgsm_pred: torch.Tensor,
+    ) -> None:
+        """Every attack on one batch (x on the device; `fgsm_pred` its (B, K) FGSM predictions), then the
+        sanity probes. `direction` is the raw sign of the gradient (NaN where the gradient was NaN)."""
+        ids = torch.arange(rows.start, rows.stop)
+        correct = clean_logits.argmax(dim=1) == y
+        white = (
+            closed_under_eps(fgsm_pred == y[:, None], self.eps) if "fgsm" in self.worst_case_attacks else None
+        )
+        for spec in sorted(self.attacks, key=lambda spec: spec.name in BLACK_BOX):
+            black = spec.name in BLACK_BOX
+            outcome = robust_over_eps(
+                spec, forward, x, y, self.eps, correct, ids, self.seed, still_open=white if black else None
+            )
+            if not black and spec.name in self.worst_case_attacks:
+                white = outcome if white is None else white & outcome
+            self.robust[spec][rows] = outcome.cpu()
+            if spec in self.targeted_success and targets is not None:
+                eligible = targets != y
+                survived = robust_over_eps(
+                    spec, forward, x, y, self.targeted_eps, eligible, ids, self.seed, targets
+                )
+                self.targeted_success[spec][rows] = (eligible[:, None] & ~survived).cpu()
+        self._probe(forward, x, y, rows, ids, clean_logits, direction, correct)
+
+    def _probe(self, forward, x, y, rows, ids, clean_logits, direction, correct) -> None:
+        counts = self.counts
+        assert counts is not None
+        flat = direction.flatten(1)
+        counts.zero_gradient[rows] = (flat == 0).all(dim=1).cpu()
+        counts.nonfinite_gradient[rows] = (~torch.isfinite(flat)).any(dim=1).cpu()
+        in_unit = ((clean_logits >= 0) & (clean_logits <= 1)).all(dim=1)
+        counts.probability_rows[rows] = (in_unit & ((clean_logits.sum(dim=1) - 1).abs() < 1e-3)).cpu()
+        counts.saturated[rows] = (clean_logits.softmax(dim=1).amax(dim=1) == 1.0).cpu()
+        if counts.noise_robust is not None:
+            with torch.no_grad():
+                fooled = noise_attack(forward, x, y, max(self.eps), ids, seed=self.seed)
+            counts.noise_robust[rows] = (correct & ~fooled).cpu()
+        if counts.large_eps_robust is not None:
+            counts.large_eps_robust[rows] = self._large_eps(forward, x, y, ids, direction, correct).cpu()
+
+    def _large_eps(self, forward, x, y, ids, direction, correct) -> torch.Tensor:
+        """Survivors of FGSM and the iterative white-box attacks (in L∞) at the large ε."""
+        e = self.probe.large_eps
+        with torch.no_grad():
+            alive = correct & ~(
+                forward(torch.clamp(x + e * direction.nan_to_num(0), 0, 1)).argmax(dim=1) != y
+            )
+        for spec in self.attacks:
+            if spec.name == "square" or not alive.any():
+                continue
+            alive &= robust_over_eps(replace(spec, norm="linf"), forward, x, y, (e,), alive, ids, self.seed)[
+                :, 0
+            ]
+        return alive
+
+
+def closed_under_eps(robust: torch.Tensor, eps: tuple[float, ...]) -> torch.Tensor:
+    """(N, K) robust-at-ε flags made monotone: robust at ε only if robust at every swept ε′ ≤ ε."""
+    order = sorted(range(len(eps)), key=lambda j: eps[j])
+    closed = robust.clone()
+    for previous, j in zip(order, order[1:], strict=False):
+        closed[:, j] &= closed[:, previous]
+    return closed
+
+
+def robust_matrices(
+    fgsm_pred: torch.Tensor,
+    labels: torch.Tensor,
+    eps: tuple[float, ...],
+    robust: RobustSweep | None,
+    worst_case_attacks: tuple[str, ...],
+) -> dict[str, torch.Tensor]:
+    """Per attack name, (N, K) bool: clean-correct samples it did not fool at any ε′ ≤ ε (FGSM included).
+
+    A black-box attack's matrix is the worst case after it: it only attacked the white-box survivors.
+    """
+    matrices = {"fgsm": closed_under_eps(fgsm_pred == labels[:, None], eps)}
+    if robust is None:
+        return matrices
+    matrices |= {spec.name: outcome for spec, outcome in robust.robust.items() if spec.name not in BLACK_BOX}
+    white = [name for name in matrices if name in worst_case_attacks]
+    for spec, outcome in robust.robust.items():
+        if spec.name in BLACK_BOX:
+            matrices[spec.name] = worst_case(matrices, tuple(white)) & outcome if white else outcome
+    return matrices
+
+
+def worst_case(matrices: dict[str, torch.Tensor], names: tuple[str, ...]) -> torch.Tensor:
+    """(N, K) bool: robust against every named attack (the per-sample worst case)."""
+    result = matrices["fgsm"].clone() if not names else None
+    for name in names:
+        result = matrices[name].clone() if result is None else result & matrices[name]
+    assert result is not None
+    return result
