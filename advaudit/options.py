@@ -18,6 +18,9 @@ def floats(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+_ARG_TYPES = {"int": int, "number": float}
+
+
 def add_evaluation_options(p: argparse.ArgumentParser) -> None:
     """One flag per declared option (kebab-case of its report.json config key)."""
     for option in OPTIONS:
@@ -27,10 +30,10 @@ def add_evaluation_options(p: argparse.ArgumentParser) -> None:
             p.add_argument(
                 option.flag,
                 default=None,
-                type=int if option.kind == "int" else str,
-                choices=option.choices or None,
+                type=_ARG_TYPES.get(option.kind, str),
+                choices=(option.choices or None) if option.kind == "choice" else None,
                 help=option.describe(),
-                metavar="N" if option.kind == "int" else None,
+                metavar=option.metavar if option.kind in ("int", "number", "names") else None,
             )
 
 

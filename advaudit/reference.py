@@ -15,7 +15,6 @@ from services.audit_verdict import THRESHOLD_SPECS
 from services.specs import OPTIONS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-METAVARS = {"eps_list": "LIST", "eps": "E", "policy": "POLICY", "int": "N", "text": "TEXT"}
 
 
 def _cell(text: str) -> str:
@@ -30,7 +29,7 @@ def options_table() -> str:
         elif option.kind == "choice":
             flag = f"`{option.flag} {'|'.join(option.choices)}`"
         else:
-            flag = f"`{option.flag} {METAVARS[option.kind]}`"
+            flag = f"`{option.flag} {option.metavar}`"
         rows.append(f"| {_cell(flag)} · `{option.name}` | {_cell(option.describe())} |")
     return "\n".join(rows)
 

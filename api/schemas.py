@@ -120,6 +120,8 @@ _OPTION_TYPES: dict[str, Any] = {
     "eps": Eps,
     "policy": str,
     "int": int,
+    "number": float,
+    "names": str | list[str],
     "choice": str,
     "flag": bool,
     "text": str,
@@ -128,7 +130,7 @@ _OPTION_TYPES: dict[str, Any] = {
 
 def _option_field(option: Option) -> tuple[Any, Any]:
     annotation = _OPTION_TYPES[option.kind]
-    text_default = option.kind in ("eps_list", "eps", "policy") or option.default is None
+    text_default = option.kind in ("eps_list", "eps", "policy", "names") or option.default is None
     if text_default:
         annotation = annotation | None
     return annotation, Field(
