@@ -32,7 +32,13 @@ from worker.runner import WorkerContext, run_job
 MODEL_NAME = "digits-cnn"
 AUDIT_NAME = "digits-cnn robustness (demo)"
 STABLE, FRAGILE = "gap-cnn", "gap-cnn-fragile"
-CONFIG = {"eps": ["0", "2/255", "4/255", "8/255"], "targeted": "next", "cam": "none", "triptychs": 0}
+CONFIG = {
+    "eps": ["0", "2/255", "4/255", "8/255"],
+    "targeted": "next",
+    "steps": 5,
+    "cam": "none",
+    "triptychs": 0,
+}
 
 
 class DemoQueue:

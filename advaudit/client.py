@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from advaudit.console import console, pct, summary_table
+from advaudit.console import console, headline, pct, print_sanity, summary_table
 from advaudit.options import add_evaluation_options, config_from_args
 from services.errors import AdvauditError
 from services.job_states import QUEUED, RUNNING, SUCCEEDED, TERMINAL
@@ -188,7 +188,10 @@ def _show(client: Client, job: dict) -> None:
     if job.get("error"):
         console.print(f"[red]error:[/] {escape(job['error'])}")
     if job["status"] == SUCCEEDED:
-        console.print(summary_table(client.request("GET", f"/jobs/{job['id']}/report")))
+        document = client.request("GET", f"/jobs/{job['id']}/report")
+        console.print(summary_table(document))
+        console.print(headline(document))
+        print_sanity(document)
 
 
 def cmd_jobs_show(args) -> int:
@@ -207,18 +210,47 @@ def cmd_compare(args) -> int:
     answer = _client(args).request("GET", "/compare", params={"job_ids": ",".join(map(str, args.job_ids))})
     rows = answer["rows"]
     eps = answer["eps"]
-    table = Table(title=f"Leaderboard on dataset {answer.get('dataset_id')} (accuracy %, FGSM at ε = k/255)")
-    for column in ("job", "model", "clean", *[f"{e * 255:g}" for e in eps], "AUC", "CAM drift", "MACs"):
-        table.add_column(column, justify="left" if column == "model" else "right")
-    for row in rows:
+    ranking = answer.get("ranking_eps")
+    at = "—" if ranking is None else f"{ranking * 255:g}/255"
+    dataset = (answer.get("dataset") or {}).get("name", "?")
+    table = Table(
+        title=escape(
+            f"Leaderboard on {dataset}: ranked by {answer.get('ranked_by', 'worst-case accuracy')} "
+            "(worst-case accuracy % over every attack at ε = k/255; AUCs over the shared ε only)"
+        )
+    )
+    columns = ("#", "job", "model", "sanity", f"worst @ {at}", "worst AUC", "FGSM AUC", "clean")
+    for column in (*columns, *[f"{e * 255:g}" for e in eps], "CAM drift", "MACs"):
+        table.add_column(column, justify="left" if column in ("model", "sanity") else "right")
+    for rank, row in enumerate(rows, start=1):
+        verdict = row.get("sanity_verdict")
+        sanity = (
+            "[bold red]SUSPICIOUS[/]"
+            if verdict == "suspicious"
+            else ("— (v1)" if verdict is None else f"[green]{escape(verdict)}[/]")
+        )
         table.add_row(
+            str(rank),
             str(row["job_id"]),
             escape(f"{row['model_name']} {row.get('model_version') or ''}"),
+            sanity,
+            pct(row.get("ranking_accuracy")),
+            _auc(row.get("worst_case_auc")),
+            _auc(row.get("fgsm_auc")),
             pct(row["clean_accuracy"]),
-            *[pct(a) for a in row["accuracy"]],
-            f"{row['robust_auc']:.3f}",
+            *[pct(a) for a in row.get("worst_case_accuracy", row["accuracy"])],
             "—" if row.get("cam_drift") is None else f"{row['cam_drift']:.3f}",
             "—" if not row.get("macs") else f"{row['macs'] / 1e6:.2f} M",
         )
     console.print(table)
+    for warning in answer.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {escape(warning)}")
+    for row in rows:
+        if row.get("sanity_verdict") == "suspicious":
+            titles = ", ".join(check["title"] for check in row.get("failed_checks", [])) or "?"
+            console.print(f"[bold red]job {row['job_id']}: sanity: SUSPICIOUS — failed: {escape(titles)}[/]")
     return 0
+
+
+def _auc(value) -> str:
+    return "—" if value is None else f"{value:.3f}"

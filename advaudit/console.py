@@ -10,7 +10,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from services.audit_states import BASELINE, ERROR, PASSED, REGRESSED
+from services.audit_states import BASELINE, ERROR, PASSED, REGRESSED, SUSPICIOUS
+from services.audit_verdict import (
+    check_title,
+    failed_checks,
+    report_version,
+    sanity_verdict,
+    worst_case_accuracy,
+)
 
 console = Console()
 if not console.is_terminal:
@@ -44,15 +51,23 @@ def pct(value) -> str:
     return "—" if value is None else f"{100 * value:.1f}"
 
 
+def _eps_key(value: float) -> float:
+    return round(float(value), 9)
+
+
 def summary_table(document: dict) -> Table:
-    """One evaluation: accuracy and success rate at each ε."""
+    """One evaluation: worst-case accuracy (every attack), FGSM accuracy and success rate at each ε."""
+    v1 = report_version(document) < 2
     table = Table(
         title=f"{document['model']['source']} on {document['dataset']['source']} "
-        f"({document['dataset']['num_samples']} samples)"
+        f"({document['dataset']['num_samples']} samples)" + (" — FGSM only (report v1)" if v1 else "")
     )
     table.add_column("ε", justify="right")
     table.add_column("ε×255", justify="right")
-    table.add_column("accuracy %", justify="right")
+    worst = {} if v1 else worst_case_accuracy(document)
+    if worst:
+        table.add_column("worst-case acc. %", justify="right", style="bold")
+    table.add_column("FGSM accuracy %", justify="right")
     table.add_column("attack success %", justify="right")
     fgsm = {p["eps"]: p for p in document["fgsm"]}
     targeted = {p["eps"]: p for p in (document["targeted_fgsm"] or {}).get("points", [])}
@@ -62,6 +77,8 @@ def summary_table(document: dict) -> Table:
     for eps in sorted(fgsm.keys() | targeted.keys()):
         point, t = fgsm.get(eps), targeted.get(eps)
         row = [f"{eps:.4f}", f"{eps * 255:.1f}"]
+        if worst:
+            row.append(pct(worst.get(_eps_key(eps))) if point else "")
         row += [pct(point["accuracy"]), pct(point["attack_success_rate"])] if point else ["", ""]
         if targeted:
             row += [pct(t["accuracy"]), pct(t["target_success_rate"])] if t else ["", ""]
@@ -69,33 +86,97 @@ def summary_table(document: dict) -> Table:
     return table
 
 
+def _auc(value) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def comparison_table(documents: list[dict]) -> Table:
-    """Several evaluations side by side: clean accuracy, accuracy at each ε, AUC, target success, drift, MACs."""
+    """Several evaluations side by side: clean accuracy, worst-case accuracy at each ε, worst-case and FGSM
+    AUC, target success, drift, MACs and the sanity verdict (a suspicious one in red)."""
     eps = [p["eps"] for p in documents[0]["fgsm"]]
-    table = Table(title="Robustness comparison: accuracy % under FGSM at ε = k/255")
+    table = Table(
+        title="Robustness comparison: worst-case accuracy % (every attack; FGSM for v1 reports) at ε = k/255"
+    )
     table.add_column("model", no_wrap=True)
     table.add_column("clean", justify="right")
     for e in eps:
         table.add_column(f"{e * 255:g}", justify="right")
-    for name in ("AUC", "target success %", "CAM drift", "MACs"):
+    for name in ("worst-case AUC", "FGSM AUC", "target success %", "CAM drift", "MACs", "sanity"):
         table.add_column(name, justify="right", no_wrap=True)
     for doc in documents:
-        by_eps = {p["eps"]: p["accuracy"] for p in doc["fgsm"]}
+        by_eps = worst_case_accuracy(doc, fgsm_fallback=True)
         summary = doc["summary"]
         drift = summary.get("cam_drift")
+        v1 = report_version(doc) < 2
         table.add_row(
-            doc["model"]["source"],
+            escape(doc["model"]["source"]),
             pct(doc["clean"]["accuracy"]),
-            *[pct(by_eps.get(e)) for e in eps],
-            f"{summary['robust_auc']:.3f}",
+            *[pct(by_eps.get(_eps_key(e))) for e in eps],
+            _auc(summary.get("robust_auc") if v1 else summary.get("worst_case_auc")),
+            _auc(summary.get("robust_auc")),
             pct(summary.get("max_target_success_rate")),
             "—" if drift is None else f"{drift:.3f}",
             f"{summary['macs'] / 1e6:.2f} M" if summary.get("macs") else "—",
+            _sanity_cell(doc),
         )
     return table
 
 
-VERDICT_STYLE = {PASSED: "green", BASELINE: "cyan", REGRESSED: "bold red", ERROR: "red"}
+def _sanity_cell(document: dict) -> str:
+    verdict = sanity_verdict(document)
+    if verdict is None:
+        return "— (v1)"
+    if verdict == SUSPICIOUS:
+        return "[bold red]SUSPICIOUS[/]"
+    return f"[green]{escape(verdict)}[/]"
+
+
+def _title(name: str) -> str:
+    try:
+        return check_title(name)
+    except ImportError:  # the engine is not installed: the check's report name says it too
+        return name
+
+
+def sanity_lines(document: dict) -> list[str]:
+    """`sanity: passed`, or `sanity: SUSPICIOUS — failed: <check titles>` (red) and one line per failed
+    check with its numbers; markup-safe. A version 1 report has no sanity checks."""
+    verdict = sanity_verdict(document)
+    if verdict is None:
+        return ["sanity: not checked (FGSM only, report v1)"]
+    if verdict != SUSPICIOUS:
+        return [f"sanity: [green]{escape(verdict)}[/]"]
+    failed = failed_checks(document)
+    titles = ", ".join(_title(check["name"]) for check in failed) or "(no check named)"
+    lines = [f"[bold red]sanity: SUSPICIOUS — failed: {escape(titles)}[/]"]
+    lines += [f"  [red]{escape(check['name'])}:[/] {escape(check['detail'])}" for check in failed]
+    lines.append("  [red]the robust accuracy may be overstated: do not trust it until the checks pass[/]")
+    return lines
+
+
+def print_sanity(document: dict) -> None:
+    for line in sanity_lines(document):
+        console.print(line)
+
+
+def headline(document: dict) -> str:
+    """ "clean accuracy 97.9 %, worst-case robust AUC 0.143 (FGSM robust AUC 0.312)" (v1: FGSM only)."""
+    s = document["summary"]
+    text = f"clean accuracy {100 * s['clean_accuracy']:.1f} %, "
+    if report_version(document) < 2:
+        return text + f"robust AUC {s['robust_auc']:.3f} (FGSM only, report v1)"
+    return text + (
+        f"worst-case robust AUC {_auc(s.get('worst_case_auc'))} (FGSM robust AUC {_auc(s.get('robust_auc'))})"
+    )
+
+
+VERDICT_STYLE = {
+    PASSED: "green",
+    BASELINE: "cyan",
+    REGRESSED: "bold red",
+    SUSPICIOUS: "bold red",
+    ERROR: "red",
+}
 
 
 def describe_schedule(audit: dict) -> str:
@@ -144,12 +225,12 @@ def audits_table(audits: list[dict]) -> Table:
 
 
 def runs_table(runs: list[dict]) -> Table:
-    """Recent runs: trigger, state, verdict, clean accuracy and robust AUC of the candidate."""
+    """Recent runs: trigger, state, verdict, clean accuracy, worst-case and FGSM AUC of the candidate."""
     table = Table(title="Runs (newest first)")
-    for column in ("run", "trigger", "slot", "status", "verdict", "clean %", "AUC", "regressed metrics"):
-        table.add_column(column, justify="right" if column in ("clean %", "AUC") else "left")
+    numbers = ("clean %", "worst AUC", "FGSM AUC")
+    for column in ("run", "trigger", "slot", "status", "verdict", *numbers, "regressed metrics"):
+        table.add_column(column, justify="right" if column in numbers else "left")
     for run in runs:
-        auc = "—" if run["robust_auc"] is None else f"{run['robust_auc']:.3f}"
         table.add_row(
             str(run["id"]),
             escape(run["trigger"]),
@@ -157,7 +238,8 @@ def runs_table(runs: list[dict]) -> Table:
             escape(run["status"]),
             _verdict(run["verdict"]),
             pct(run["clean_accuracy"]),
-            auc,
+            _auc(run.get("worst_case_auc")),
+            _auc(run["robust_auc"]),
             str(run["regressed_metrics"]),
         )
     return table

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from advaudit.console import comparison_table, console, progress_bar, summary_table
+from advaudit.console import (
+    comparison_table,
+    console,
+    headline,
+    print_sanity,
+    progress_bar,
+    sanity_lines,
+    summary_table,
+)
 from advaudit.options import add_evaluation_options, config_from_args, floats
 from services.errors import ConfigError
 from services.specs import DEFAULT_EPS, EvaluationConfig
@@ -100,11 +108,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         image_size=args.image_size,
     )
     console.print(summary_table(document))
-    s = document["summary"]
     console.print(
-        f"clean accuracy {100 * s['clean_accuracy']:.1f} %, robust AUC {s['robust_auc']:.3f}, "
-        f"{document['timing']['seconds']:.1f} s on {document['timing']['device']}"
+        f"{headline(document)}, {document['timing']['seconds']:.1f} s on {document['timing']['device']}"
     )
+    print_sanity(document)
     console.print(f"report: {Path(args.out) / 'report.json'}")
     return 0
 
@@ -118,6 +125,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for name in DEMO_MODELS:
         documents.append(run_evaluation(f"demo:{name}", "digits", out / name, config, label=name))
     console.print(comparison_table(documents))
+    for name, document in zip(DEMO_MODELS, documents, strict=True):
+        console.print(f"{name}: {sanity_lines(document)[0]}")
     console.print(f"reports: {', '.join(str(out / name / 'report.json') for name in DEMO_MODELS)}")
     if not args.no_record:
         from advaudit.records import LocalRecorder  # the database layer only when recording

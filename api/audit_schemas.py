@@ -24,7 +24,8 @@ def _threshold_field(spec: ThresholdSpec) -> tuple[Any, Any]:
 AuditThresholds = create_model(
     "AuditThresholds",
     __config__=ConfigDict(extra="forbid"),
-    __doc__="How far each metric may move before a run is `regressed`; null: not checked. pp = percentage points.",
+    __doc__="How far each metric may move before a run is `regressed`; null: not checked. pp = percentage points. "
+    "Whatever the thresholds, a run whose candidate evaluation failed a sanity check is `suspicious`.",
     **{name: _threshold_field(spec) for name, spec in THRESHOLD_SPECS.items()},
 )
 
@@ -139,14 +140,26 @@ class AuditJobSummary(BaseModel):
     model_name: str
     model_version: str
     clean_accuracy: float | None
-    robust_auc: float | None
+    robust_auc: float | None = Field(description="FGSM robust AUC over the job's own ε range")
+    worst_case_auc: float | None = Field(
+        default=None, description="worst-case robust AUC (every attack); null for a version 1 report"
+    )
+    sanity_verdict: str | None = Field(
+        default=None, description="passed or suspicious; null for a version 1 report (no sanity checks)"
+    )
+    failed_checks: list[str] = Field(
+        default_factory=list, description="names of the sanity checks the evaluation failed"
+    )
     report_url: str
 
 
 class MetricRowRead(BaseModel):
     """One line of the diff table; baseline, candidate, delta and threshold are in `unit`."""
 
-    metric: str = Field(description="clean_accuracy, robust_auc, accuracy, target_success_rate or cam_drift")
+    metric: str = Field(
+        description="clean_accuracy, robust_auc, accuracy (FGSM), worst_case_accuracy (every attack), "
+        "target_success_rate or cam_drift"
+    )
     eps: float | None
     eps_255: float | None
     baseline: float | None
@@ -192,13 +205,19 @@ class AuditRunRead(BaseModel):
     scheduled_for: datetime | None
     target_model_id: int | None
     status: str = Field(description="pending, running or finished")
-    verdict: str | None = Field(description="passed, regressed, error or baseline once finished")
+    verdict: str | None = Field(
+        description="passed, regressed, error, baseline or suspicious (a candidate evaluation failed a "
+        "sanity check; the reason names the checks) once finished"
+    )
     reason: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     clean_accuracy: float | None = Field(description="of the candidate job when the run has exactly one")
     robust_auc: float | None = Field(description="of the candidate job when the run has exactly one")
+    worst_case_auc: float | None = Field(
+        default=None, description="worst-case robust AUC of the candidate job when the run has exactly one"
+    )
     regressed_metrics: int
     baseline_job_ids: list[int]
     thresholds: dict[str, Any]

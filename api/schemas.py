@@ -191,6 +191,15 @@ class ArtifactRead(BaseModel):
     created_at: datetime
 
 
+class FailedCheck(BaseModel):
+    """A sanity check the evaluation failed: its report name, title, what a failure means, and the numbers."""
+
+    name: str
+    title: str
+    meaning: str
+    detail: str
+
+
 class CompareRow(BaseModel):
     """One job of a leaderboard; per-ε lists follow CompareRead.eps (null where the job lacks that ε)."""
 
@@ -199,9 +208,33 @@ class CompareRow(BaseModel):
     model_name: str
     model_version: str
     clean_accuracy: float | None
-    accuracy: list[float | None]
-    attack_success_rate: list[float | None]
-    robust_auc: float | None
+    accuracy: list[float | None] = Field(description="FGSM accuracy per ε")
+    attack_success_rate: list[float | None] = Field(description="FGSM attack success rate per ε")
+    robust_auc: float | None = Field(
+        description="the report's FGSM robust AUC over the job's own ε range (not comparable across jobs "
+        "with different ε lists; see fgsm_auc)"
+    )
+    worst_case_accuracy: list[float | None] = Field(
+        description="worst-case robust accuracy per ε: a sample counts as robust only if every attack failed "
+        "on it (FGSM accuracy for version 1 reports)"
+    )
+    ranking_accuracy: float | None = Field(
+        description="worst-case accuracy at CompareRead.ranking_eps: what the rows are ranked by"
+    )
+    worst_case_auc: float | None = Field(
+        description="area under the worst-case accuracy–ε curve over CompareRead.shared_eps only, ÷ its range"
+    )
+    fgsm_auc: float | None = Field(description="FGSM robust AUC over CompareRead.shared_eps only")
+    worst_case_source: str = Field(
+        description="the attacks of the worst case, or 'FGSM only (report v1)' for version 1 reports"
+    )
+    report_version: int = Field(description="the report's schema_version (1: FGSM only, no sanity checks)")
+    sanity_verdict: str | None = Field(
+        description="passed or suspicious (a sanity check failed: the numbers may be overstated); "
+        "null for version 1 reports"
+    )
+    failed_checks: list[FailedCheck]
+    flag: str | None = Field(description="the suspicious flag's text (which checks failed, what it means)")
     targeted_policy: str | None
     targeted_auc: float | None
     max_target_success_rate: float | None
@@ -211,9 +244,19 @@ class CompareRow(BaseModel):
 
 
 class CompareRead(BaseModel):
+    """A leaderboard ranked by worst-case accuracy at `ranking_eps`, an ε every compared job swept."""
+
     dataset: DatasetRead
-    eps: list[float]
+    eps: list[float] = Field(description="the union of the jobs' ε values: the per-ε columns")
     eps_255: list[float]
+    shared_eps: list[float] = Field(description="the ε values every compared job swept: the ranking grid")
+    shared_eps_255: list[float]
+    ranking_eps: float | None = Field(
+        description="the ε rows are ranked at: 8/255 when every job swept it, else the largest nonzero "
+        "shared ε; null when they share none"
+    )
+    ranking_eps_255: float | None
+    ranked_by: str = Field(description="the ranking in words, e.g. 'worst-case accuracy at ε = 8/255'")
     rows: list[CompareRow]
     warnings: list[str]
 

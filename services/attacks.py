@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +29,7 @@ def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
 
 
-def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast_for(device: torch.device, precision: str) -> contextlib.AbstractContextManager[None]:
     """bf16 autocast for `precision == "bf16"`, a no-op otherwise."""
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -40,7 +40,7 @@ def fgsm_directions(
     model: nn.Module,
     x: torch.Tensor,
     labels: torch.Tensor,
-    targets_fn=None,
+    targets_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     *,
     precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:

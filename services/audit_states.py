@@ -21,6 +21,9 @@ class RunVerdict(StrEnum):
     # the run could not be judged (a job failed, a model vanished, the pinned baseline is unusable)
     ERROR = "error"
     BASELINE = "baseline"  # nothing earlier to compare with: this run becomes the reference for the next ones
+    # a candidate's evaluation failed a sanity check (services.sanity): its numbers cannot be trusted, so the
+    # run does not pass and never becomes a baseline, whatever its metrics
+    SUSPICIOUS = "suspicious"
 
 
 class Trigger(StrEnum):
@@ -38,7 +41,7 @@ class WebhookStatus(StrEnum):
 
 
 PENDING, RUNNING, FINISHED = RunStatus
-PASSED, REGRESSED, ERROR, BASELINE = RunVerdict
+PASSED, REGRESSED, ERROR, BASELINE, SUSPICIOUS = RunVerdict
 SCHEDULE, MANUAL, NEW_VERSION = Trigger
 WEBHOOK_PENDING, WEBHOOK_DELIVERED, WEBHOOK_FAILED = WebhookStatus
 RUN_STATUSES, VERDICTS, TRIGGERS, WEBHOOK_STATUSES = (
@@ -47,7 +50,7 @@ RUN_STATUSES, VERDICTS, TRIGGERS, WEBHOOK_STATUSES = (
     tuple(Trigger),
     tuple(WebhookStatus),
 )
-# A run with one of these verdicts can serve as the "previous run" baseline of a later run.
+# A run with one of these verdicts can serve as the "previous run" baseline of a later run (never `suspicious`).
 REFERENCE_VERDICTS = frozenset({PASSED, BASELINE})
 
 # A run is launched once and finished once; an undone "run now" (broker down) is deleted while still pending.

@@ -3,6 +3,11 @@
 Accuracies, robust AUC and target success rates are compared in percentage points (pp): the rows carry
 them as percentages (0–100), so `delta` and `threshold` read directly in pp. CAM drift (1 − mean
 correlation, 0–2) keeps its own scale. A metric missing on either side is listed but never regresses.
+
+Worst-case accuracy (the per-sample worst case over every attack, report schema 2) is compared per ε; a
+version 1 report (FGSM only) has none, so its rows are listed without a verdict. A candidate whose report's
+sanity verdict is `suspicious` makes the run `suspicious`, with or without a baseline: its numbers cannot be
+trusted. The report readers below are pure (no torch), so the command line can use them too.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from services.audit_states import BASELINE, ERROR, PASSED, REGRESSED
+from services.audit_states import BASELINE, ERROR, PASSED, REGRESSED, SUSPICIOUS
 from services.errors import ConfigError
 from services.job_states import SUCCEEDED
 
@@ -29,6 +34,7 @@ METRIC_NAMES = {
     "clean_accuracy": "clean accuracy",
     "robust_auc": "robust AUC",
     "accuracy": "accuracy",
+    "worst_case_accuracy": "worst-case accuracy",
     "target_success_rate": "target success rate",
     "cam_drift": "CAM drift",
 }
@@ -86,6 +92,9 @@ class Thresholds:
     accuracy_drop_pp: float | None = _threshold(
         5.0, label="FGSM accuracy drop", unit=PP, where="at each ε", flag="--max-accuracy-drop"
     )
+    worst_case_drop_pp: float | None = _threshold(
+        5.0, label="Worst-case accuracy drop", unit=PP, where="at each ε", flag="--max-worst-case-drop"
+    )
     robust_auc_drop_pp: float | None = _threshold(
         3.0, label="Robust AUC drop", unit=PP, flag="--max-auc-drop"
     )
@@ -134,6 +143,68 @@ class Thresholds:
         return asdict(self)
 
 
+def report_version(document: dict[str, Any]) -> int:
+    """The report's schema_version (documents written before it existed are version 1)."""
+    version = document.get("schema_version")
+    return version if isinstance(version, int) and not isinstance(version, bool) else 1
+
+
+def worst_case_accuracy(
+    document: dict[str, Any], *, fgsm_fallback: bool = False
+) -> dict[float, float | None]:
+    """Worst-case robust accuracy per ε (keys rounded like every ε here), in the order of the FGSM ε list.
+
+    Version 2: summary.worst_case_accuracy, aligned with the `fgsm` points (or the `robust` section's points).
+    Version 1 has no worst case: empty, or with `fgsm_fallback` the FGSM accuracy (its only attack).
+    """
+    fgsm = document.get("fgsm") or []
+    summary = document.get("summary") or {}
+    worst = summary.get("worst_case_accuracy")
+    if isinstance(worst, list) and len(worst) == len(fgsm) and fgsm:
+        return {_eps(p["eps"]): _number(a) for p, a in zip(fgsm, worst, strict=True)}
+    robust = document.get("robust") or {}
+    if robust.get("points"):
+        return {_eps(p["eps"]): _number(p.get("accuracy")) for p in robust["points"]}
+    if fgsm_fallback and report_version(document) < 2:
+        return {_eps(p["eps"]): _number(p.get("accuracy")) for p in fgsm}
+    return {}
+
+
+def worst_case_attacks(document: dict[str, Any]) -> list[str]:
+    """The attacks the worst case is taken over (["fgsm"] for a version 1 report)."""
+    summary = document.get("summary") or {}
+    names = summary.get("worst_case_attacks") or (document.get("robust") or {}).get("attacks")
+    if names:
+        return [str(name) for name in names]
+    return ["fgsm"] if report_version(document) < 2 else []
+
+
+def sanity_verdict(document: dict[str, Any]) -> str | None:
+    """passed or suspicious; None for a report without sanity checks (version 1)."""
+    verdict = (document.get("summary") or {}).get("sanity_verdict")
+    if verdict is None:
+        verdict = (document.get("sanity") or {}).get("verdict")
+    return str(verdict) if verdict is not None else None
+
+
+def failed_checks(document: dict[str, Any]) -> list[dict[str, str]]:
+    """The sanity checks that failed, as {"name", "detail"} in the report's order."""
+    checks = (document.get("sanity") or {}).get("checks") or []
+    return [
+        {"name": str(check.get("name")), "detail": str(check.get("detail") or "")}
+        for check in checks
+        if isinstance(check, dict) and check.get("status") == "failed"
+    ]
+
+
+def check_title(name: str) -> str:
+    """A sanity check's title as services.sanity declares it (imported here only: it needs torch)."""
+    from services.sanity import CHECKS_BY_NAME
+
+    check = CHECKS_BY_NAME.get(name)
+    return check.title if check is not None else name
+
+
 @dataclass(frozen=True)
 class Metrics:
     """What a verdict compares, read from one report.json document."""
@@ -143,11 +214,19 @@ class Metrics:
     accuracy: dict[float, float | None]  # FGSM accuracy per ε
     target_success: dict[float, float | None]  # targeted FGSM target success rate per ε
     cam_drift: float | None
+    # the per-sample worst case over every attack, per ε (empty for a version 1 report: FGSM only)
+    worst_case: dict[float, float | None] = field(default_factory=dict)
+    worst_case_auc: float | None = None
+    report_version: int = 1
+    sanity_verdict: str | None = None  # passed, suspicious; None without sanity checks (version 1)
+    failed_checks: tuple[str, ...] = ()  # names of the sanity checks that failed
+    failed_details: tuple[str, ...] = ()  # and their details, in the same order
 
     @classmethod
     def from_report(cls, document: dict[str, Any]) -> Metrics:
         summary = document.get("summary") or {}
         targeted = document.get("targeted_fgsm") or {}
+        failed = failed_checks(document)
         return cls(
             clean_accuracy=_number(summary.get("clean_accuracy")),
             robust_auc=_number(summary.get("robust_auc")),
@@ -156,6 +235,25 @@ class Metrics:
                 _eps(p["eps"]): _number(p.get("target_success_rate")) for p in targeted.get("points") or []
             },
             cam_drift=_number(summary.get("cam_drift")),
+            worst_case=worst_case_accuracy(document),
+            worst_case_auc=_number(summary.get("worst_case_auc")),
+            report_version=report_version(document),
+            sanity_verdict=sanity_verdict(document),
+            failed_checks=tuple(check["name"] for check in failed),
+            failed_details=tuple(check["detail"] for check in failed),
+        )
+
+    @property
+    def suspicious(self) -> bool:
+        return self.sanity_verdict == SUSPICIOUS
+
+    def describe_failures(self) -> str:
+        """ "gradients_usable (Gradients are usable) — 40 samples (83.3 %) with a zero input gradient, …"."""
+        if not self.failed_checks:
+            return "the sanity verdict is suspicious"
+        return "; ".join(
+            f"{name} ({check_title(name)}) — {detail}" if detail else f"{name} ({check_title(name)})"
+            for name, detail in zip(self.failed_checks, self.failed_details, strict=True)
         )
 
 
@@ -225,7 +323,8 @@ def _row(
 
 
 def compare_metrics(baseline: Metrics, candidate: Metrics, thresholds: Thresholds) -> list[MetricRow]:
-    """Every compared metric: clean accuracy, robust AUC, accuracy per ε, target success per ε, CAM drift."""
+    """Every compared metric: clean accuracy, robust AUC, accuracy per ε, worst-case accuracy per ε (when
+    either report has one), target success per ε, CAM drift."""
     t = thresholds
     rows = [
         _row(
@@ -247,6 +346,18 @@ def compare_metrics(baseline: Metrics, candidate: Metrics, thresholds: Threshold
                 baseline.accuracy.get(eps),
                 candidate.accuracy.get(eps),
                 t.accuracy_drop_pp,
+                PP,
+                DROP,
+            )
+        )
+    for eps in sorted(baseline.worst_case.keys() | candidate.worst_case.keys()):
+        rows.append(
+            _row(
+                "worst_case_accuracy",
+                eps,
+                baseline.worst_case.get(eps),
+                candidate.worst_case.get(eps),
+                t.worst_case_drop_pp,
                 PP,
                 DROP,
             )
@@ -296,6 +407,9 @@ class JobResult:
             "model_version": self.model_version,
             "clean_accuracy": metrics.clean_accuracy if metrics else None,
             "robust_auc": metrics.robust_auc if metrics else None,
+            "worst_case_auc": metrics.worst_case_auc if metrics else None,
+            "sanity_verdict": metrics.sanity_verdict if metrics else None,
+            "failed_checks": list(metrics.failed_checks) if metrics else [],
         }
 
 
@@ -318,12 +432,23 @@ def _usable_report(job: JobResult) -> dict[str, Any] | None:
 
 
 def _eps_warnings(baseline: Metrics, candidate: Metrics) -> list[str]:
-    if baseline.accuracy.keys() == candidate.accuracy.keys():
-        return []
-    return [
-        "the baseline and this run swept different ε values: robust AUC averages over each one's own ε "
-        "range, and an ε present on one side only is listed without a verdict"
-    ]
+    warnings = []
+    if baseline.accuracy.keys() != candidate.accuracy.keys():
+        warnings.append(
+            "the baseline and this run swept different ε values: robust AUC averages over each one's own ε "
+            "range, and an ε present on one side only is listed without a verdict"
+        )
+    if bool(baseline.worst_case) != bool(candidate.worst_case):
+        side = "baseline" if not baseline.worst_case else "candidate"
+        warnings.append(
+            f"the {side} report is version 1 (FGSM only): worst-case accuracy is listed without a verdict"
+        )
+    if baseline.suspicious:
+        warnings.append(
+            f"the baseline's evaluation is suspicious (sanity checks failed: "
+            f"{', '.join(baseline.failed_checks) or 'see its report'}): its numbers may overstate robustness"
+        )
+    return warnings
 
 
 NO_BASELINE = "no earlier passing run to compare with: this run is the baseline of the next ones"
@@ -338,10 +463,12 @@ def judge(
     """Decide a run: each (candidate job, its baseline job or None) pair is compared metric by metric.
 
     error — `errors` were given, or a candidate or baseline job did not succeed (each is named);
-    regressed — some metric moved beyond its threshold; baseline — no candidate had a baseline (the reason
-    is `no_baseline_reason`); passed — otherwise.
+    suspicious — a candidate's report failed a sanity check (each failed check is named), with or without a
+    baseline; regressed — some metric moved beyond its threshold; baseline — no candidate had a baseline
+    (the reason is `no_baseline_reason`); passed — otherwise.
     """
     problems = list(errors)
+    suspicious: list[str] = []
     comparisons = []
     for candidate, baseline in pairs:
         entry: dict[str, Any] = {
@@ -359,13 +486,18 @@ def judge(
                 + (f": {candidate.error}" if candidate.error else "")
             )
             continue
+        candidate_metrics = Metrics.from_report(candidate_report)
+        if candidate_metrics.suspicious:
+            suspicious.append(
+                f"{candidate.label()}: sanity checks failed: {candidate_metrics.describe_failures()}"
+            )
         if baseline is None:
             continue
         baseline_report = _usable_report(baseline)
         if baseline_report is None:
             problems.append(f"baseline {baseline.label()} is {baseline.status}, not succeeded")
             continue
-        base, cand = Metrics.from_report(baseline_report), Metrics.from_report(candidate_report)
+        base, cand = Metrics.from_report(baseline_report), candidate_metrics
         rows = compare_metrics(base, cand, thresholds)
         entry.update(
             rows=[row.to_dict() for row in rows],
@@ -375,6 +507,7 @@ def judge(
     if problems:
         return Verdict(ERROR, "; ".join(problems), comparisons, problems)
     regressed = [entry for entry in comparisons if entry["regressed"]]
+    regression = ""
     if regressed:
         count = sum(row["regressed"] for entry in regressed for row in entry["rows"])
         lines = [
@@ -382,7 +515,12 @@ def judge(
             + "; ".join(MetricRow(**row).describe() for row in entry["rows"] if row["regressed"])
             for entry in regressed
         ]
-        return Verdict(REGRESSED, f"{count} metric(s) regressed — " + " | ".join(lines), comparisons)
+        regression = f"{count} metric(s) regressed — " + " | ".join(lines)
+    if suspicious:  # untrustworthy numbers: neither a pass nor a baseline, whatever they say
+        reason = " | ".join(suspicious) + (f" | also {regression}" if regression else "")
+        return Verdict(SUSPICIOUS, reason, comparisons)
+    if regressed:
+        return Verdict(REGRESSED, regression, comparisons)
     compared = [entry for entry in comparisons if entry["baseline"] is not None]
     if not compared:
         return Verdict(BASELINE, no_baseline_reason, comparisons)

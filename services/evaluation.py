@@ -41,7 +41,7 @@ def resolve_device(name: str) -> torch.device:
 
 def _cam_extractor(
     loaded: LoadedModel, audit: ArchitectureAudit, config: EvaluationConfig, warnings: list[str]
-):
+) -> CAM | GradCAM | None:
     """CAM or Grad-CAM as chosen by `config.cam`, or None when the audit is off or impossible."""
     if config.cam == "none":
         return None
@@ -147,8 +147,8 @@ def evaluate(
             f"the dataset's images are {tuple(dataset.info.input_shape)} (C, H, W) but the model was checked "
             f"for {tuple(loaded.info.input_shape)}"
         )
-    _check_labels(dataset, num_classes, config.limit)
     _check_loss(config, num_classes)
+    _check_labels(dataset, num_classes, config.limit)
     n = min(len(dataset), config.limit) if config.limit else len(dataset)
     audit = ArchitectureAudit.unavailable(dataset.info.input_shape)
     with optional_section("architecture audit", warnings):

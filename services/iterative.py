@@ -124,10 +124,13 @@ def attack_loss(
 
 
 def _l2(t: torch.Tensor) -> torch.Tensor:
-    return t.flatten(1).norm(p=2, dim=1).view(-1, *([1] * (t.dim() - 1)))
+    norms: torch.Tensor = t.flatten(1).norm(p=2, dim=1)
+    return norms.view(-1, *([1] * (t.dim() - 1)))
 
 
-def _start(spec: AttackSpec, x: torch.Tensor, eps: float, ids: torch.Tensor, seed: int, restart: int):
+def _start(
+    spec: AttackSpec, x: torch.Tensor, eps: float, ids: torch.Tensor, seed: int, restart: int
+) -> torch.Tensor:
     if spec.name == "bim":
         return x.clone()
     shape = tuple(x.shape[1:])
@@ -140,7 +143,9 @@ def _start(spec: AttackSpec, x: torch.Tensor, eps: float, ids: torch.Tensor, see
     return torch.clamp(x + delta, 0, 1)
 
 
-def _step(spec: AttackSpec, adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, eps: float, alpha: float):
+def _step(
+    spec: AttackSpec, adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, eps: float, alpha: float
+) -> torch.Tensor:
     """One ascent step and the projection back onto the ε-ball ∩ [0, 1]."""
     if spec.norm == "l2":
         adv = adv + alpha * grad / (_l2(grad) + 1e-10)

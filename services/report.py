@@ -6,20 +6,24 @@ Version 2 added `attacks` (every attack's curve), `robust` (the per-sample worst
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import shutil
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, overload
 
 import numpy as np
+import torch
 
 from services import metrics, plots
 from services.architecture import ArchitectureAudit
 from services.checkpoints import ModelInfo
-from services.datasets import DatasetInfo
+from services.dataset_types import DatasetInfo
 from services.filter_grid import render_filter_grid
 from services.iterative import FGSM_ENTRY
 from services.sanity import Assessment, assess
@@ -55,7 +59,7 @@ class CamAudit:
         mean = _nanmean(self.similarity)
         return None if mean is None else 1.0 - mean
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         return {
             "method": self.method,
             "layer": self.layer,
@@ -112,9 +116,11 @@ class Report:
     architecture: ArchitectureAudit
     cam: CamAudit | None = None
     triptychs: list[Triptych] = field(default_factory=list)
-    timing: dict = field(default_factory=dict)
+    timing: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
-    first_filters: tuple | None = None  # (weight (out, in, k, k), title) of the first conv layer
+    first_filters: tuple[torch.Tensor, str] | None = (
+        None  # (weight (out, in, k, k), title) of the first conv layer
+    )
     skipped_figures: set[str] = field(default_factory=set)  # figures that failed to render (see warnings)
     assessment: Assessment | None = None  # worst case and sanity checks; computed from the sweep if not given
 
@@ -126,14 +132,14 @@ class Report:
         names = self.dataset.class_names
         return names[index] if names and 0 <= index < len(names) else str(index)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The report.json document."""
         s = self.sweep
         acc = metrics.accuracy_per_eps(s.pred, s.labels)
         success = metrics.attack_success_rate(s.pred, s.clean_pred, s.labels)
         min_eps = metrics.minimal_eps(s.pred, s.labels, s.eps, s.clean_pred)
         clean_accuracy = metrics.accuracy(s.clean_pred, s.labels)
-        fgsm = [
+        fgsm: list[dict[str, Any]] = [
             {
                 "eps": e,
                 "eps_255": e * 255,
@@ -143,14 +149,15 @@ class Report:
             }
             for j, (e, a, r) in enumerate(zip(s.eps, acc, success, strict=True))
         ]
-        targeted = None
-        summary = {
+        targeted: dict[str, Any] | None = None
+        summary: dict[str, Any] = {
             "clean_accuracy": clean_accuracy,
             "robust_auc": metrics.robust_auc(s.eps, acc),
             "min_accuracy": min(acc),
             "minimal_eps": metrics.minimal_eps_summary(min_eps, (s.clean_pred == s.labels).numpy(), s.eps),
         }
         if s.policy is not None:
+            assert s.targeted_pred is not None and s.targets is not None and s.target_prob is not None
             t_acc = metrics.accuracy_per_eps(s.targeted_pred, s.labels)
             t_success = metrics.target_success_rate(s.targeted_pred, s.targets, s.labels)
             targeted = {
@@ -215,7 +222,9 @@ class Report:
         }
         return json_safe(document)
 
-    def _attack_entries(self, fgsm: list[dict], targeted: dict | None) -> list[dict]:
+    def _attack_entries(
+        self, fgsm: list[dict[str, Any]], targeted: dict[str, Any] | None
+    ) -> list[dict[str, Any]]:
         """One entry per attack and mode: its settings and its points per ε."""
         s, assessment = self.sweep, self.assessment
         assert assessment is not None
@@ -288,7 +297,7 @@ class Report:
             shutil.rmtree(staging, ignore_errors=True)
         return out / "report.json"
 
-    def _figure(self, path: Path, draw) -> None:
+    def _figure(self, path: Path, draw: Callable[[Path], object]) -> None:
         """Draw one figure; a figure that fails is left out with a warning (the numbers do not depend on it).
 
         An OSError is not the figure's fault (a full disk): it fails the write, which leaves nothing behind.
@@ -326,10 +335,11 @@ class Report:
             self._figure(out / "cam_gallery.png", lambda path: plots.cam_gallery(c, self.class_name, path))
         for i, triptych in enumerate(self.triptychs):
             self._figure(
-                out / f"triptych_{i}.png", lambda path, t=triptych: plots.triptych(t, self.class_name, path)
+                out / f"triptych_{i}.png", functools.partial(plots.triptych, triptych, self.class_name)
             )
         if self.first_filters is not None:
-            self._figure(out / "filters.png", lambda path: render_filter_grid(*self.first_filters, path))
+            weight, title = self.first_filters
+            self._figure(out / "filters.png", lambda path: render_filter_grid(weight, title, path))
         if self.config.save_adversarial:
             self._write_adversarial(out / "adversarial.npz")
         if self.skipped_figures:  # the document names the figures that are really there, and says why not
@@ -353,17 +363,19 @@ class Report:
         for name, matrix in assessment.matrices.items():
             arrays[f"robust_{name}"] = matrix.numpy()
         if s.policy is not None:
+            assert s.targets is not None and s.targeted_pred is not None and s.target_prob is not None
             arrays |= {
                 "targets": s.targets.numpy(),
                 "targeted_eps": np.asarray(s.targeted_eps),
                 "targeted_pred": s.targeted_pred.numpy(),
                 "target_prob": s.target_prob.numpy(),
             }
-        np.savez_compressed(path, **arrays)
+        np.savez_compressed(path, allow_pickle=True, **arrays)  # numpy's default, named for the stubs
 
     def _write_adversarial(self, path: Path) -> None:
         """float32 adversarial inputs per ε, written one array at a time to bound memory."""
         s = self.sweep
+        assert s.inputs is not None and s.directions is not None, "save_adversarial keeps the directions"
         x = s.inputs.numpy()
         with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
 
@@ -378,6 +390,7 @@ class Report:
             for j, e in enumerate(s.eps):
                 put(f"fgsm_{j}", np.clip(x + np.float32(e) * direction, 0, 1).astype(np.float32))
             if s.policy is not None:
+                assert s.targets is not None and s.targeted_directions is not None
                 put("targeted_eps", np.asarray(s.targeted_eps, dtype=np.float64))
                 put("targets", s.targets.numpy())
                 t_direction = s.targeted_directions.numpy().astype(np.float32)
@@ -400,12 +413,12 @@ def _is_report_file(name: str) -> bool:
     return name in REPORT_FILES or (name.startswith("triptych_") and name.endswith(".png"))
 
 
-def _point(fgsm_point: dict) -> dict:
+def _point(fgsm_point: dict[str, Any]) -> dict[str, Any]:
     keys = ("eps", "eps_255", "accuracy", "attack_success_rate")
     return {key: fgsm_point[key] for key in keys}
 
 
-def _target_point(point: dict) -> dict:
+def _target_point(point: dict[str, Any]) -> dict[str, Any]:
     return {key: point[key] for key in ("eps", "eps_255", "target_success_rate")}
 
 
@@ -414,7 +427,11 @@ def _nanmean(values: np.ndarray) -> float | None:
     return float(finite.mean()) if len(finite) else None
 
 
-def json_safe(value):
+@overload
+def json_safe(value: dict[str, Any]) -> dict[str, Any]: ...
+@overload
+def json_safe(value: object) -> object: ...
+def json_safe(value: object) -> object:
     """Replace NaN/inf with None and numpy scalars with Python numbers, recursively."""
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}

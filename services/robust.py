@@ -36,7 +36,9 @@ class SanityCounts:
     zero_gradient: torch.Tensor  # the input gradient of the loss is exactly zero
     nonfinite_gradient: torch.Tensor  # it holds a NaN or an infinity
     probability_rows: torch.Tensor  # the outputs lie in [0, 1] and sum to 1: probabilities, not logits
-    saturated: torch.Tensor  # the softmax of the outputs is exactly one-hot in fp32: the CE gradient is 0
+    saturated: (
+        torch.Tensor
+    )  # the softmax is exactly one-hot in fp32 (the others underflow to 0): no CE gradient
     noise_robust: torch.Tensor | None = None  # still correct under ±ε noise at the largest ε
     large_eps_robust: torch.Tensor | None = None  # survived the white-box attacks at the large ε
 
@@ -107,7 +109,10 @@ class RobustSweep:
             self.robust[spec] = torch.zeros(n, k, dtype=torch.bool)
             if kt and spec.name != "square":
                 self.targeted_success[spec] = torch.zeros(n, kt, dtype=torch.bool)
-        flags = lambda: torch.zeros(n, dtype=torch.bool)  # noqa: E731
+
+        def flags() -> torch.Tensor:
+            return torch.zeros(n, dtype=torch.bool)
+
         self.counts = SanityCounts(flags(), flags(), flags(), flags())
         if self.probe.noise and self.eps:
             self.counts.noise_robust = flags()
@@ -148,7 +153,17 @@ class RobustSweep:
                 self.targeted_success[spec][rows] = (eligible[:, None] & ~survived).cpu()
         self._probe(forward, x, y, rows, ids, clean_logits, direction, correct)
 
-    def _probe(self, forward, x, y, rows, ids, clean_logits, direction, correct) -> None:
+    def _probe(
+        self,
+        forward: Forward,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        rows: slice,
+        ids: torch.Tensor,
+        clean_logits: torch.Tensor,
+        direction: torch.Tensor,
+        correct: torch.Tensor,
+    ) -> None:
         counts = self.counts
         assert counts is not None
         flat = direction.flatten(1)
@@ -156,7 +171,10 @@ class RobustSweep:
         counts.nonfinite_gradient[rows] = (~torch.isfinite(flat)).any(dim=1).cpu()
         in_unit = ((clean_logits >= 0) & (clean_logits <= 1)).all(dim=1)
         counts.probability_rows[rows] = (in_unit & ((clean_logits.sum(dim=1) - 1).abs() < 1e-3)).cpu()
-        counts.saturated[rows] = (clean_logits.softmax(dim=1).amax(dim=1) == 1.0).cpu()
+        # every other class's probability underflows to exactly 0: the cross-entropy gradient is 0
+        counts.saturated[rows] = (
+            (clean_logits.softmax(dim=1) == 0).sum(dim=1) == clean_logits.shape[1] - 1
+        ).cpu()
         if counts.noise_robust is not None:
             with torch.no_grad():
                 fooled = noise_attack(forward, x, y, max(self.eps), ids, seed=self.seed)
@@ -164,11 +182,19 @@ class RobustSweep:
         if counts.large_eps_robust is not None:
             counts.large_eps_robust[rows] = self._large_eps(forward, x, y, ids, direction, correct).cpu()
 
-    def _large_eps(self, forward, x, y, ids, direction, correct) -> torch.Tensor:
+    def _large_eps(
+        self,
+        forward: Forward,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        ids: torch.Tensor,
+        direction: torch.Tensor,
+        correct: torch.Tensor,
+    ) -> torch.Tensor:
         """Survivors of FGSM and the iterative white-box attacks (in L∞) at the large ε."""
         e = self.probe.large_eps
         with torch.no_grad():
-            alive = correct & ~(
+            alive: torch.Tensor = correct & ~(
                 forward(torch.clamp(x + e * direction.nan_to_num(0), 0, 1)).argmax(dim=1) != y
             )
         for spec in self.attacks:

@@ -7,6 +7,7 @@ The verdict is `suspicious` when any check fails. Thresholds are evaluation opti
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -166,14 +167,16 @@ def _skip(name: str, why: str) -> dict[str, str]:
     return _result(name, "skipped", why)
 
 
-def _all(matrices: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+def _all(matrices: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
     result = matrices[names[0]].clone()
     for name in names[1:]:
         result &= matrices[name]
     return result
 
 
-def _monotone(fgsm_pred, labels, eps, n, tol) -> dict[str, str]:
+def _monotone(
+    fgsm_pred: torch.Tensor, labels: torch.Tensor, eps: tuple[float, ...], n: int, tol: float
+) -> dict[str, str]:
     order = sorted(range(len(eps)), key=lambda j: eps[j])
     accuracy = (fgsm_pred == labels[:, None]).float().mean(dim=0)
     best_rise, at = 0.0, order[0]
@@ -192,7 +195,9 @@ def _monotone(fgsm_pred, labels, eps, n, tol) -> dict[str, str]:
     )
 
 
-def _chance(config, counts: SanityCounts | None, num_classes: int, n: int) -> dict[str, str]:
+def _chance(
+    config: EvaluationConfig, counts: SanityCounts | None, num_classes: int, n: int
+) -> dict[str, str]:
     name = "large_eps_reaches_chance"
     if counts is None or counts.large_eps_robust is None:
         return _skip(name, "sanity ε is 0")
@@ -205,7 +210,14 @@ def _chance(config, counts: SanityCounts | None, num_classes: int, n: int) -> di
     return _result(name, "failed" if accuracy > ceiling else "passed", detail)
 
 
-def _noise(counts, fgsm_pred, labels, eps, n, tol) -> dict[str, str]:
+def _noise(
+    counts: SanityCounts | None,
+    fgsm_pred: torch.Tensor,
+    labels: torch.Tensor,
+    eps: tuple[float, ...],
+    n: int,
+    tol: float,
+) -> dict[str, str]:
     name = "gradient_beats_noise"
     if counts is None or counts.noise_robust is None or not eps:
         return _skip(name, "needs the L∞ sweep")
@@ -216,7 +228,7 @@ def _noise(counts, fgsm_pred, labels, eps, n, tol) -> dict[str, str]:
     return _result(name, "failed" if noise_acc < fgsm_acc - tol else "passed", detail)
 
 
-def _gradients(counts, n, limit) -> dict[str, str]:
+def _gradients(counts: SanityCounts | None, n: int, limit: float) -> dict[str, str]:
     name = "gradients_usable"
     if counts is None:
         return _skip(name, "no gradient was measured")
@@ -225,7 +237,7 @@ def _gradients(counts, n, limit) -> dict[str, str]:
     return _result(name, "failed" if zero + bad > limit * n else "passed", detail)
 
 
-def _logits(counts, n, limit) -> dict[str, str]:
+def _logits(counts: SanityCounts | None, n: int, limit: float) -> dict[str, str]:
     name = "outputs_are_logits"
     if counts is None:
         return _skip(name, "no output was measured")
@@ -238,7 +250,17 @@ def _logits(counts, n, limit) -> dict[str, str]:
     return _result(name, "failed" if saturated > limit * n else "passed", detail)
 
 
-def _targeted(worst, eps, targeted_eps, targets, targeted_pred, labels, robust, n, tol) -> dict[str, str]:
+def _targeted(
+    worst: torch.Tensor,
+    eps: tuple[float, ...],
+    targeted_eps: tuple[float, ...],
+    targets: torch.Tensor | None,
+    targeted_pred: torch.Tensor | None,
+    labels: torch.Tensor,
+    robust: RobustSweep | None,
+    n: int,
+    tol: float,
+) -> dict[str, str]:
     name = "untargeted_beats_targeted"
     shared = [e for e in targeted_eps if e in eps]
     if targets is None or targeted_pred is None or not shared:

@@ -17,6 +17,9 @@ from services.specs import TargetPolicy
 BatchProgress = Callable[[int, int], None]
 """progress(samples done, samples in total), called after every batch."""
 
+TargetFunction = Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]
+"""targets(labels, clean logits, row slice) for one batch."""
+
 
 @dataclass
 class SweepResult:
@@ -33,28 +36,33 @@ class SweepResult:
     targets: torch.Tensor | None = None  # (N,) int64
     targeted_pred: torch.Tensor | None = None  # (N, Kt) int64
     target_prob: torch.Tensor | None = None  # (N, Kt) float32, softmax probability of the target
-    selected: dict | None = None  # index -> (x, untargeted direction), for CAM galleries and triptychs
+    # index -> (x, untargeted direction), for CAM galleries and triptychs
+    selected: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
     directions: torch.Tensor | None = None  # (N, C, H, W) int8, with keep_directions
     inputs: torch.Tensor | None = None  # (N, C, H, W) float32, with keep_directions
     targeted_directions: torch.Tensor | None = None  # (N, C, H, W) int8, with keep_directions
     robust: RobustSweep | None = None  # the iterative and black-box attacks and the sanity probes
 
 
-def target_function(policy: TargetPolicy, num_classes: int, offsets: torch.Tensor | None):
+def target_function(policy: TargetPolicy, num_classes: int, offsets: torch.Tensor | None) -> TargetFunction:
     """Targets for one batch from (labels, clean logits, row slice) under `policy`."""
     if policy.kind == "class":
-        if policy.target_class >= num_classes:
+        target_class = policy.target_class
+        assert target_class is not None, "a class policy names its class (TargetPolicy.parse)"
+        if target_class >= num_classes:
             raise ConfigError(
-                f"target class {policy.target_class} does not exist: the model has {num_classes} classes"
+                f"target class {target_class} does not exist: the model has {num_classes} classes"
             )
-        return lambda y, logits, rows: torch.full_like(y, policy.target_class)
+        return lambda y, logits, rows: torch.full_like(y, target_class)
     if policy.kind == "next":
         return lambda y, logits, rows: (y + 1) % num_classes
     if policy.kind == "least-likely":
         return lambda y, logits, rows: logits.argmin(dim=1)
     if policy.kind == "random":
         # Offsets in [1, C-1] drawn once per sample index: never the true class, independent of batching.
-        return lambda y, logits, rows: (y + offsets[rows].to(y.device)) % num_classes
+        assert offsets is not None, "the random policy needs its per-sample offsets (random_offsets)"
+        drawn = offsets
+        return lambda y, logits, rows: (y + drawn[rows].to(y.device)) % num_classes
     raise ConfigError(f"unknown targeted policy {policy}")
 
 
@@ -94,19 +102,20 @@ def run_sweep(
     n, k, kt = num_samples, len(eps), len(targeted_eps)
     offsets = random_offsets(n, num_classes, seed) if policy and policy.kind == "random" else None
     targets_for = target_function(policy, num_classes, offsets) if policy else None
-    on = {"device": device}
-    labels = torch.empty(n, dtype=torch.long, **on)
-    clean_pred = torch.empty(n, dtype=torch.long, **on)
-    clean_conf = torch.empty(n, dtype=torch.float32, **on)
-    pred = torch.empty(n, k, dtype=torch.long, **on)
-    conf = torch.empty(n, k, dtype=torch.float32, **on)
-    targets = torch.empty(n, dtype=torch.long, **on) if policy else None
-    t_pred = torch.empty(n, kt, dtype=torch.long, **on) if policy else None
-    t_prob = torch.empty(n, kt, dtype=torch.float32, **on) if policy else None
-    nonfinite = torch.zeros(n, dtype=torch.bool, **on)
-    kept = {}
+    labels = torch.empty(n, dtype=torch.long, device=device)
+    clean_pred = torch.empty(n, dtype=torch.long, device=device)
+    clean_conf = torch.empty(n, dtype=torch.float32, device=device)
+    pred = torch.empty(n, k, dtype=torch.long, device=device)
+    conf = torch.empty(n, k, dtype=torch.float32, device=device)
+    targets = torch.empty(n, dtype=torch.long, device=device) if policy else None
+    t_pred = torch.empty(n, kt, dtype=torch.long, device=device) if policy else None
+    t_prob = torch.empty(n, kt, dtype=torch.float32, device=device) if policy else None
+    nonfinite = torch.zeros(n, dtype=torch.bool, device=device)
+    kept: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
     wanted = sorted(set(select))
-    directions = inputs = t_directions = None
+    directions: torch.Tensor | None = None
+    inputs: torch.Tensor | None = None
+    t_directions: torch.Tensor | None = None
     robust = (
         RobustSweep(
             tuple(attacks), n, eps, targeted_eps, worst_case_attacks, seed, probe or SanityProbe(0.0, False)
@@ -123,7 +132,8 @@ def run_sweep(
     def forward_all(x_adv: torch.Tensor) -> torch.Tensor:
         check_stop()
         with autocast_for(device, precision):
-            return model(x_adv).float()
+            out: torch.Tensor = model(x_adv)
+            return out.float()
 
     start = 0
     with frozen_eval(model):
@@ -138,7 +148,8 @@ def run_sweep(
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
 
-            def batch_targets(logits, y=y, rows=rows):
+            def batch_targets(logits: torch.Tensor, y: torch.Tensor = y, rows: slice = rows) -> torch.Tensor:
+                assert targets_for is not None  # only passed on with a policy
                 return targets_for(y, logits, rows)
 
             logits, direction, t_direction, t = fgsm_directions(
@@ -160,6 +171,8 @@ def run_sweep(
                     nonfinite[rows] |= ~torch.isfinite(out).all(dim=1)
                     conf[rows, j], pred[rows, j] = out.softmax(dim=1).max(dim=1)
                 if policy:
+                    assert targets is not None and t_pred is not None and t_prob is not None
+                    assert t is not None and t_direction is not None  # a policy gives targets and directions
                     targets[rows] = t
                     for j, e in enumerate(targeted_eps):
                         out = logits if e == 0 else forward_all(perturb(x, t_direction, e))
@@ -169,16 +182,19 @@ def run_sweep(
             if robust is not None:
                 robust.run_batch(forward_all, x, y, rows, logits, raw_direction, t, pred[rows])
             if keep_directions:
-                if directions is None:
+                if directions is None or inputs is None:  # the first batch: all three are allocated together
                     # Host memory, not the device's: N·C·H·W·(4 + 1 + 1) bytes for a whole dataset.
-                    host = {"device": "cpu", "pin_memory": device.type == "cuda"}
+                    pin = device.type == "cuda"
                     shape = (n, *x.shape[1:])
-                    directions = torch.empty(shape, dtype=torch.int8, **host)
-                    inputs = torch.empty(shape, dtype=torch.float32, **host)
-                    t_directions = torch.empty(shape, dtype=torch.int8, **host) if policy else None
+                    directions = torch.empty(shape, dtype=torch.int8, device="cpu", pin_memory=pin)
+                    inputs = torch.empty(shape, dtype=torch.float32, device="cpu", pin_memory=pin)
+                    t_directions = (
+                        torch.empty(shape, dtype=torch.int8, device="cpu", pin_memory=pin) if policy else None
+                    )
                 directions[rows].copy_(direction.to(torch.int8), non_blocking=True)
                 inputs[rows].copy_(x, non_blocking=True)
                 if policy:
+                    assert t_directions is not None and t_direction is not None
                     t_directions[rows].copy_(t_direction.to(torch.int8), non_blocking=True)
             for index in wanted:
                 if start <= index < stop:
@@ -196,22 +212,22 @@ def run_sweep(
             f"the model produced NaN or infinite logits for {bad} sample(s); check its weights and inputs"
         )
 
-    def cpu(t):
+    def cpu(t: torch.Tensor | None) -> torch.Tensor | None:
         return None if t is None else t.cpu()
 
     return SweepResult(
-        labels=cpu(labels),
-        clean_pred=cpu(clean_pred),
-        clean_conf=cpu(clean_conf),
+        labels=labels.cpu(),
+        clean_pred=clean_pred.cpu(),
+        clean_conf=clean_conf.cpu(),
         eps=eps,
-        pred=cpu(pred),
-        conf=cpu(conf),
+        pred=pred.cpu(),
+        conf=conf.cpu(),
         targeted_eps=targeted_eps,
         policy=policy,
         targets=cpu(targets),
         targeted_pred=cpu(t_pred),
         target_prob=cpu(t_prob),
-        selected={i: (cpu(a), cpu(b)) for i, (a, b) in kept.items()},
+        selected={i: (a.cpu(), b.cpu()) for i, (a, b) in kept.items()},
         directions=cpu(directions),
         inputs=cpu(inputs),
         targeted_directions=cpu(t_directions),

@@ -40,6 +40,8 @@ def test_evaluate_writes_a_report_and_prints_a_summary(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 0
     assert "accuracy %" in printed and "robust AUC" in printed and str(out / "report.json") in printed
+    assert "worst-case robust AUC" in printed and "worst-case acc. %" in printed
+    assert "sanity: passed" in printed or "sanity: SUSPICIOUS — failed: " in printed
     document = json.loads((out / "report.json").read_text())
     assert document["config"]["eps"] == [0.0, 2 / 255, 8 / 255]
     assert document["config"]["targeted"] == "least-likely"
@@ -129,3 +131,73 @@ def test_demo_evaluates_every_demo_model_and_records_the_runs(tmp_path):
         report = client.get(f"/api/v1/jobs/{jobs[0]['id']}/report").json()
         stored = json.loads((tmp_path / "reports" / "dilated-cnn" / "report.json").read_text())
         assert report == stored
+
+
+def _summary(document: dict) -> str:
+    from rich.console import Console
+
+    from advaudit import console as terminal
+
+    capture = Console(width=200, record=True, force_terminal=False)
+    for line in terminal.sanity_lines(document):
+        capture.print(line)
+    capture.print(terminal.headline(document))
+    capture.print(terminal.summary_table(document))
+    return capture.export_text()
+
+
+def _document(verdict: str = "passed", failed=()) -> dict:
+    eps = [0.0, 8 / 255]
+    return {
+        "schema_version": 2,
+        "model": {"source": "demo:gap-cnn"},
+        "dataset": {"source": "digits", "num_samples": 8},
+        "fgsm": [
+            {"eps": e, "accuracy": a, "attack_success_rate": 1 - a}
+            for e, a in zip(eps, (0.9, 0.5), strict=True)
+        ],
+        "targeted_fgsm": None,
+        "robust": {"attacks": ["fgsm", "pgd"], "points": []},
+        "sanity": {
+            "verdict": verdict,
+            "checks": [
+                {
+                    "name": name,
+                    "status": "failed" if name in failed else "passed",
+                    "detail": f"{name} numbers",
+                }
+                for name in ("gradients_usable", "outputs_are_logits")
+            ],
+        },
+        "summary": {
+            "clean_accuracy": 0.9,
+            "robust_auc": 0.7,
+            "worst_case_accuracy": [0.9, 0.125],
+            "worst_case_auc": 0.51,
+            "worst_case_attacks": ["fgsm", "pgd"],
+            "sanity_verdict": verdict,
+        },
+    }
+
+
+def test_the_summary_leads_with_the_worst_case_and_one_sanity_line():
+    text = _summary(_document())
+    assert "sanity: passed" in text and "worst-case robust AUC 0.510 (FGSM robust AUC 0.700)" in text
+    assert "worst-case acc. %" in text and "12.5" in text
+    bad = _summary(_document("suspicious", failed=("gradients_usable", "outputs_are_logits")))
+    assert "sanity: SUSPICIOUS — failed: Gradients are usable, Outputs are logits" in bad
+    assert "gradients_usable: gradients_usable numbers" in bad
+    from advaudit import console as terminal
+
+    assert terminal.sanity_lines(_document("suspicious", failed=("gradients_usable",)))[0].startswith(
+        "[bold red]sanity: SUSPICIOUS"
+    )
+    old = _document()
+    old["schema_version"] = 1
+    for key in ("robust", "sanity"):
+        old.pop(key)
+    for key in ("worst_case_accuracy", "worst_case_auc", "worst_case_attacks", "sanity_verdict"):
+        old["summary"].pop(key)
+    text = _summary(old)
+    assert "sanity: not checked (FGSM only, report v1)" in text and "robust AUC 0.700 (FGSM only" in text
+    assert "worst-case acc. %" not in text and "FGSM accuracy %" in text

@@ -121,3 +121,36 @@ def test_run_wait_gives_up_after_its_timeout(capsys, monkeypatch):
     assert code == audit_commands.TIMEOUT_EXIT == 3
     assert "run 4 of audit 1 is still running after 90 s" in out and 90 <= now[0] <= 91
     assert build_parser().parse_args(["audits", "run", "1"]).timeout == 3600  # an hour unless told
+
+
+def test_a_suspicious_run_fails_the_gate_in_red_naming_its_checks(capsys, monkeypatch):
+    reason = "job 9 (net v2): sanity checks failed: outputs_are_logits (Outputs are logits) — 48 rows"
+    suspicious = {**RUN, "verdict": "suspicious", "reason": reason, "worst_case_auc": 0.41}
+    monkeypatch.setattr(FakeServer, "request", lambda self, method, path, **kwargs: suspicious)
+    code = main(["audits", "run", "1", "--wait"])
+    out = capsys.readouterr().out
+    assert code == 1  # never a pass, never a baseline
+    assert "verdict suspicious" in out and "outputs_are_logits (Outputs are logits)" in out
+    from advaudit.console import VERDICT_STYLE, runs_table
+
+    assert VERDICT_STYLE["suspicious"] == "bold red"
+    table = runs_table([suspicious])
+    assert [column.header for column in table.columns][5:8] == ["clean %", "worst AUC", "FGSM AUC"]
+
+
+def test_the_worst_case_threshold_has_its_flag(capsys):
+    args = build_parser().parse_args(
+        [
+            "audits",
+            "add",
+            "--name",
+            "n",
+            "--model-name",
+            "m",
+            "--dataset-id",
+            "1",
+            "--max-worst-case-drop",
+            "2.5",
+        ]
+    )
+    assert args.worst_case_drop_pp == 2.5

@@ -12,7 +12,7 @@ from api.dashboard.errors import page_not_found
 from api.dashboard.templating import render
 from api.deps import SessionDep, SettingsDep, StoreDep
 from api.schemas import MAX_ID
-from api.services import cam_images, is_decimal
+from api.services import cam_images, is_decimal, report_view
 from api.services import dashboard as views
 from api.services import jobs as job_service
 from api.services import models as model_service
@@ -70,6 +70,7 @@ def report_context(session, store, job: Job) -> dict[str, Any]:
     names = [artifact.name for artifact in views.artifacts(session=session, job=job)]
     return {
         "report": job.report,
+        "view": report_view.job_view(job.report),
         "artifact_names": names,
         "triptychs": views.triptych_names(names),
         "cam_overlays": cam_images.overlays_available(session=session, store=store, job=job),
@@ -109,6 +110,7 @@ def model_page(
     request: Request, session: SessionDep, store: StoreDep, settings: SettingsDep, model: PageModel
 ) -> Response:
     versions = views.version_history(session=session, model=model)
+    standings = views.version_standings(versions)
     return render(
         request,
         "model.html",
@@ -117,6 +119,7 @@ def model_page(
             "audit": views.model_audit(session=session, store=store, settings=settings, model=model),
             "jobs": views.model_jobs(session=session, model=model),
             "versions": versions,
+            "standings": standings,
             "versions_data": [
                 {
                     "version": row.model.version,
@@ -124,8 +127,12 @@ def model_page(
                     "job_id": row.job.id,
                     "clean_accuracy": row.summary.get("clean_accuracy"),
                     "robust_auc": row.summary.get("robust_auc"),
+                    "worst_case_auc": standing["worst_case_auc"],
+                    "ranking_accuracy": standing["ranking_accuracy"],
+                    "ranking_eps": standing["ranking_eps"],
+                    "sanity_verdict": standing["sanity_verdict"],
                 }
-                for row in versions
+                for row, standing in zip(versions, standings, strict=True)
             ],
         },
     )

@@ -20,5 +20,10 @@ def compare(
     dataset_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     model_ids: Annotated[str | None, Query(max_length=2000, description="with dataset_id")] = None,
 ):
-    """`job_ids`, or `dataset_id` (+ `model_ids`) for each model's latest succeeded job there."""
+    """`job_ids`, or `dataset_id` (+ `model_ids`) for each model's latest succeeded job there.
+
+    Rows are ranked by worst-case robust accuracy at `ranking_eps`, an ε every compared job swept (8/255
+    when all did, else the largest nonzero shared ε); `worst_case_auc` and `fgsm_auc` are over the shared ε
+    grid only. Each row carries its `sanity_verdict`: `suspicious` rows failed a sanity check.
+    """
     return service.compare(session=session, job_ids=job_ids, dataset_id=dataset_id, model_ids=model_ids)

@@ -12,7 +12,7 @@ from api.services import audit_runs as run_service
 from api.services import audits as audit_service
 from db import repositories as repo
 from db.models import Audit, AuditRun, DatasetRecord, Job, ModelRecord
-from services.audit_states import ERROR, FINISHED
+from services.audit_states import ERROR, FINISHED, SUSPICIOUS
 
 MAX_AUDITS = 1000
 MAX_RUNS = 100  # the audit page shows the newest runs; GET /api/v1/audits/{id}/runs pages through all
@@ -87,7 +87,9 @@ def error_point(run: dict[str, Any]) -> dict[str, Any]:
         "job_id": None,
         "clean_accuracy": None,
         "robust_auc": None,
+        "worst_case_auc": None,
         "regressed": False,
+        "suspicious": False,
         "reason": run["reason"],
     }
 
@@ -115,7 +117,9 @@ def timeline(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "job_id": candidate["job_id"],
                     "clean_accuracy": candidate["clean_accuracy"],
                     "robust_auc": candidate["robust_auc"],
+                    "worst_case_auc": candidate.get("worst_case_auc"),
                     "regressed": comparison["regressed"],
+                    "suspicious": candidate.get("sanity_verdict") == SUSPICIOUS,
                 }
             )
     return points

@@ -91,6 +91,7 @@ def run_read(run: AuditRun, jobs: list[Job]) -> dict[str, Any]:
         },
         "clean_accuracy": single["clean_accuracy"] if single else None,
         "robust_auc": single["robust_auc"] if single else None,
+        "worst_case_auc": single.get("worst_case_auc") if single else None,
         "regressed_metrics": sum(row["regressed"] for entry in comparisons for row in entry["rows"]),
         "baseline_job_ids": sorted(
             {entry["baseline"]["job_id"] for entry in comparisons if entry["baseline"]}

@@ -1,4 +1,9 @@
-"""Leaderboard: succeeded jobs on one dataset, aligned on the union of their ε values."""
+"""Leaderboard: succeeded jobs on one dataset, aligned on the union of their ε values, ranked on the shared ones.
+
+Rows are ranked by worst-case robust accuracy (the per-sample worst case over every attack; FGSM alone for
+version 1 reports) at one ε every compared job swept: 8/255 when all swept it, else the largest nonzero
+shared ε. The AUCs used for ranking are computed over the shared ε grid only, never over each job's own range.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,11 @@ from sqlalchemy.orm import Session
 
 from api.errors import Conflict, NotFound, Unprocessable
 from api.services import is_decimal
+from api.services import report_view as view
 from db import repositories as repo
 from db.models import DatasetRecord, Job
+from services.audit_states import SUSPICIOUS
+from services.audit_verdict import report_version, sanity_verdict
 from services.job_states import SUCCEEDED
 
 MAX_JOBS = 100
@@ -75,11 +83,12 @@ def _eps_key(value: float) -> float:
     return round(float(value), EPS_DIGITS)
 
 
-def _row(job: Job, eps: list[float]) -> dict[str, Any]:
+def _row(job: Job, eps: list[float], shared: list[float], ranking_eps: float | None) -> dict[str, Any]:
     document = job.report or {}
     points = {_eps_key(point["eps"]): point for point in document.get("fgsm") or []}
     summary = document.get("summary") or {}
     targeted = document.get("targeted_fgsm") or {}
+    standing = view.standing(document, shared, ranking_eps)
     return {
         "job_id": job.id,
         "model_id": job.model_id,
@@ -89,6 +98,15 @@ def _row(job: Job, eps: list[float]) -> dict[str, Any]:
         "accuracy": [points.get(e, {}).get("accuracy") for e in eps],
         "attack_success_rate": [points.get(e, {}).get("attack_success_rate") for e in eps],
         "robust_auc": summary.get("robust_auc"),
+        "worst_case_accuracy": [standing["worst_case"].get(e) for e in eps],
+        "ranking_accuracy": standing["ranking_accuracy"],
+        "worst_case_auc": standing["worst_case_auc"],
+        "fgsm_auc": standing["fgsm_auc"],
+        "worst_case_source": view.worst_case_source(document),
+        "report_version": report_version(document),
+        "sanity_verdict": sanity_verdict(document),
+        "failed_checks": view.failures(document),
+        "flag": view.flag_text(document),
         "targeted_policy": targeted.get("policy"),
         "targeted_auc": summary.get("targeted_auc"),
         "max_target_success_rate": summary.get("max_target_success_rate"),
@@ -101,7 +119,8 @@ def _row(job: Job, eps: list[float]) -> dict[str, Any]:
 def compare(
     *, session: Session, job_ids: str | None, dataset_id: int | None, model_ids: str | None
 ) -> dict[str, Any]:
-    """Rows sorted by robust AUC (best first); per-ε columns over the union of the jobs' ε values."""
+    """Rows ranked by worst-case accuracy at the ranking ε (best first; ties: worst-case AUC over the shared
+    ε grid); per-ε columns over the union of the jobs' ε values."""
     ids = parse_ids(job_ids, "job_ids")
     if ids is not None and (dataset_id is not None or model_ids):
         raise Unprocessable("give either job_ids, or dataset_id (with optional model_ids), not both")
@@ -117,20 +136,57 @@ def compare(
         raise Unprocessable("give job_ids=1,2,… or dataset_id=… (optionally with model_ids=1,2,…)")
     eps_sets = [frozenset(_eps_key(p["eps"]) for p in (job.report or {}).get("fgsm") or []) for job in jobs]
     eps = sorted(frozenset().union(*eps_sets))
+    shared, ranking_eps = view.shared_grid([job.report or {} for job in jobs])
     warnings = []
     if len(set(eps_sets)) > 1:
+        grid = ", ".join(view.format_eps(e) for e in shared) or "none"
         warnings.append(
-            "the jobs swept different ε lists: robust AUC averages over each job's own ε range, "
-            "so compare the accuracy columns at shared ε values"
+            f"the jobs swept different ε lists: they are ranked on the ε values all of them swept ({grid}), "
+            "and the AUCs here are over that shared grid only; the report's own robust AUC is not comparable"
         )
+    if ranking_eps is None:
+        warnings.append("the jobs share no nonzero ε: they cannot be ranked by robust accuracy")
     rows = sorted(
-        (_row(job, eps) for job in jobs),
-        key=lambda row: (row["robust_auc"] is None, -(row["robust_auc"] or 0.0), row["job_id"]),
+        (_row(job, eps, shared, ranking_eps) for job in jobs),
+        key=lambda row: (
+            row["ranking_accuracy"] is None,
+            -(row["ranking_accuracy"] or 0.0),
+            -(row["worst_case_auc"] if row["worst_case_auc"] is not None else -1.0),
+            row["job_id"],
+        ),
     )
+    old = [row for row in rows if row["report_version"] < 2]
+    if old and len(old) < len(rows):
+        warnings.append(
+            f"{_jobs(old)} {'has' if len(old) == 1 else 'have'} a version 1 report: "
+            f"{view.V1_NOTE}, so {'its' if len(old) == 1 else 'their'} worst case is the FGSM accuracy "
+            "and overstates robustness next to the others"
+        )
+    for row in rows:
+        if row["sanity_verdict"] == SUSPICIOUS:
+            names = ", ".join(check["name"] for check in row["failed_checks"]) or "see its report"
+            warnings.append(
+                f"job {row['job_id']} ({row['model_name']} {row['model_version']}) is suspicious "
+                f"(sanity checks failed: {names}): its robust accuracy may be overstated"
+            )
     return {
         "dataset": dataset,
         "eps": eps,
         "eps_255": [e * 255 for e in eps],
+        "shared_eps": shared,
+        "shared_eps_255": [e * 255 for e in shared],
+        "ranking_eps": ranking_eps,
+        "ranking_eps_255": None if ranking_eps is None else ranking_eps * 255,
+        "ranked_by": (
+            f"worst-case accuracy at ε = {view.format_eps(ranking_eps)}"
+            if ranking_eps is not None
+            else "job id (no nonzero ε is shared)"
+        ),
         "rows": rows,
         "warnings": warnings,
     }
+
+
+def _jobs(rows: list[dict[str, Any]]) -> str:
+    ids = [str(row["job_id"]) for row in rows]
+    return f"job {ids[0]}" if len(ids) == 1 else f"jobs {', '.join(ids)}"

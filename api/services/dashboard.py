@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from api.errors import ApiError, NotFound
-from api.services import architecture
+from api.services import architecture, report_view
 from contracts.settings import Settings
 from db import repositories as repo
 from db.models import Artifact, DatasetRecord, Job, ModelRecord
@@ -95,6 +95,35 @@ def version_history(*, session: Session, model: ModelRecord) -> list[VersionResu
         for job in sorted(jobs, key=lambda job: (job.model_id, job.id))
         if job.report is not None
     ]
+
+
+def version_standings(versions: list[VersionResult]) -> list[dict[str, Any]]:
+    """Per version row: worst-case accuracy at the ε all rows on its dataset swept (8/255 if they all did),
+    the worst-case AUC over that shared ε grid only, and the sanity flag."""
+    by_dataset: dict[int, list[VersionResult]] = {}
+    for row in versions:
+        by_dataset.setdefault(row.dataset.id, []).append(row)
+    grids = {
+        dataset_id: report_view.shared_grid([row.job.report or {} for row in rows])
+        for dataset_id, rows in by_dataset.items()
+    }
+    standings = []
+    for row in versions:
+        document = row.job.report or {}
+        shared, ranking_eps = grids[row.dataset.id]
+        standing = report_view.standing(document, shared, ranking_eps)
+        standings.append(
+            {
+                "ranking_eps": ranking_eps,
+                "ranking_accuracy": standing["ranking_accuracy"],
+                "worst_case_auc": standing["worst_case_auc"],
+                "shared_eps": shared,
+                "source": report_view.worst_case_source(document),
+                "sanity_verdict": report_view.sanity_verdict(document),
+                "flag": report_view.flag_text(document),
+            }
+        )
+    return standings
 
 
 def artifacts(*, session: Session, job: Job) -> list[Artifact]:

@@ -68,6 +68,7 @@ def test_create_read_and_list(client, create):
     assert audit["thresholds"] == {
         "clean_accuracy_drop_pp": 2.0,
         "accuracy_drop_pp": 5.0,
+        "worst_case_drop_pp": 5.0,
         "robust_auc_drop_pp": 3.0,
         "target_success_rise_pp": 5.0,
         "cam_drift_rise": 0.1,

@@ -52,8 +52,19 @@ def test_report_is_exactly_the_stored_report_json(client, app, finished, tmp_pat
         load_dataset(tmp_path / "data.npz"),
         EvaluationConfig(**finished["config"]),
     ).to_dict()
-    assert document["schema_version"] == local["schema_version"] == 1
-    for key in ("clean", "fgsm", "targeted_fgsm", "per_class", "config", "architecture", "warnings"):
+    assert document["schema_version"] == local["schema_version"] == 2
+    for key in (
+        "clean",
+        "fgsm",
+        "targeted_fgsm",
+        "attacks",
+        "robust",
+        "sanity",
+        "per_class",
+        "config",
+        "architecture",
+        "warnings",
+    ):
         assert document[key] == local[key], key
     assert document["summary"] == local["summary"]
     assert document["model"]["sha256"] == local["model"]["sha256"]
@@ -107,8 +118,17 @@ def test_compare_two_models_as_a_leaderboard(client, app, gap_model, npz_dataset
         assert row["robust_auc"] == report["summary"]["robust_auc"]
         assert [a for a in row["accuracy"] if a is not None] == [p["accuracy"] for p in report["fgsm"]]
         assert row["targeted_policy"] == "next" and row["macs"] == report["summary"]["macs"] > 0
-    aucs = [row["robust_auc"] for row in board["rows"]]
-    assert aucs == sorted(aucs, reverse=True)
+        assert [a for a in row["worst_case_accuracy"] if a is not None] == report["summary"][
+            "worst_case_accuracy"
+        ]
+        assert row["sanity_verdict"] == report["summary"]["sanity_verdict"]
+    # 0 and 16/255 are the only ε both swept: 16/255 ranks (no 8/255 in the first job's list)
+    assert board["shared_eps"] == pytest.approx([0, 16 / 255])
+    assert board["ranking_eps"] == pytest.approx(16 / 255)
+    assert board["ranked_by"] == "worst-case accuracy at ε = 16/255"
+    ranked = [row["ranking_accuracy"] for row in board["rows"]]
+    assert ranked == sorted(ranked, reverse=True)
+    assert ranked == [row["worst_case_accuracy"][3] for row in board["rows"]]
     params = {"dataset_id": npz_dataset["id"], "model_ids": f"{gap_model['id']},{dilated['id']}"}
     by_dataset = client.get(f"{API}/compare", params=params).json()
     assert by_dataset["rows"] == board["rows"]

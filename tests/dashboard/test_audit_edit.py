@@ -134,6 +134,7 @@ def test_an_edit_changes_the_schedule_and_thresholds(client, app, audit):
     assert after["thresholds"] == {
         "clean_accuracy_drop_pp": 1.5,
         "accuracy_drop_pp": 2.5,
+        "worst_case_drop_pp": 3.0,
         "robust_auc_drop_pp": 4.0,
         "target_success_rise_pp": 5.0,
         "cam_drift_rise": None,

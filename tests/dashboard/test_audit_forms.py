@@ -36,6 +36,7 @@ FORM = {
     "webhook_url": "https://hooks.example.com/advaudit",
     "clean_accuracy_drop_pp": "1.5",
     "accuracy_drop_pp": "5",
+    "worst_case_drop_pp": "3",
     "robust_auc_drop_pp": "",
     "target_success_rise_pp": "5",
     "cam_drift_rise": "0.1",
@@ -74,6 +75,7 @@ def test_form_offers_models_datasets_zones_and_default_thresholds(client, model,
     for field, default in (
         ("clean_accuracy_drop_pp", "2"),
         ("accuracy_drop_pp", "5"),
+        ("worst_case_drop_pp", "5"),
         ("robust_auc_drop_pp", "3"),
         ("target_success_rise_pp", "5"),
         ("cam_drift_rise", "0.1"),
@@ -96,6 +98,7 @@ def test_form_creates_the_audit_and_goes_to_its_page(client, form):
     assert audit["thresholds"] == {
         "clean_accuracy_drop_pp": 1.5,
         "accuracy_drop_pp": 5.0,
+        "worst_case_drop_pp": 3.0,
         "robust_auc_drop_pp": None,
         "target_success_rise_pp": 5.0,
         "cam_drift_rise": 0.1,

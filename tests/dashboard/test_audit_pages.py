@@ -241,3 +241,57 @@ def test_runs_that_ended_in_error_are_on_the_timeline_with_their_reason(judged):
     assert "grey × at the bottom" in section(page.text, "timeline")
     judged_points = embedded(client.get(f"/audits/{ids['audit']['id']}").text, "timeline-data")
     assert all(point["verdict"] != "error" for point in judged_points)
+
+
+def test_a_suspicious_run_has_its_badge_reason_and_flag(judged):
+    """Last in the module: it adds a finished `suspicious` run to the idle audit (as the worker would judge a
+    candidate that failed its sanity checks)."""
+    client, ids = judged
+    audit_id = ids["idle"]["id"]
+    regressed = ids["regressed_run"]["comparisons"][0]
+    candidate = {
+        key: regressed["candidate"][key]
+        for key in (
+            "job_id",
+            "run_id",
+            "model_id",
+            "model_name",
+            "model_version",
+            "clean_accuracy",
+            "robust_auc",
+        )
+    } | {"worst_case_auc": 0.42, "sanity_verdict": "suspicious", "failed_checks": ["outputs_are_logits"]}
+    reason = f"job {candidate['job_id']} (digits-net v2): sanity checks failed: outputs_are_logits (Outputs are logits) — 48 rows"
+    with session_scope(client.app.state.sessions) as session:
+        audit = repo.audits.get(session=session, audit_id=audit_id)
+        run = repo.audits.create_run(session=session, audit=audit, slot="manual:suspicious", trigger="manual")
+        assert repo.audits.transition_run(
+            session=session,
+            run_id=run.id,
+            from_status="pending",
+            to_status="finished",
+            verdict="suspicious",
+            reason=reason,
+            result={
+                "comparisons": [
+                    {"candidate": candidate, "baseline": None, "rows": [], "regressed": False, "warnings": []}
+                ],
+                "errors": [],
+            },
+        )
+        run_id = run.id
+    api = client.get(f"{API}/audits/{audit_id}/runs/{run_id}").json()
+    assert api["verdict"] == "suspicious" and api["worst_case_auc"] == 0.42
+    assert api["comparisons"][0]["candidate"]["failed_checks"] == ["outputs_are_logits"]
+    page = client.get(f"/audits/{audit_id}/runs/{run_id}").text
+    assert '<span class="badge verdict-suspicious" data-role="verdict">suspicious</span>' in page
+    assert "outputs_are_logits (Outputs are logits)" in page
+    assert 'data-role="sanity-failed"' in page and 'data-role="sanity-flag"' in page
+    runs = section(client.get(f"/audits/{audit_id}").text, "runs-table", "</table>")
+    row = runs[runs.index(f'data-run-id="{run_id}"') :]
+    assert 'data-verdict="suspicious" class="regressed"' in row[: row.index("</tr>")]
+    listing = client.get("/audits").text
+    assert "badge verdict-suspicious" in listing
+    # the older runs keep their summaries (stored before these fields existed) and still read
+    old = client.get(f"{API}/audits/{ids['audit']['id']}/runs").json()["data"]
+    assert all(run["comparisons"][0]["candidate"]["sanity_verdict"] in ("passed", None) for run in old)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from tests.api import helpers
 from tests.api.helpers import API
 from tests.dashboard.conftest import finish_job
@@ -97,13 +99,19 @@ def test_model_page_shows_the_architecture_audit_and_versions(client, finished, 
         grid in page.text and client.get(f"{API}/models/{weights_model['id']}/filters.png").status_code == 200
     )
     versions = embedded(page.text, "versions-data")
+    report = client.get(f"{API}/jobs/{finished['id']}/report").json()
     assert versions == [
         {
             "version": weights_model["version"],
             "dataset": npz_dataset["name"],
             "job_id": finished["id"],
-            "clean_accuracy": versions[0]["clean_accuracy"],
-            "robust_auc": versions[0]["robust_auc"],
+            "clean_accuracy": report["summary"]["clean_accuracy"],
+            "robust_auc": report["summary"]["robust_auc"],
+            # one version: its own ε grid is the shared one, 16/255 its largest nonzero ε (no 8/255 swept)
+            "worst_case_auc": pytest.approx(report["summary"]["worst_case_auc"]),
+            "ranking_accuracy": report["summary"]["worst_case_accuracy"][-1],
+            "ranking_eps": pytest.approx(16 / 255),
+            "sanity_verdict": report["summary"]["sanity_verdict"],
         }
     ]
 

@@ -22,10 +22,10 @@ def _differences(url: str) -> list:
 def test_upgrade_matches_the_models(db_url):
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0004"
+    assert migrate.current(db_url) == migrate.head() == "0005"
     assert _differences(db_url) == []
     migrate.upgrade(db_url)  # idempotent
-    assert migrate.current(db_url) == "0004"
+    assert migrate.current(db_url) == "0005"
 
 
 def test_the_comparison_notices_a_drift(db_url):
@@ -44,3 +44,20 @@ def test_downgrade_to_base_removes_every_table(db_url):
     engine = make_engine(db_url)
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
     engine.dispose()
+
+
+def _verdict_check(url: str) -> str:
+    engine = make_engine(url)
+    try:
+        checks = inspect(engine).get_check_constraints("audit_runs")
+    finally:
+        engine.dispose()
+    return next(check["sqltext"] for check in checks if "baseline" in check["sqltext"])
+
+
+def test_0005_admits_the_suspicious_verdict_and_its_downgrade_removes_it(db_url):
+    migrate.upgrade(db_url)
+    assert "suspicious" in _verdict_check(db_url)
+    migrate.downgrade(db_url, "0004")
+    check = _verdict_check(db_url)
+    assert "suspicious" not in check and "baseline" in check

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from services.audit_verdict import JobResult, MetricRow, Metrics, Thresholds, compare_metrics, judge
+from services.audit_states import REFERENCE_VERDICTS
+from services.audit_verdict import (
+    THRESHOLD_SPECS,
+    JobResult,
+    MetricRow,
+    Metrics,
+    Thresholds,
+    compare_metrics,
+    judge,
+)
 from services.errors import ConfigError
 
 
@@ -158,3 +167,127 @@ def test_a_new_model_without_a_baseline_does_not_hide_another_models_regression(
     assert verdict.verdict == "passed" and verdict.comparisons[1]["baseline"] is None
     verdict = judge([(job(2, report(clean=0.80)), base), (job(3, report()), None)], Thresholds())
     assert verdict.verdict == "regressed"
+
+
+def report_v2(worst=(0.95, 0.60, 0.20), failed=(), **fields) -> dict:
+    """A schema 2 document: the v1 fields plus the worst case over every attack and the sanity section."""
+    document = report(**fields)
+    eps = [point["eps"] for point in document["fgsm"]]
+    checks = [
+        {
+            "name": "gradients_usable",
+            "status": "failed" if "gradients_usable" in failed else "passed",
+            "detail": "40 samples (83.3 %) with a zero input gradient",
+        },
+        {
+            "name": "outputs_are_logits",
+            "status": "failed" if "outputs_are_logits" in failed else "passed",
+            "detail": "48 output rows lie in [0, 1] and sum to 1: probabilities",
+        },
+        {"name": "monotone_in_eps", "status": "skipped", "detail": "not run"},
+    ]
+    verdict = "suspicious" if failed else "passed"
+    document["schema_version"] = 2
+    document["robust"] = {
+        "attacks": ["fgsm", "pgd"],
+        "points": [{"eps": e, "eps_255": e * 255, "accuracy": a} for e, a in zip(eps, worst, strict=True)],
+    }
+    document["sanity"] = {"verdict": verdict, "checks": checks}
+    document["summary"] |= {
+        "worst_case_accuracy": list(worst),
+        "worst_case_auc": 0.5,
+        "worst_case_attacks": ["fgsm", "pgd"],
+        "sanity_verdict": verdict,
+    }
+    return document
+
+
+def test_metrics_read_the_worst_case_and_the_sanity_verdict_of_a_v2_report():
+    metrics = Metrics.from_report(report_v2(failed=("outputs_are_logits",)))
+    assert metrics.report_version == 2 and metrics.worst_case_auc == 0.5
+    assert list(metrics.worst_case.values()) == [0.95, 0.60, 0.20]
+    assert [round(e * 255) for e in metrics.worst_case] == [0, 4, 8]
+    assert metrics.suspicious and metrics.failed_checks == ("outputs_are_logits",)
+    v1 = Metrics.from_report(report())
+    assert v1.report_version == 1 and v1.worst_case == {} and v1.sanity_verdict is None and not v1.suspicious
+
+
+def test_worst_case_accuracy_is_compared_per_eps_against_its_own_threshold():
+    rows = rows_by_key(
+        compare_metrics(
+            Metrics.from_report(report_v2(worst=(0.95, 0.60, 0.20))),
+            Metrics.from_report(report_v2(worst=(0.95, 0.58, 0.10))),
+            Thresholds(),
+        )
+    )
+    assert [key for key in rows if key[0] == "worst_case_accuracy"] == [
+        ("worst_case_accuracy", 0),
+        ("worst_case_accuracy", 4),
+        ("worst_case_accuracy", 8),
+    ]
+    at8 = rows[("worst_case_accuracy", 8)]
+    assert at8.regressed and at8.threshold == 5.0 and at8.delta == pytest.approx(-10.0)
+    assert at8.describe() == "worst-case accuracy at ε=8/255 fell 10.0 pp (20.0 → 10.0; allowed 5 pp)"
+    assert not rows[("worst_case_accuracy", 4)].regressed
+    assert not any(row.regressed for key, row in rows.items() if key[0] == "accuracy")  # FGSM unchanged
+    loose = compare_metrics(
+        Metrics.from_report(report_v2(worst=(0.95, 0.60, 0.20))),
+        Metrics.from_report(report_v2(worst=(0.95, 0.58, 0.10))),
+        Thresholds(worst_case_drop_pp=15),
+    )
+    assert not any(row.regressed for row in loose)
+    spec = THRESHOLD_SPECS["worst_case_drop_pp"]
+    assert (spec.label, spec.where, spec.flag, spec.default, spec.unit) == (
+        "Worst-case accuracy drop",
+        "at each ε",
+        "--max-worst-case-drop",
+        5.0,
+        "pp",
+    )
+
+
+def test_a_v1_baseline_lists_worst_case_rows_without_a_verdict_and_says_why():
+    verdict = judge(
+        [(job(2, report_v2(worst=(0.1, 0.0, 0.0))), job(1, report(), version="v1"))], Thresholds()
+    )
+    entry = verdict.comparisons[0]
+    worst_rows = [row for row in entry["rows"] if row["metric"] == "worst_case_accuracy"]
+    assert len(worst_rows) == 3 and all(
+        row["baseline"] is None and not row["regressed"] for row in worst_rows
+    )
+    assert verdict.verdict == "passed"
+    assert any("baseline report is version 1" in warning for warning in entry["warnings"])
+
+
+def test_a_suspicious_candidate_never_passes_and_its_verdict_names_the_failed_checks():
+    base = job(1, report_v2(), version="v1")
+    failed = ("gradients_usable", "outputs_are_logits")
+    with_baseline = judge([(job(12, report_v2(failed=failed)), base)], Thresholds())
+    assert with_baseline.verdict == "suspicious"
+    assert with_baseline.reason == (
+        "job 12 (net v2): sanity checks failed: gradients_usable (Gradients are usable) — 40 samples "
+        "(83.3 %) with a zero input gradient; outputs_are_logits (Outputs are logits) — 48 output rows "
+        "lie in [0, 1] and sum to 1: probabilities"
+    )
+    candidate = with_baseline.comparisons[0]["candidate"]
+    assert candidate["sanity_verdict"] == "suspicious" and candidate["failed_checks"] == list(failed)
+    assert candidate["worst_case_auc"] == 0.5
+    # Without a baseline it is not the baseline of the next runs either.
+    alone = judge([(job(13, report_v2(failed=("outputs_are_logits",))), None)], Thresholds())
+    assert alone.verdict == "suspicious" and "outputs_are_logits (Outputs are logits)" in alone.reason
+    assert "suspicious" not in REFERENCE_VERDICTS
+    # A regression too is named after the failed checks; a job that failed outright is still an error.
+    both = judge([(job(14, report_v2(worst=(0.1, 0.0, 0.0), failed=failed)), base)], Thresholds())
+    assert both.verdict == "suspicious" and "also 3 metric(s) regressed" in both.reason
+    error = judge(
+        [(job(15, report_v2(failed=failed)), base), (job(16, None, status="failed"), None)], Thresholds()
+    )
+    assert error.verdict == "error"
+
+
+def test_a_suspicious_baseline_is_named_in_the_comparison():
+    verdict = judge(
+        [(job(2, report_v2()), job(1, report_v2(failed=("gradients_usable",)), version="v1"))], Thresholds()
+    )
+    assert verdict.verdict == "passed"
+    assert any("baseline's evaluation is suspicious" in w for w in verdict.comparisons[0]["warnings"])

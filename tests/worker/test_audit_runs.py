@@ -261,3 +261,46 @@ def test_options_that_only_choose_output_files_keep_the_baseline(
         )
     second = complete(manual_run(sessions, audit_id, "manual:2"), audit_ctx, queue)
     assert second.verdict == "passed" and second.result["comparisons"][0]["baseline"]["run_id"] == first.id
+
+
+def write_softmax_model(path, variant: str = "gap-cnn"):
+    """A demo checkpoint whose forward returns probabilities (softmax of its logits): outputs_are_logits fails."""
+    import torch
+    from torch import nn
+
+    from services.checkpoints import demo_model_path
+
+    class Softmaxed(nn.Module):
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(x).softmax(1)
+
+    wrapped = Softmaxed(torch.jit.load(str(demo_model_path(variant)))).eval()
+    torch.jit.save(torch.jit.script(wrapped), str(path))
+    return path
+
+
+def test_a_suspicious_candidate_is_neither_passed_nor_a_baseline(
+    sessions, store, audit_ctx, queue, digits_id, tmp_path
+):
+    with session_scope(sessions) as session:
+        model = add_model_file(session, store, write_softmax_model(tmp_path / "softmax.pt"), "digits-net")
+        audit_id = add_audit(session, digits_id, config=CONFIG | {"limit": 48, "queries": 20}).id
+    first = complete(manual_run(sessions, audit_id, "manual:1"), audit_ctx, queue)
+    assert (first.status, first.verdict) == ("finished", "suspicious")  # no baseline, and still not one
+    assert first.reason.startswith(
+        f"job {first.result['comparisons'][0]['candidate']['job_id']} (digits-net v1): sanity checks failed: "
+    )
+    assert "outputs_are_logits (Outputs are logits) — " in first.reason
+    candidate = first.result["comparisons"][0]["candidate"]
+    assert candidate["model_id"] == model.id and candidate["sanity_verdict"] == "suspicious"
+    assert "outputs_are_logits" in candidate["failed_checks"]
+    # The next run finds no earlier run to compare with: a suspicious run never serves as the baseline.
+    with session_scope(sessions) as session:
+        add_version(session, store, "gap-cnn")
+    second = complete(manual_run(sessions, audit_id, "manual:2"), audit_ctx, queue)
+    assert second.verdict == "baseline"
+    assert second.result["comparisons"][0]["candidate"]["sanity_verdict"] == "passed"

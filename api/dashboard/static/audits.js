@@ -42,19 +42,19 @@ function drawTimeline(element, timeline, auditId) {
     const line = (key, name, dash, markRegressed) => ({
       type: "scatter", mode: "lines+markers", name: models.length > 1 ? `${name} (${model})` : name,
       x: mine.map((p) => p.at), y: mine.map((p) => p[key]), customdata: details(mine), line: { color, dash },
-      marker: { size: 8, color: mine.map((p) => (markRegressed && p.regressed ? REGRESSED_COLOR : color)) },
+      marker: { size: 8, color: mine.map((p) => (markRegressed && (p.regressed || p.suspicious) ? REGRESSED_COLOR : color)) },
       hovertemplate: `run #%{customdata[0]}: ${model} %{customdata[1]}<br>${name} %{y:.1%}`
         + "<br>verdict %{customdata[2]}<extra></extra>",
     });
     return [line("robust_auc", "robust AUC", "solid", true), line("clean_accuracy", "clean accuracy", "dot", false)];
   });
-  const regressed = points.filter((point) => point.regressed);
+  const regressed = points.filter((point) => point.regressed || point.suspicious);
   if (regressed.length) {
     traces.push({
       type: "scatter", mode: "markers", name: "regressed run", x: regressed.map((p) => p.at),
       y: regressed.map((p) => p.robust_auc), customdata: details(regressed),
       marker: { symbol: "circle-open", size: 20, color: REGRESSED_COLOR, line: { width: 3, color: REGRESSED_COLOR } },
-      hovertemplate: "run #%{customdata[0]} regressed: %{customdata[1]}<extra></extra>",
+      hovertemplate: "run #%{customdata[0]} %{customdata[2]}: %{customdata[1]}<extra></extra>",
     });
   }
   if (errors.length) traces.push(errorTrace(errors));

@@ -1,5 +1,6 @@
 "use strict";
-// Model page: robust AUC and clean accuracy of every version, one pair of lines per dataset.
+// Model page: worst-case AUC (over the ε grid every version on the dataset swept) and clean accuracy of every
+// version, one pair of lines per dataset.
 
 document.addEventListener("DOMContentLoaded", () => {
   const rows = Dash.embedded("versions-data");
@@ -14,7 +15,7 @@ document.addEventListener("DOMContentLoaded", () => {
       marker: { size: 9 },
       hovertemplate: `%{x}: ${name} %{y:.3f} (job #%{customdata})<extra></extra>`,
     });
-    return [line("robust_auc", "robust AUC", "solid"), line("clean_accuracy", "clean accuracy", "dot")];
+    return [line("worst_case_auc", "worst-case AUC", "solid"), line("clean_accuracy", "clean accuracy", "dot")];
   });
   Charts.draw(document.getElementById("versions-chart"), traces, Charts.layout({
     xaxis: { title: { text: "model version" }, type: "category", automargin: true },

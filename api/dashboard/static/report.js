@@ -12,10 +12,21 @@ const Report = {
     Report.gallery(root.querySelector("#cam-gallery"));
   },
 
-  /** One trace per attack; the clean accuracy is a reference line, not a trace. */
+  /** One trace per attack, the worst case in bold; the clean accuracy is a reference line, not a trace. */
   accuracy(element, data) {
     const traces = [Charts.epsLine(data.fgsm, "accuracy", "FGSM",
       { what: "accuracy under FGSM", trace: { line: { color: Charts.colors[0], width: 2.5 } } })];
+    // Version 2 reports: every other untargeted attack, and the per-sample worst case over them (bold).
+    const others = (data.attacks || []).filter((entry) => !entry.targeted && entry.name !== "fgsm");
+    others.forEach((entry, i) => {
+      traces.push(Charts.epsLine(entry.points, "accuracy", entry.name.toUpperCase(),
+        { what: `accuracy under ${entry.name.toUpperCase()}`,
+          trace: { line: { color: Charts.colors[(i + 2) % Charts.colors.length], width: 2 } } }));
+    });
+    if (data.robust && data.robust.points) {
+      traces.push(Charts.epsLine(data.robust.points, "accuracy", "worst case",
+        { what: "worst-case accuracy (every attack failed)", trace: { line: { color: "#111827", width: 4 } } }));
+    }
     if (data.targeted) {
       traces.push(Charts.epsLine(data.targeted.points, "accuracy", `targeted FGSM (${data.targeted.policy})`,
         { what: "accuracy under targeted FGSM", trace: { line: { color: Charts.colors[1], width: 2.5 } } }));
