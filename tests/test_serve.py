@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from services.checkpoints import demo_model_path
-from tests.serve_process import EXECUTABLE, serving
+from tests.support.serve_process import EXECUTABLE, serving
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from api.main import create_app
 from contracts.settings import MIB, Settings
 from db import migrate
-from tests.api import helpers
+from tests.support import api as helpers
 
 
 class RecordingEnqueue:

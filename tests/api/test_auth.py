@@ -10,7 +10,7 @@ from api.main import auth_required, create_app
 from db import repositories as repo
 from db.session import session_scope
 from tests.api.conftest import FakeBroker
-from tests.api.helpers import API
+from tests.support.api import API
 
 
 def _client(settings, enqueue, mode: str, host: str | None) -> TestClient:

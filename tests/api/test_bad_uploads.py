@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from api.services import validation
-from tests.api import helpers
-from tests.api.helpers import API
+from tests.support import api as helpers
+from tests.support.api import API
 
 
 def _snapshot(client, app) -> tuple:

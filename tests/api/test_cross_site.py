@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from api.deps import TOKEN_COOKIE
-from tests.api.helpers import API
 from tests.api.test_auth import _client, _token
+from tests.support.api import API
 
 CROSS_SITE = [
     {"Sec-Fetch-Site": "cross-site"},

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from services.limits import MAX_CLASSES, MAX_EPS_VALUES
-from tests.api import helpers
-from tests.api.helpers import API
 from tests.api.test_bad_uploads import _assert_refused, _snapshot
-from tests.worker.builders import write_functional_conv_model
+from tests.support import api as helpers
+from tests.support.api import API
+from tests.support.builders import write_functional_conv_model
 
 
 def _labels_npz(top: int) -> bytes:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from tests.api import conftest as api_fixtures
-from tests.api import helpers
-from tests.api.helpers import API, demo_safetensors
-from tests.dashboard.browser import (
+from tests.support import api as helpers
+from tests.support.api import API, demo_safetensors
+from tests.support.browser import (
     DEMO_MODELS,
     JOB_CONFIG,
     TIMEOUT_MS,

@@ -10,10 +10,10 @@ from api.main import create_app
 from db import repositories as repo
 from db.session import session_scope
 from tests.api.conftest import FakeBroker
-from tests.api.helpers import API
-from tests.dashboard.audit_helpers import MODEL_NAME, RecordingDispatch, digits, judge, register_version
 from tests.dashboard.test_audit_forms import FORM, audits
 from tests.dashboard.test_pages import HTML
+from tests.support.api import API
+from tests.support.dashboard import MODEL_NAME, RecordingDispatch, digits, judge, register_version
 
 
 @pytest.fixture

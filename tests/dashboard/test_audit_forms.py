@@ -9,8 +9,8 @@ from fastapi.testclient import TestClient
 
 from api.main import create_app
 from tests.api.conftest import FakeBroker
-from tests.api.helpers import API
-from tests.dashboard.audit_helpers import MODEL_NAME, RecordingDispatch, digits, register_version
+from tests.support.api import API
+from tests.support.dashboard import MODEL_NAME, RecordingDispatch, digits, register_version
 
 FORM = {
     "name": "nightly digits",

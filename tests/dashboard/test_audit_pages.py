@@ -17,8 +17,9 @@ from contracts.settings import MIB, Settings
 from db import repositories as repo
 from db.session import session_scope
 from tests.api.conftest import FakeBroker, RecordingEnqueue
-from tests.api.helpers import API
-from tests.dashboard.audit_helpers import (
+from tests.dashboard.test_pages import HTML, embedded
+from tests.support.api import API
+from tests.support.dashboard import (
     AUDIT_CONFIG,
     MODEL_NAME,
     RecordingDispatch,
@@ -26,7 +27,6 @@ from tests.dashboard.audit_helpers import (
     judge,
     register_version,
 )
-from tests.dashboard.test_pages import HTML, embedded
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.dashboard.browser import DEMO_MODELS, JOB_CONFIG, VIEWPORT, PageWatch, screenshot
+from tests.support.browser import DEMO_MODELS, JOB_CONFIG, VIEWPORT, PageWatch, screenshot
 
 # The `server`, `browser` and `signed_in` fixtures live in conftest.py: one server for every browser test file.
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import re
 
-from tests.api import helpers
-from tests.api.helpers import API
 from tests.dashboard.conftest import finish_job
+from tests.support import api as helpers
+from tests.support.api import API
 
 HTML = {"Accept": "text/html"}
 

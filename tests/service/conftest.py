@@ -8,7 +8,8 @@ import pytest
 
 from db.session import session_scope
 from tests.db.conftest import require_postgres
-from tests.service.harness import (
+from tests.support.builders import add_demo_model, add_digits
+from tests.support.service_harness import (
     REDIS_URL,
     ServiceEnv,
     claim_redis_db,
@@ -17,7 +18,6 @@ from tests.service.harness import (
     release_redis_db,
     require_redis,
 )
-from tests.worker.builders import add_demo_model, add_digits
 
 
 @pytest.fixture(scope="session")

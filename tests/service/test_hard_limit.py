@@ -6,7 +6,7 @@ import pytest
 
 from db.session import session_scope
 from tests.service.conftest import register_inputs
-from tests.worker.builders import add_model_file, write_faulty_model
+from tests.support.builders import add_model_file, write_faulty_model
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -12,7 +12,7 @@ from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
 from tests.service.conftest import register_inputs
-from tests.worker.builders import add_model_file, write_faulty_model
+from tests.support.builders import add_model_file, write_faulty_model
 
 pytestmark = pytest.mark.timeout(240)
 

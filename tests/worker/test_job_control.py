@@ -13,7 +13,7 @@ from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
 from services.checkpoints import load_model
-from tests.worker.builders import add_digits, add_model_file, write_faulty_model
+from tests.support.builders import add_digits, add_model_file, write_faulty_model
 from tests.worker.test_runner import load_job, submit
 from worker import runner, scratch
 

@@ -20,7 +20,7 @@ from services.datasets import load_dataset
 from services.evaluation import evaluate
 from services.specs import EvaluationConfig
 from tests.conftest import comparable_report
-from tests.worker.builders import FORWARD_ERROR, INPUT_SHAPE, NAN_ERROR, add_model_file, write_faulty_model
+from tests.support.builders import FORWARD_ERROR, INPUT_SHAPE, NAN_ERROR, add_model_file, write_faulty_model
 from worker import runner
 
 CONFIG = {"limit": 48, "eps": [0, 2 / 255, 8 / 255], "cam_samples": 4, "targeted": "next"}

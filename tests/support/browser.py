@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port, in_ci, require
-from tests.serve_process import EXECUTABLE
+from tests.support.serve_process import EXECUTABLE
 
 CHROMIUM = Path(os.environ.get("ADVAUDIT_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [

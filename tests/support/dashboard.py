@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.api import helpers
-from tests.api.helpers import API
+from tests.support import api as helpers
+from tests.support.api import API
 from worker.audit_runs import AuditContext, finalize_run, launch_run
 
 MODEL_NAME = "digits-net"
