@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import in_ci
+from tests.support.env import in_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ def test_digits_is_registered_once_across_restarts(app, settings, enqueue):
     from fastapi.testclient import TestClient
 
     from api.main import create_app
-    from tests.api.conftest import FakeBroker
+    from tests.support.api import FakeBroker
 
     for _ in range(2):
         app = create_app(settings, enqueue=enqueue, broker=FakeBroker(), listen_host="::1")

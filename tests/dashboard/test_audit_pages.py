@@ -16,14 +16,14 @@ from api.main import create_app
 from contracts.settings import MIB, Settings
 from db import repositories as repo
 from db.session import session_scope
-from tests.api.conftest import FakeBroker, RecordingEnqueue
-from tests.dashboard.test_pages import HTML, embedded
-from tests.support.api import API
+from tests.support.api import API, FakeBroker, RecordingEnqueue
 from tests.support.dashboard import (
     AUDIT_CONFIG,
+    HTML,
     MODEL_NAME,
     RecordingDispatch,
     digits,
+    embedded,
     judge,
     register_version,
 )

@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import re
 
-from tests.dashboard.conftest import finish_job
 from tests.support import api as helpers
 from tests.support.api import API
-
-HTML = {"Accept": "text/html"}
-
-
-def embedded(html: str, element_id: str):
-    match = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', html, re.S)
-    assert match, f"no #{element_id} data in the page"
-    return json.loads(match.group(1))
+from tests.support.dashboard import HTML, embedded, finish_job
 
 
 def test_overview_lists_jobs_models_and_datasets(client, finished, weights_model, npz_dataset):

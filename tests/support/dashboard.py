@@ -1,6 +1,10 @@
-"""Audit test helpers: a recording launch dispatch, and runs judged in-process as the worker would judge them."""
+"""Dashboard test helpers: page data, a job finished in-process, the new-audit form, a recording launch dispatch,
+and audit runs judged in-process as the worker would judge them."""
 
 from __future__ import annotations
+
+import json
+import re
 
 from tests.support import api as helpers
 from tests.support.api import API
@@ -57,3 +61,71 @@ def judge(app, run_id: int) -> None:
     for job_id in jobs:
         assert helpers.run_job(app, job_id) == "succeeded"
     assert finalize_run(run_id, context) is not None
+
+
+HTML = {"Accept": "text/html"}
+
+
+def embedded(html: str, element_id: str):
+    """The JSON a page embeds in its `<script type="application/json" id=element_id>`."""
+    match = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', html, re.S)
+    assert match, f"no #{element_id} data in the page"
+    return json.loads(match.group(1))
+
+
+SMALL_CONFIG = {
+    "eps": [0, "4/255", "16/255"],
+    "targeted": "next",
+    "batch_size": 8,
+    "device": "cpu",
+    "cam_samples": 4,
+    "triptychs": 2,
+}
+
+
+def finish_job(client, app, model: dict, dataset: dict, **overrides) -> dict:
+    """Submit through the API and run the job in-process, as the worker would."""
+    response = client.post(
+        f"{API}/jobs",
+        json={"model_id": model["id"], "dataset_id": dataset["id"], "config": SMALL_CONFIG | overrides},
+    )
+    assert response.status_code == 201, response.text
+    assert helpers.run_job(app, response.json()["id"]) == "succeeded"
+    return client.get(f"{API}/jobs/{response.json()['id']}").json()
+
+
+FORM = {
+    "name": "nightly digits",
+    "selector": "name",
+    "model_name": MODEL_NAME,
+    "schedule": "cron",
+    "cron": "0 3 * * 1",
+    "timezone": "Europe/Paris",
+    "interval": "1d",
+    "eps": "0,2/255,8/255",
+    "targeted": "class",
+    "target_class": "3",
+    "targeted_eps": "",
+    "cam": "none",
+    "cam_eps": "8/255",
+    "cam_samples": "4",
+    "limit": "64",
+    "device": "cpu",
+    "precision": "fp32",
+    "batch_size": "32",
+    "seed": "1",
+    "baseline_job_id": "",
+    "webhook_url": "https://hooks.example.com/advaudit",
+    "clean_accuracy_drop_pp": "1.5",
+    "accuracy_drop_pp": "5",
+    "robust_auc_drop_pp": "",
+    "target_success_rise_pp": "5",
+    "cam_drift_rise": "0.1",
+    "enabled": "1",
+    "run_on_new_version": "1",
+}
+
+
+def audits(client) -> list[dict]:
+    """Every audit, as the API lists them."""
+    return client.get(f"{API}/audits").json()["data"]

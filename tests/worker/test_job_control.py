@@ -14,7 +14,7 @@ from db.base import utcnow
 from db.session import session_scope
 from services.checkpoints import load_model
 from tests.support.builders import add_digits, add_model_file, write_faulty_model
-from tests.worker.test_runner import load_job, submit
+from tests.support.worker_jobs import load_job, submit
 from worker import runner, scratch
 
 # One batch of all 1437 training digits and 200 ε values: minutes of forwards unless stopped inside the batch.
