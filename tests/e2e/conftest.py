@@ -1,4 +1,8 @@
-"""Fixtures for the reliability tests against real PostgreSQL, Redis and Celery worker processes."""
+"""End-to-end fixtures: real PostgreSQL, Redis and Celery worker processes for the reliability tests.
+
+The `advaudit serve` tests (test_serve*.py) and the compose check (test_deploy.py) need none of these: each
+serve test module starts its own server with tests/support/serve_process.py.
+"""
 
 from __future__ import annotations
 
