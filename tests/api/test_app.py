@@ -10,7 +10,7 @@ from api.main import create_app
 from contracts.settings import clear_settings_cache
 from contracts.tasks import CONTROL_TASKS, Queue, Task
 from db.session import make_engine, make_session_factory
-from tests.api.helpers import API
+from tests.support.api import API
 
 
 def test_health_reports_database_broker_and_workers(client):

@@ -6,8 +6,8 @@ from db import repositories as repo
 from db.session import session_scope
 from services.architecture import audit_architecture
 from services.checkpoints import load_model
-from tests.api import helpers
-from tests.api.helpers import API
+from tests.support import api as helpers
+from tests.support.api import API
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -8,8 +8,8 @@ import pytest
 
 from api.audit_schemas import AuditThresholds
 from services.audit_verdict import THRESHOLD_FLOOR, Thresholds
-from tests.api import helpers
-from tests.api.helpers import API
+from tests.support import api as helpers
+from tests.support.api import API
 from worker.audit_runs import AuditContext, finalize_run, launch_run
 
 pytestmark = pytest.mark.timeout(120)

@@ -3,24 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 
 from api.hosts import is_loopback
-from api.main import auth_required, create_app
+from api.main import auth_required
 from db import repositories as repo
 from db.session import session_scope
-from tests.api.conftest import FakeBroker
-from tests.api.helpers import API
-
-
-def _client(settings, enqueue, mode: str, host: str | None) -> TestClient:
-    settings = settings.model_copy(update={"auth": mode})
-    return TestClient(create_app(settings, enqueue=enqueue, broker=FakeBroker(), listen_host=host))
-
-
-def _token(client: TestClient, name: str = "ci") -> str:
-    with session_scope(client.app.state.sessions) as session:
-        return repo.tokens.create_token(session=session, name=name)
+from tests.support.api import API, auth_client, make_token
 
 
 @pytest.mark.parametrize(
@@ -47,7 +35,7 @@ def test_loopback_detection():
 
 @pytest.mark.parametrize(("mode", "host"), [("required", "127.0.0.1"), ("auto", "0.0.0.0")])
 def test_without_a_valid_token_every_endpoint_but_health_is_401(settings, enqueue, mode, host):
-    with _client(settings, enqueue, mode, host) as client:
+    with auth_client(settings, enqueue, mode, host) as client:
         for method, path in [
             ("get", "/models"),
             ("get", "/models/1"),
@@ -71,7 +59,7 @@ def test_without_a_valid_token_every_endpoint_but_health_is_401(settings, enqueu
         assert wrong.status_code == 401 and "invalid" in wrong.json()["detail"]
         assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
         assert client.get(f"{API}/health").status_code == 200
-        token = _token(client)
+        token = make_token(client)
         ok = client.get(f"{API}/models", headers={"Authorization": f"Bearer {token}"})
         assert ok.status_code == 200
         with session_scope(client.app.state.sessions) as session:
@@ -80,6 +68,6 @@ def test_without_a_valid_token_every_endpoint_but_health_is_401(settings, enqueu
 
 @pytest.mark.parametrize(("mode", "host"), [("off", "0.0.0.0"), ("auto", "127.0.0.1")])
 def test_no_token_needed_when_auth_is_off_or_local(settings, enqueue, mode, host):
-    with _client(settings, enqueue, mode, host) as client:
+    with auth_client(settings, enqueue, mode, host) as client:
         assert client.get(f"{API}/models").status_code == 200
         assert client.get(f"{API}/health").json()["auth_required"] is False

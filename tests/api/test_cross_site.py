@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from api.deps import TOKEN_COOKIE
-from tests.api.helpers import API
-from tests.api.test_auth import _client, _token
+from tests.support.api import API, auth_client, make_token
 
 CROSS_SITE = [
     {"Sec-Fetch-Site": "cross-site"},
@@ -24,8 +23,8 @@ SAME_ORIGIN = [
 
 @pytest.mark.parametrize("headers", CROSS_SITE)
 def test_cross_site_posts_are_refused_even_with_the_cookie(settings, enqueue, headers):
-    with _client(settings, enqueue, "required", "127.0.0.1") as client:
-        client.cookies.set(TOKEN_COOKIE, _token(client))
+    with auth_client(settings, enqueue, "required", "127.0.0.1") as client:
+        client.cookies.set(TOKEN_COOKIE, make_token(client))
         for path in ("/jobs/999/cancel", "/jobs/999/rerun", "/jobs", "/models", "/datasets"):
             response = client.post(f"{API}{path}", headers=headers)
             assert response.status_code == 403, (path, headers, response.text)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.api import helpers
-from tests.api.helpers import API
+from tests.support import api as helpers
+from tests.support.api import API
 
 
 def test_digits_is_registered_at_start_up(client):
@@ -20,7 +20,7 @@ def test_digits_is_registered_once_across_restarts(app, settings, enqueue):
     from fastapi.testclient import TestClient
 
     from api.main import create_app
-    from tests.api.conftest import FakeBroker
+    from tests.support.api import FakeBroker
 
     for _ in range(2):
         app = create_app(settings, enqueue=enqueue, broker=FakeBroker(), listen_host="::1")

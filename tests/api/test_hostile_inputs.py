@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from services.limits import MAX_CLASSES, MAX_EPS_VALUES
-from tests.api import helpers
-from tests.api.helpers import API
-from tests.api.test_bad_uploads import _assert_refused, _snapshot
-from tests.worker.builders import write_functional_conv_model
+from tests.support import api as helpers
+from tests.support.api import API, assert_refused, upload_snapshot
+from tests.support.builders import write_functional_conv_model
 
 
 def _labels_npz(top: int) -> bytes:
@@ -24,9 +23,9 @@ def _labels_npz(top: int) -> bytes:
 
 @pytest.mark.parametrize("top", [2**63 - 1, 2**40, MAX_CLASSES])
 def test_labels_beyond_the_class_limit_are_422(client, app, top):
-    before = _snapshot(client, app)
+    before = upload_snapshot(client, app)
     response = helpers.upload_dataset(client, "huge", _labels_npz(top), "huge.npz")
-    _assert_refused(client, app, response, 422, f"y[3] is {top}", f"at most {MAX_CLASSES}", before=before)
+    assert_refused(client, app, response, 422, f"y[3] is {top}", f"at most {MAX_CLASSES}", before=before)
 
 
 def test_the_largest_allowed_label_is_accepted(client):
@@ -90,13 +89,13 @@ def test_numbers_of_either_json_kind_are_still_eps(client, gap_model, npz_datase
 
 @pytest.mark.parametrize("name", [" ", "   ", "\u3000", " \u00a0 "])
 def test_blank_names_are_refused_everywhere(client, app, gap_model, name):
-    before = _snapshot(client, app)
+    before = upload_snapshot(client, app)
     response = helpers.upload_dataset(client, name, helpers.npz_bytes())
-    _assert_refused(client, app, response, 422, "visible character", before=before)
+    assert_refused(client, app, response, 422, "visible character", before=before)
     response = helpers.upload_model(
         client, name, helpers.demo_bytes("gap-cnn"), "m.pt", input_shape="1,32,32"
     )
-    _assert_refused(client, app, response, 422, "visible character", before=before)
+    assert_refused(client, app, response, 422, "visible character", before=before)
     audit = {"name": name, "model_ids": [gap_model["id"]], "dataset_id": 1, "schedule": {"every_s": 3600}}
     response = client.post(f"{API}/audits", json=audit)
     assert response.status_code == 422 and "visible character" in response.json()["detail"], response.text

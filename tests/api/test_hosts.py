@@ -7,8 +7,7 @@ from fastapi.testclient import TestClient
 
 from api.hosts import host_name, host_policy
 from api.main import create_app
-from tests.api.conftest import FakeBroker
-from tests.api.helpers import API, demo_bytes
+from tests.support.api import API, FakeBroker, demo_bytes
 
 REBOUND = "attacker.example:8000"
 # What a page on attacker.example sends once its name resolves to 127.0.0.1: a same-origin request.

@@ -6,8 +6,8 @@ import pytest
 
 from db import repositories as repo
 from db.session import session_scope
-from tests.api import helpers
-from tests.api.helpers import API
+from tests.support import api as helpers
+from tests.support.api import API
 
 
 def _submit(client, model, dataset, **config):

@@ -10,8 +10,8 @@ import pytest
 from db.session import session_scope
 from services import metrics
 from services.job_states import SUCCEEDED
-from tests.api.helpers import API
-from tests.db import factories
+from tests.support import factories
+from tests.support.api import API
 
 EPS = (0.0, 4 / 255, 8 / 255, 16 / 255)
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from services.files import sha256_file
-from tests.api import helpers
-from tests.api.helpers import API
+from tests.support import api as helpers
+from tests.support.api import API
 
 
 def test_upload_records_what_the_loader_found(client, npz_dataset, app):

@@ -10,8 +10,8 @@ from services.checkpoints import load_model
 from services.datasets import load_dataset
 from services.evaluation import evaluate
 from services.specs import EvaluationConfig
-from tests.api import helpers
-from tests.api.helpers import API
+from tests.support import api as helpers
+from tests.support.api import API
 
 CONFIG = {
     "eps": [0, "4/255", "16/255"],

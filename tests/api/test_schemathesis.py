@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, settings
 
 from api.main import create_app
 from contracts.settings import MIB, Settings
-from tests.api import helpers
-from tests.api.conftest import FakeBroker, RecordingEnqueue
-from tests.conftest import in_ci
+from tests.support import api as helpers
+from tests.support.api import FakeBroker, RecordingEnqueue
+from tests.support.env import in_ci
 
 try:
     import schemathesis

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.api import helpers
-from tests.api.helpers import API
+from tests.support import api as helpers
+from tests.support.api import API
 
 
 def test_superscript_digits_in_ids_and_shapes_are_client_errors(client):

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api import conftest as api_fixtures
-from tests.api import helpers
-from tests.api.helpers import API, demo_safetensors
-from tests.dashboard.browser import (
+from tests.support import api as helpers
+from tests.support import api_fixtures
+from tests.support.api import demo_safetensors
+from tests.support.browser import (
     DEMO_MODELS,
     JOB_CONFIG,
     TIMEOUT_MS,
@@ -20,31 +20,12 @@ from tests.dashboard.browser import (
     sync_playwright,
     wait_for_jobs,
 )
+from tests.support.dashboard import finish_job
 
 # The API tests' fixtures, shared: an app on SQLite in tmp_path with a recording enqueue.
 migrated_db, settings, enqueue = api_fixtures.migrated_db, api_fixtures.settings, api_fixtures.enqueue
 app, client = api_fixtures.app, api_fixtures.client
 npz_dataset, gap_model = api_fixtures.npz_dataset, api_fixtures.gap_model
-
-SMALL_CONFIG = {
-    "eps": [0, "4/255", "16/255"],
-    "targeted": "next",
-    "batch_size": 8,
-    "device": "cpu",
-    "cam_samples": 4,
-    "triptychs": 2,
-}
-
-
-def finish_job(client, app, model: dict, dataset: dict, **overrides) -> dict:
-    """Submit through the API and run the job in-process, as the worker would."""
-    response = client.post(
-        f"{API}/jobs",
-        json={"model_id": model["id"], "dataset_id": dataset["id"], "config": SMALL_CONFIG | overrides},
-    )
-    assert response.status_code == 201, response.text
-    assert helpers.run_job(app, response.json()["id"]) == "succeeded"
-    return client.get(f"{API}/jobs/{response.json()['id']}").json()
 
 
 @pytest.fixture

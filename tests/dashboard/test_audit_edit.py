@@ -9,11 +9,17 @@ from api.dashboard.audit_form import audit_values
 from api.main import create_app
 from db import repositories as repo
 from db.session import session_scope
-from tests.api.conftest import FakeBroker
-from tests.api.helpers import API
-from tests.dashboard.audit_helpers import MODEL_NAME, RecordingDispatch, digits, judge, register_version
-from tests.dashboard.test_audit_forms import FORM, audits
-from tests.dashboard.test_pages import HTML
+from tests.support.api import API, FakeBroker
+from tests.support.dashboard import (
+    FORM,
+    HTML,
+    MODEL_NAME,
+    RecordingDispatch,
+    audits,
+    digits,
+    judge,
+    register_version,
+)
 
 
 @pytest.fixture

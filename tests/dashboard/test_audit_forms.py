@@ -8,41 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.main import create_app
-from tests.api.conftest import FakeBroker
-from tests.api.helpers import API
-from tests.dashboard.audit_helpers import MODEL_NAME, RecordingDispatch, digits, register_version
-
-FORM = {
-    "name": "nightly digits",
-    "selector": "name",
-    "model_name": MODEL_NAME,
-    "schedule": "cron",
-    "cron": "0 3 * * 1",
-    "timezone": "Europe/Paris",
-    "interval": "1d",
-    "eps": "0,2/255,8/255",
-    "targeted": "class",
-    "target_class": "3",
-    "targeted_eps": "",
-    "cam": "none",
-    "cam_eps": "8/255",
-    "cam_samples": "4",
-    "limit": "64",
-    "device": "cpu",
-    "precision": "fp32",
-    "batch_size": "32",
-    "seed": "1",
-    "baseline_job_id": "",
-    "webhook_url": "https://hooks.example.com/advaudit",
-    "clean_accuracy_drop_pp": "1.5",
-    "accuracy_drop_pp": "5",
-    "worst_case_drop_pp": "3",
-    "robust_auc_drop_pp": "",
-    "target_success_rise_pp": "5",
-    "cam_drift_rise": "0.1",
-    "enabled": "1",
-    "run_on_new_version": "1",
-}
+from tests.support.api import API, FakeBroker
+from tests.support.dashboard import FORM, MODEL_NAME, RecordingDispatch, audits, digits, register_version
 
 
 @pytest.fixture
@@ -59,10 +26,6 @@ def form(client, model) -> dict:
 def dispatch(app) -> RecordingDispatch:
     app.state.audit_dispatch = RecordingDispatch()
     return app.state.audit_dispatch
-
-
-def audits(client) -> list[dict]:
-    return client.get(f"{API}/audits").json()["data"]
 
 
 def test_form_offers_models_datasets_zones_and_default_thresholds(client, model, finished):

@@ -16,17 +16,17 @@ from api.main import create_app
 from contracts.settings import MIB, Settings
 from db import repositories as repo
 from db.session import session_scope
-from tests.api.conftest import FakeBroker, RecordingEnqueue
-from tests.api.helpers import API
-from tests.dashboard.audit_helpers import (
+from tests.support.api import API, FakeBroker, RecordingEnqueue
+from tests.support.dashboard import (
     AUDIT_CONFIG,
+    HTML,
     MODEL_NAME,
     RecordingDispatch,
     digits,
+    embedded,
     judge,
     register_version,
 )
-from tests.dashboard.test_pages import HTML, embedded
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-from tests.dashboard.browser import DEMO_MODELS, JOB_CONFIG, VIEWPORT, PageWatch, screenshot
+from tests.support.browser import (
+    DEMO_MODELS,
+    JOB_CONFIG,
+    VIEWPORT,
+    PageWatch,
+    open_clean,
+    plot_traces,
+    screenshot,
+)
 
 # The `server`, `browser` and `signed_in` fixtures live in conftest.py: one server for every browser test file.
-
-
-def open_clean(context, url: str, name: str):
-    """Open `url`, wait until the network is quiet, check it stayed clean, and keep a screenshot."""
-    page = context.new_page()
-    watch = PageWatch(page)
-    response = page.goto(url, wait_until="networkidle")
-    assert response.status == 200, f"{url}: HTTP {response.status}"
-    watch.assert_clean(url)
-    screenshot(page, name)
-    return page
-
-
-def plot_traces(page, element_id: str) -> list[dict]:
-    """Name and point count of every trace Plotly drew into the element."""
-    return page.evaluate(
-        """id => (document.getElementById(id).data || []).map(
-        trace => ({name: trace.name || "", points: (trace.y || []).length}))""",
-        element_id,
-    )
 
 
 def test_every_page_loads_without_errors(signed_in, server):

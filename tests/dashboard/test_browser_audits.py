@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.api.helpers import demo_bytes
-from tests.dashboard.browser import PageWatch, screenshot
-from tests.dashboard.test_browser import open_clean, plot_traces
+from tests.support.api import demo_bytes
+from tests.support.browser import PageWatch, open_clean, plot_traces, screenshot
 
 AUDIT_MODEL = "audit-digits"
 VERDICT_TIMEOUT_MS = 120_000  # a run: the worker creates its job, evaluates it, then judges the run

@@ -11,8 +11,7 @@ from api.deps import TOKEN_COOKIE
 from api.main import create_app
 from db import repositories as repo
 from db.session import session_scope
-from tests.api.conftest import FakeBroker
-from tests.api.helpers import API
+from tests.support.api import API, FakeBroker
 
 FORM = {
     "eps": "0,2/255,8/255",

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
-from tests.api import helpers
-from tests.api.helpers import API
-from tests.dashboard.conftest import finish_job
-
-HTML = {"Accept": "text/html"}
-
-
-def embedded(html: str, element_id: str):
-    match = re.search(rf'<script type="application/json" id="{element_id}">(.*?)</script>', html, re.S)
-    assert match, f"no #{element_id} data in the page"
-    return json.loads(match.group(1))
+from tests.support import api as helpers
+from tests.support.api import API
+from tests.support.dashboard import HTML, embedded, finish_job
 
 
 def test_overview_lists_jobs_models_and_datasets(client, finished, weights_model, npz_dataset):

@@ -12,8 +12,8 @@ import pytest
 from db import repositories as repo
 from db.session import session_scope
 from services.sanity import CHECKS_BY_NAME
-from tests.api.helpers import API
-from tests.dashboard.conftest import finish_job
+from tests.support.api import API
+from tests.support.dashboard import finish_job
 
 
 def set_report(app, job_id: int, document: dict) -> None:

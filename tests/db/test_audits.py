@@ -14,7 +14,7 @@ from db.base import utcnow
 from db.models import AuditRun, Job
 from db.repositories import audits, jobs
 from db.session import make_engine, make_session_factory, session_scope
-from tests.db.factories import add_dataset, add_job, add_model
+from tests.support.factories import add_dataset, add_job, add_model
 
 
 def add_audit(session, name: str = "nightly", **fields):

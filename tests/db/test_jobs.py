@@ -14,7 +14,7 @@ from db.errors import StaleJob
 from db.repositories import jobs
 from db.session import session_scope
 from services.job_states import InvalidTransition
-from tests.db.factories import add_job
+from tests.support.factories import add_job
 
 LEASE = 60
 

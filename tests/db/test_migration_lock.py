@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from db import migrate
-from tests.db.conftest import _drop_postgres_schema, _fresh_postgres_schema, require_postgres
+from tests.support.postgres import drop_postgres_schema, fresh_postgres_schema, require_postgres
 
 RACERS = 4
 
@@ -15,7 +15,7 @@ RACERS = 4
 @pytest.mark.timeout(120)  # without the lock the racers deadlock on DDL locks: fail, do not hang
 def test_concurrent_upgrades_all_succeed_and_migrate_once():
     require_postgres()
-    schema, url = _fresh_postgres_schema()
+    schema, url = fresh_postgres_schema()
     start, errors = threading.Barrier(RACERS), []
 
     def upgrade() -> None:
@@ -34,4 +34,4 @@ def test_concurrent_upgrades_all_succeed_and_migrate_once():
         assert errors == []
         assert migrate.current(url) == migrate.head()
     finally:
-        _drop_postgres_schema(schema)
+        drop_postgres_schema(schema)

@@ -12,7 +12,7 @@ from db.errors import RecordInUse
 from db.models import ApiToken, Base, CamAuditRecord, SweepPoint
 from db.repositories import datasets, jobs, models, results, tokens
 from db.session import make_engine, make_session_factory, session_scope
-from tests.db.factories import add_dataset, add_job, add_model, report_document, sha
+from tests.support.factories import add_dataset, add_job, add_model, report_document, sha
 
 
 def test_model_versions_count_up_per_name(session):

@@ -17,7 +17,8 @@ from services.attacks import fgsm_directions, frozen_eval, perturb
 from services.errors import ConfigError, EvaluationCancelled, ModelError
 from services.specs import TargetPolicy
 from services.sweep import run_sweep
-from tests.conftest import batches_of, require
+from tests.support.env import require
+from tests.support.tiny import batches_of
 
 
 def linear_model() -> nn.Module:

@@ -12,7 +12,7 @@ from torch import nn
 from services.cams import CAM, GradCAM, confidence_drop, pearson, top_region, top_region_iou
 from services.errors import ConfigError
 from services.zoo import GapCNN
-from tests.conftest import require
+from tests.support.env import require
 
 
 def test_gradcam_matches_the_definition(tiny_net, tiny_batch):

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from services.datasets import digits_split
 from services.zoo import ARCHITECTURES, build_architecture
+from tests.support.demo_models import MIN_AGREEMENT, MODELS, training_script
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-MODELS = REPO_ROOT / "services" / "demo_models"
 FASTEST = "separable-cnn"
-MIN_AGREEMENT = 0.97  # share of test predictions a retrained model must share with the shipped one
-
-
-def _training_script():
-    # scripts/ is not a package (no clash with services); load the file itself
-    spec = importlib.util.spec_from_file_location(
-        "train_demo_models", REPO_ROOT / "scripts" / "train_demo_models.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("name", sorted(ARCHITECTURES))
@@ -43,11 +29,11 @@ def test_trained_on_records_the_training_environment():
     recorded = json.loads((MODELS / "TRAINED_ON.json").read_text())
     assert set(recorded) == {"torch", "cpu_capability", "threads"}
     assert recorded["threads"] == 1 and recorded["torch"] and recorded["cpu_capability"]
-    assert _training_script().training_environment().keys() == recorded.keys()
+    assert training_script().training_environment().keys() == recorded.keys()
 
 
 def test_script_records_the_environment_only_for_the_shipped_folder(tmp_path, monkeypatch):
-    script = _training_script()
+    script = training_script()
     monkeypatch.setattr(script, "train_demo_model", lambda name: (build_architecture(name, 10).eval(), 0.99))
     monkeypatch.setattr(script, "DEFAULT_OUT", tmp_path / "shipped")
     elsewhere = tmp_path / "elsewhere"
@@ -64,7 +50,7 @@ def test_script_records_the_environment_only_for_the_shipped_folder(tmp_path, mo
 
 
 def test_retraining_reproduces_the_shipped_model():
-    script = _training_script()
+    script = training_script()
     recorded = json.loads((MODELS / "TRAINED_ON.json").read_text())
     here = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     same_build = here == {key: recorded[key] for key in here}

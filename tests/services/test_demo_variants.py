@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from services.datasets import digits_split
-from tests.services.test_demo_models import MIN_AGREEMENT, MODELS, _training_script
+from tests.support.demo_models import MIN_AGREEMENT, MODELS, training_script
 
 VARIANTS = ("gap-cnn-fragile", "gap-cnn-retrained")
 
@@ -22,12 +22,12 @@ def test_shipped_variant_reaches_95_percent_on_digits_test(name):
 
 
 def test_the_script_trains_every_shipped_variant():
-    assert set(_training_script().VARIANTS) == set(VARIANTS)
+    assert set(training_script().VARIANTS) == set(VARIANTS)
 
 
 def test_retraining_reproduces_the_equivalent_variant():
     """Seed 1 of the gap-cnn recipe: bit for bit on the build the models were trained on, else equivalent."""
-    script = _training_script()
+    script = training_script()
     recorded = json.loads((MODELS / "TRAINED_ON.json").read_text())
     here = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
     model, accuracy = script.train_variant("gap-cnn-retrained")

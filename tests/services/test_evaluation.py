@@ -17,7 +17,7 @@ from services.errors import ConfigError, DatasetError, EvaluationCancelled
 from services.evaluation import evaluate
 from services.specs import EvaluationConfig
 from services.zoo import build_architecture
-from tests.conftest import require
+from tests.support.env import require
 
 EPS = (0.0, 2 / 255, 8 / 255, 16 / 255)
 

@@ -9,7 +9,7 @@ from services.checkpoints import load_model
 from services.datasets import load_dataset
 from services.iterative import AttackSpec, attack_loss, gradient_attack, sample_generator, square_attack
 from services.robust import robust_over_eps
-from tests.conftest import require
+from tests.support.env import require
 
 
 @pytest.fixture(scope="module")

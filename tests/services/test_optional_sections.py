@@ -12,7 +12,7 @@ from services.datasets import load_dataset
 from services.errors import EvaluationCancelled
 from services.evaluation import evaluate
 from services.specs import EvaluationConfig
-from tests.worker.builders import write_functional_conv_model
+from tests.support.builders import write_functional_conv_model
 
 EPS = (0.0, 4 / 255, 16 / 255)
 

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.models import Base
 from db.session import make_engine, make_session_factory, session_scope
 from db.storage import LocalArtifactStore
-from tests.worker.builders import add_demo_model, add_digits
+from tests.support.builders import add_demo_model, add_digits
 from worker import runner
 
 

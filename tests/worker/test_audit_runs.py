@@ -9,7 +9,8 @@ import pytest
 from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
-from tests.worker.audit_helpers import (
+from tests.support.builders import add_digits, add_model_file, write_faulty_model
+from tests.support.worker_audits import (
     CONFIG,
     InlineQueue,
     add_audit,
@@ -19,7 +20,6 @@ from tests.worker.audit_helpers import (
     regressed_metrics,
     run_state,
 )
-from tests.worker.builders import add_digits, add_model_file, write_faulty_model
 from worker import audits as audit_tasks
 from worker import tasks
 from worker.audit_runs import finalize_run, launch_run

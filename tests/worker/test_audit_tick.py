@@ -9,7 +9,8 @@ import pytest
 
 from db import repositories as repo
 from db.session import session_scope
-from tests.worker.audit_helpers import (
+from tests.support.builders import add_digits
+from tests.support.worker_audits import (
     InlineQueue,
     add_audit,
     add_version,
@@ -17,7 +18,6 @@ from tests.worker.audit_helpers import (
     manual_run,
     run_state,
 )
-from tests.worker.builders import add_digits
 from worker.audit_runs import launch_run
 from worker.audit_tick import tick
 from worker.webhooks import WebhookSettings

@@ -13,8 +13,8 @@ from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
 from services.checkpoints import load_model
-from tests.worker.builders import add_digits, add_model_file, write_faulty_model
-from tests.worker.test_runner import load_job, submit
+from tests.support.builders import add_digits, add_model_file, write_faulty_model
+from tests.support.worker_jobs import load_job, submit
 from worker import runner, scratch
 
 # One batch of all 1437 training digits and 200 ε values: minutes of forwards unless stopped inside the batch.

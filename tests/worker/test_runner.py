@@ -19,24 +19,14 @@ from services.checkpoints import load_model
 from services.datasets import load_dataset
 from services.evaluation import evaluate
 from services.specs import EvaluationConfig
-from tests.conftest import comparable_report
-from tests.worker.builders import FORWARD_ERROR, INPUT_SHAPE, NAN_ERROR, add_model_file, write_faulty_model
+from tests.support.builders import FORWARD_ERROR, INPUT_SHAPE, NAN_ERROR, add_model_file, write_faulty_model
+from tests.support.reports import comparable_report
+from tests.support.worker_jobs import CONFIG, load_job, submit
 from worker import runner
 
-CONFIG = {"limit": 48, "eps": [0, 2 / 255, 8 / 255], "cam_samples": 4, "targeted": "next"}
 SMALL = {"limit": 16, "batch_size": 8, "eps": [0, 8 / 255], "cam": "none"}
 ROWS = 6  # three ε, untargeted and targeted
 ARTIFACTS = 8  # report.json, outcomes.npz, accuracy curve, filters, 4 triptychs (no CAM: TorchScript)
-
-
-def submit(sessions, model_id: int, dataset_id: int, config: dict = CONFIG) -> int:
-    with session_scope(sessions) as session:
-        return repo.jobs.create(session=session, model_id=model_id, dataset_id=dataset_id, config=config).id
-
-
-def load_job(sessions, job_id: int):
-    with session_scope(sessions) as session:
-        return repo.jobs.get(session=session, job_id=job_id)
 
 
 def row_counts(sessions, job_id: int) -> dict[str, int]:

@@ -14,8 +14,8 @@ from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
 from services import webhook_targets
-from tests.worker.builders import add_digits
-from tests.worker.webhook_server import WebhookReceiver, refusing_endpoint
+from tests.support.builders import add_digits
+from tests.support.webhook_server import WebhookReceiver, refusing_endpoint
 from worker import audits as audit_tasks
 from worker import webhooks
 from worker.webhooks import WebhookSettings, attempt_delivery

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from services.checkpoints import demo_model_path
-from tests.serve_process import alive, command, descendants, serving, workers
+from tests.support.serve_process import alive, command, descendants, serving, workers
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -13,8 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.service.conftest import open_env, register_inputs
-from tests.service.harness import RedisServer, ServiceEnv, unavailable, wait_for
+from tests.support.service_harness import (
+    RedisServer,
+    ServiceEnv,
+    open_env,
+    register_inputs,
+    unavailable,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -1,4 +1,5 @@
-"""Builders for API tests: upload calls, small datasets, demo and hostile files, and a finished job."""
+"""Builders for API tests: upload calls, small datasets, demo and hostile files, a finished job, the enqueue
+and broker fakes, auth clients and tokens, and the checks that a bad upload was refused cleanly."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from pathlib import Path
 import numpy as np
 import safetensors.torch
 import torch
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from api.main import create_app
+from db import repositories as repo
+from db.session import session_scope
 from services.checkpoints import demo_model_path
 
 API = "/api/v1"
@@ -117,3 +122,69 @@ def hang(request, connection) -> None:
 def crash(request, connection) -> None:
     """A validation target that dies like a segfaulting loader."""
     os.abort()
+
+
+class RecordingEnqueue:
+    """Stands in for the Celery client: remembers the job ids it was asked to send."""
+
+    def __init__(self) -> None:
+        self.job_ids: list[int] = []
+        self.on_send = None  # optional callable(job), run before recording
+
+    def __call__(self, job) -> None:
+        if self.on_send is not None:
+            self.on_send(job)
+        self.job_ids.append(job.id)
+
+
+class FakeBroker:
+    """Answers health probes with a reachable broker and one worker; sending is the enqueue fake's job."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+
+    def send(self, job) -> None:  # pragma: no cover - create_app gets its own enqueue in these tests
+        raise AssertionError("tests pass a recording enqueue")
+
+    def launch_audit_run(self, run_id: int) -> None:  # pragma: no cover - audit tests record launches
+        raise AssertionError("audit tests set app.state.audit_dispatch")
+
+    def status(self) -> dict:
+        names = [f"worker{i}@test" for i in range(self.workers)]
+        return {
+            "broker": {"ok": True, "error": None},
+            "workers": {"count": self.workers, "names": names, "error": None},
+        }
+
+
+def auth_client(settings, enqueue, mode: str, host: str | None) -> TestClient:
+    """A client of an app with auth `mode` that listens on `host` (None: unknown)."""
+    settings = settings.model_copy(update={"auth": mode})
+    return TestClient(create_app(settings, enqueue=enqueue, broker=FakeBroker(), listen_host=host))
+
+
+def make_token(client: TestClient, name: str = "ci") -> str:
+    """A new API token, created straight in the database of the client's app."""
+    with session_scope(client.app.state.sessions) as session:
+        return repo.tokens.create_token(session=session, name=name)
+
+
+def upload_snapshot(client, app) -> tuple:
+    """(models, datasets, stored files): what a refused upload must leave unchanged."""
+    models = client.get(f"{API}/models").json()["count"]
+    datasets = client.get(f"{API}/datasets").json()["count"]
+    return models, datasets, stored_files(app.state.store.root)
+
+
+def assert_refused(client, app, response, status: int, *phrases: str, before: tuple) -> None:
+    """A 4xx problem+json naming `phrases`, nothing stored or left in uploads/, and the server still healthy."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert problem["status"] == status and problem["title"]
+    for phrase in phrases:
+        assert phrase in problem["detail"], problem["detail"]
+    assert "Traceback" not in problem["detail"]
+    assert upload_snapshot(client, app) == before, "a refused upload must leave no row and no stored file"
+    assert leftover_uploads(app.state.settings.data_dir) == [], "temporary upload left behind"
+    assert client.get(f"{API}/health").status_code == 200

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port, in_ci, require
-from tests.serve_process import EXECUTABLE
+from tests.support.env import free_port, in_ci, require
+from tests.support.serve_process import EXECUTABLE
 
 CHROMIUM = Path(os.environ.get("ADVAUDIT_TEST_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -183,3 +183,23 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def open_clean(context, url: str, name: str):
+    """Open `url`, wait until the network is quiet, check it stayed clean, and keep a screenshot."""
+    page = context.new_page()
+    watch = PageWatch(page)
+    response = page.goto(url, wait_until="networkidle")
+    assert response.status == 200, f"{url}: HTTP {response.status}"
+    watch.assert_clean(url)
+    screenshot(page, name)
+    return page
+
+
+def plot_traces(page, element_id: str) -> list[dict]:
+    """Name and point count of every trace Plotly drew into the element."""
+    return page.evaluate(
+        """id => (document.getElementById(id).data || []).map(
+        trace => ({name: trace.name || "", points: (trace.y || []).length}))""",
+        element_id,
+    )

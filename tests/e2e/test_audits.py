@@ -19,10 +19,10 @@ from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
 from services.audit_schedule import Schedule, slot_key
-from tests.service.harness import Worker, wait_for
-from tests.worker.audit_helpers import add_audit, add_version, regressed_metrics
-from tests.worker.builders import add_digits
-from tests.worker.webhook_server import WebhookReceiver, refusing_endpoint
+from tests.support.builders import add_digits
+from tests.support.service_harness import Worker, wait_for
+from tests.support.webhook_server import WebhookReceiver, refusing_endpoint
+from tests.support.worker_audits import add_audit, add_version, regressed_metrics
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import free_port
+from tests.support.env import free_port
 
 EXECUTABLE = shutil.which("advaudit") or str(Path(sys.executable).parent / "advaudit")
 READY_TIMEOUT_S = 90.0
@@ -124,3 +124,9 @@ def serving(data_dir: Path, env: dict[str, str] | None = None) -> Iterator[Serve
         for pid in started:  # each leads a process group of its own (with its beat): whatever serve left
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess:
+    """Run `advaudit *args` as a client of the server at `url`."""
+    env = {**os.environ, "ADVAUDIT_SERVER": url, "COLUMNS": "200"}
+    return subprocess.run([EXECUTABLE, *args], capture_output=True, text=True, env=env, timeout=180)

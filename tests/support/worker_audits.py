@@ -12,7 +12,7 @@ from db.session import session_scope
 from services.audit_verdict import Thresholds
 from services.checkpoints import demo_model_path
 from services.specs import EvaluationConfig
-from tests.worker.builders import add_model_file
+from tests.support.builders import add_model_file
 from worker.audit_runs import AuditContext
 from worker.runner import WorkerContext, run_job
 

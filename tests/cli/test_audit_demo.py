@@ -16,7 +16,7 @@ from db import migrate
 from db import repositories as repo
 from db.base import utcnow
 from db.session import make_engine, make_session_factory, session_scope
-from tests.serve_process import EXECUTABLE
+from tests.support.serve_process import EXECUTABLE
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -3,26 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 
 import httpx
 import numpy as np
 import pytest
 
 from services.checkpoints import demo_model_path
-from tests.serve_process import EXECUTABLE, serving
+from tests.support.serve_process import cli, serving
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with serving(tmp_path_factory.mktemp("serve")) as served:
         yield served.url, served.data_dir
-
-
-def cli(url: str, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ADVAUDIT_SERVER": url, "COLUMNS": "200"}
-    return subprocess.run([EXECUTABLE, *args], capture_output=True, text=True, env=env, timeout=180)
 
 
 def test_upload_submit_watch_report_compare(server, tmp_path):

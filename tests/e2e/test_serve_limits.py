@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from services.checkpoints import demo_model_path
-from tests.serve_process import serving
-from tests.worker.builders import write_faulty_model
+from tests.support.builders import write_faulty_model
+from tests.support.serve_process import serving
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve_process import alive, serving, workers
+from tests.support.serve_process import alive, serving, workers
 
 pytestmark = pytest.mark.timeout(180)
 

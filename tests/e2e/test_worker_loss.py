@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.service.conftest import register_inputs
+from tests.support.service_harness import register_inputs
 
 pytestmark = pytest.mark.timeout(180)
 

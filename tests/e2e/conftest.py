@@ -1,4 +1,8 @@
-"""Fixtures for the reliability tests against real PostgreSQL, Redis and Celery worker processes."""
+"""End-to-end fixtures: real PostgreSQL, Redis and Celery worker processes for the reliability tests.
+
+The `advaudit serve` tests (test_serve*.py) and the compose check (test_deploy.py) need none of these: each
+serve test module starts its own server with tests/support/serve_process.py.
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from db.session import session_scope
-from tests.db.conftest import require_postgres
-from tests.service.harness import (
+from tests.support.postgres import require_postgres
+from tests.support.service_harness import (
     REDIS_URL,
     ServiceEnv,
     claim_redis_db,
     create_database,
     drop_database,
+    open_env,
     release_redis_db,
     require_redis,
 )
-from tests.worker.builders import add_demo_model, add_digits
 
 
 @pytest.fixture(scope="session")
@@ -38,23 +41,9 @@ def postgres_database() -> Iterator[str]:
     drop_database(name)
 
 
-def open_env(database_url: str, broker_url: str, tmp_path_factory) -> ServiceEnv:
-    return ServiceEnv(database_url, broker_url, tmp_path_factory.mktemp("service"))
-
-
 @pytest.fixture(scope="module")
 def service(postgres_database, redis_db, tmp_path_factory) -> Iterator[ServiceEnv]:
     """Database, shared Redis (this session's index), a queue of this module's own; workers killed after."""
     env = open_env(postgres_database, f"{REDIS_URL}/{redis_db}", tmp_path_factory)
     yield env
     env.close()
-
-
-def register_inputs(env: ServiceEnv) -> dict[str, int]:
-    """Ids of the demo model and of the two built-in digits splits (test: 360 images, train: 1437)."""
-    with session_scope(env.sessions) as session:
-        return {
-            "model": add_demo_model(session, env.store).id,
-            "digits": add_digits(session).id,
-            "digits_train": add_digits(session, "digits:train").id,
-        }

@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from services.checkpoints import demo_model_path
-from tests.serve_process import serving
-from tests.test_serve import cli
+from tests.support.serve_process import cli, serving
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -32,8 +32,9 @@ from db import repositories as repo
 from db.models import Artifact, CamAuditRecord, Job, SweepPoint
 from db.session import make_engine, make_session_factory, session_scope
 from db.storage import LocalArtifactStore
-from tests.conftest import free_port, in_ci
-from tests.db.conftest import POSTGRES_URL
+from tests.support.builders import add_demo_model, add_digits
+from tests.support.env import free_port, in_ci
+from tests.support.postgres import POSTGRES_URL
 
 REDIS_URL = os.environ.get("ADVAUDIT_TEST_REDIS_URL", "redis://127.0.0.1:6379")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -359,3 +360,18 @@ class RedisServer:
             return client.hlen("unacked")
         finally:
             client.close()
+
+
+def open_env(database_url: str, broker_url: str, tmp_path_factory) -> ServiceEnv:
+    """A ServiceEnv on that database and broker, with a scratch folder from `tmp_path_factory`."""
+    return ServiceEnv(database_url, broker_url, tmp_path_factory.mktemp("service"))
+
+
+def register_inputs(env: ServiceEnv) -> dict[str, int]:
+    """Ids of the demo model and of the two built-in digits splits (test: 360 images, train: 1437)."""
+    with session_scope(env.sessions) as session:
+        return {
+            "model": add_demo_model(session, env.store).id,
+            "digits": add_digits(session).id,
+            "digits_train": add_digits(session, "digits:train").id,
+        }

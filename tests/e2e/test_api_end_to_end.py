@@ -25,7 +25,7 @@ from services.checkpoints import demo_model_path, load_model
 from services.datasets import load_dataset
 from services.evaluation import evaluate
 from services.specs import EvaluationConfig
-from tests.conftest import comparable_report
+from tests.support.reports import comparable_report
 
 pytestmark = pytest.mark.timeout(180)
 

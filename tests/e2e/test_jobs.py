@@ -16,10 +16,9 @@ from services.checkpoints import load_model
 from services.datasets import load_dataset
 from services.evaluation import evaluate
 from services.specs import EvaluationConfig
-from tests.conftest import comparable_report
-from tests.service.conftest import register_inputs
-from tests.service.harness import TERMINAL, wait_for
-from tests.worker.builders import FORWARD_ERROR, INPUT_SHAPE, add_model_file, write_faulty_model
+from tests.support.builders import FORWARD_ERROR, INPUT_SHAPE, add_model_file, write_faulty_model
+from tests.support.reports import comparable_report
+from tests.support.service_harness import TERMINAL, register_inputs, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from db.session import session_scope
-from tests.service.conftest import register_inputs
-from tests.worker.builders import add_model_file, write_faulty_model
+from tests.support.builders import add_model_file, write_faulty_model
+from tests.support.service_harness import register_inputs
 
 pytestmark = pytest.mark.timeout(180)
 

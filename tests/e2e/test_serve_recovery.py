@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from services.checkpoints import demo_model_path
-from tests.serve_process import parent_of, serving, workers
+from tests.support.serve_process import parent_of, serving, workers
 
 pytestmark = pytest.mark.timeout(300)
 

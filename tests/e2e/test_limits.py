@@ -11,8 +11,8 @@ import pytest
 from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
-from tests.service.conftest import register_inputs
-from tests.worker.builders import add_model_file, write_faulty_model
+from tests.support.builders import add_model_file, write_faulty_model
+from tests.support.service_harness import register_inputs
 
 pytestmark = pytest.mark.timeout(240)
 
