@@ -1,7 +1,7 @@
 """The README's tables of evaluation options, audit thresholds and settings, rendered from their declarations.
 
 `python -m advaudit.reference` rewrites them in README.md (between `<!-- BEGIN name -->` and
-`<!-- END name -->`); tests/cli/test_reference.py fails when the README and a declaration disagree.
+`<!-- END name -->`); tests/cli/test_catalogues.py fails when the README and a declaration disagree.
 """
 
 from __future__ import annotations
