@@ -76,7 +76,23 @@ INVALID_CONFIGS = [
     ({"batch_size": 0}, "batch_size"),
     ({"eps": None, "seed": -1}, "seed"),
     ({"cam": "features.8"}, "TorchScript"),
+    ({"attacks": "fgsm,pgdx"}, "unknown attacks pgdx"),
+    ({"attacks": ["square"], "norm": "l2"}, "square is an L∞ attack"),
+    ({"loss": "hinge"}, "unknown loss"),
+    ({"steps": 0}, "steps"),
+    ({"queries": 10**6}, "queries"),
+    ({"sanity_tolerance": 1.5}, "sanity_tolerance"),
 ]
+
+
+def test_attack_options_are_taken_as_a_list_or_a_comma_separated_string(client, gap_model, npz_dataset):
+    as_list = _submit(client, gap_model, npz_dataset, attacks=["fgsm", "bim", "square"], steps=3, queries=50)
+    as_text = _submit(client, gap_model, npz_dataset, attacks="pgd, square", loss="dlr", step_size=0.01)
+    assert as_list.status_code == 201 and as_text.status_code == 201, (as_list.text, as_text.text)
+    assert as_list.json()["config"]["attacks"] == ["fgsm", "bim", "square"]
+    assert as_list.json()["config"]["steps"] == 3 and as_list.json()["config"]["queries"] == 50
+    assert as_text.json()["config"]["attacks"] == ["pgd", "square"]
+    assert as_text.json()["config"]["step_size"] == 0.01
 
 
 def test_invalid_configs_are_422(client, gap_model, npz_dataset, enqueue):
