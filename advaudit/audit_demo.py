@@ -32,10 +32,13 @@ from worker.runner import WorkerContext, run_job
 MODEL_NAME = "digits-cnn"
 AUDIT_NAME = "digits-cnn robustness (demo)"
 STABLE, FRAGILE = "gap-cnn", "gap-cnn-fragile"
+# A short PGD keeps the demo quick; it leaves 1–2 % of the samples that targeted PGD moves to their target, so
+# the ordering checks get 5 % slack instead of 1 %.
 CONFIG = {
     "eps": ["0", "2/255", "4/255", "8/255"],
     "targeted": "next",
     "steps": 5,
+    "sanity_tolerance": 0.05,
     "cam": "none",
     "triptychs": 0,
 }

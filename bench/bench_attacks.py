@@ -113,6 +113,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternated timed rounds of each contender")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of the benchmarked network")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--labels",
+        choices=("true", "own"),
+        default="true",
+        help="true: the digits' labels; own: the network's clean predictions (every sample clean-correct, "
+        "as bench_engine.py does with a random-init network: --epochs 0 --labels own)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -121,6 +128,9 @@ def main() -> int:
         p.requires_grad_(False)
     xs, ys = (torch.cat(parts) for parts in zip(digits_rgb("test"), digits_rgb("train"), strict=True))
     x, y = xs[: args.n], ys[: args.n]
+    if args.labels == "own":
+        with torch.no_grad():
+            y = model(x).argmax(dim=1)
     eps = DEFAULT_EPS
     config = EvaluationConfig(eps=eps, attacks="pgd", steps=args.steps)
     default = EvaluationConfig()

@@ -3,7 +3,8 @@
 
 1. `advaudit --help` and `advaudit jobs list` against a running `advaudit serve` (on a scratch data
    directory): wall time of each whole process, median of `--runs`. Target: ≤ 0.5 s each.
-2. `advaudit evaluate` (defaults but the ε list: CAM audit, architecture audit, report folder) on a ResNet-18
+2. `advaudit evaluate` (defaults but the ε list and `--attacks fgsm`, the attack the peer script runs: CAM audit,
+   architecture audit, sanity checks, report folder) on a ResNet-18
    (safetensors + --arch), 3×32×32, N = 1024, K = 10, against a whole-process script that loads the same weights
    and data and runs torchattacks' FGSM once per ε with an evaluation, as people do today. Both are alternated;
    the best of `--rounds` runs of each is compared. Target: ours ≥ 2.5× faster.
@@ -131,6 +132,8 @@ def evaluate_vs_torchattacks(rounds: int, folder: Path, n: int) -> dict:
         str(folder / "report"),
         "--eps",
         eps,
+        "--attacks",
+        "fgsm",
     ]
     theirs = [
         sys.executable,

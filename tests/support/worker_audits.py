@@ -17,11 +17,13 @@ from worker.audit_runs import AuditContext
 from worker.runner import WorkerContext, run_job
 
 MODEL_NAME = "digits-net"
-# The demo ε range on all 360 digits, with a short PGD: a few seconds per job on a CPU.
+# The demo ε range on all 360 digits, with a short PGD: a few seconds per job on a CPU. PGD-3 leaves a few
+# samples robust that targeted PGD-3 moves to their target (1–3 %), so the ordering checks get 5 % slack.
 CONFIG = EvaluationConfig(
     eps=(0.0, 2 / 255, 4 / 255, 8 / 255),
     targeted="next",
     steps=3,
+    sanity_tolerance=0.05,
     cam="none",
     cam_samples=0,
     triptychs=0,
