@@ -120,7 +120,8 @@ def compare(
     *, session: Session, job_ids: str | None, dataset_id: int | None, model_ids: str | None
 ) -> dict[str, Any]:
     """Rows ranked by worst-case accuracy at the ranking ε (best first; ties: worst-case AUC over the shared
-    ε grid); per-ε columns over the union of the jobs' ε values."""
+    ε grid), suspicious jobs after every other (their numbers cannot be trusted, so they never top the board);
+    per-ε columns over the union of the jobs' ε values."""
     ids = parse_ids(job_ids, "job_ids")
     if ids is not None and (dataset_id is not None or model_ids):
         raise Unprocessable("give either job_ids, or dataset_id (with optional model_ids), not both")
@@ -149,6 +150,7 @@ def compare(
     rows = sorted(
         (_row(job, eps, shared, ranking_eps) for job in jobs),
         key=lambda row: (
+            row["sanity_verdict"] == SUSPICIOUS,
             row["ranking_accuracy"] is None,
             -(row["ranking_accuracy"] or 0.0),
             -(row["worst_case_auc"] if row["worst_case_auc"] is not None else -1.0),
@@ -167,7 +169,7 @@ def compare(
             names = ", ".join(check["name"] for check in row["failed_checks"]) or "see its report"
             warnings.append(
                 f"job {row['job_id']} ({row['model_name']} {row['model_version']}) is suspicious "
-                f"(sanity checks failed: {names}): its robust accuracy may be overstated"
+                f"(sanity checks failed: {names}): its robust accuracy may be overstated, so it is ranked last"
             )
     return {
         "dataset": dataset,
@@ -178,7 +180,7 @@ def compare(
         "ranking_eps": ranking_eps,
         "ranking_eps_255": None if ranking_eps is None else ranking_eps * 255,
         "ranked_by": (
-            f"worst-case accuracy at ε = {view.format_eps(ranking_eps)}"
+            f"worst-case accuracy at ε = {view.format_eps(ranking_eps)}, suspicious jobs last"
             if ranking_eps is not None
             else "job id (no nonzero ε is shared)"
         ),

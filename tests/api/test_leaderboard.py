@@ -86,7 +86,7 @@ def test_rank_by_worst_case_accuracy_at_8_over_255_not_by_the_reports_own_auc(cl
     )
     answer = board(client, ids)
     assert answer["ranking_eps"] == pytest.approx(8 / 255) and answer["ranking_eps_255"] == pytest.approx(8)
-    assert answer["ranked_by"] == "worst-case accuracy at ε = 8/255"
+    assert answer["ranked_by"] == "worst-case accuracy at ε = 8/255, suspicious jobs last"
     assert [row["model_name"] for row in answer["rows"]] == ["robust", "fgsm-strong"]
     top = answer["rows"][0]
     assert top["ranking_accuracy"] == 0.4 and top["worst_case_accuracy"] == [0.9, 0.5, 0.4, 0.2]
@@ -127,7 +127,7 @@ def test_without_8_over_255_the_largest_shared_nonzero_eps_ranks(client, add_job
     )
     answer = board(client, ids)
     assert answer["ranking_eps"] == pytest.approx(6 / 255)
-    assert answer["ranked_by"] == "worst-case accuracy at ε = 6/255"
+    assert answer["ranked_by"] == "worst-case accuracy at ε = 6/255, suspicious jobs last"
     assert [row["model_name"] for row in answer["rows"]] == ["b", "a"]
 
 
@@ -147,6 +147,9 @@ def test_a_suspicious_job_is_flagged_with_its_failed_checks(client, add_jobs):
     assert masked["flag"].startswith("suspicious: Outputs are logits failed — ")
     assert rows["honest"]["flag"] is None
     assert any(f"job {masked['job_id']} (masked v1) is suspicious" in w for w in answer["warnings"])
+    # its (masked) numbers are the best on the board, yet it is ranked after the honest job
+    assert [row["model_name"] for row in answer["rows"]] == ["honest", "masked"]
+    assert answer["ranked_by"].endswith("suspicious jobs last")
 
 
 def test_v1_reports_rank_by_their_fgsm_accuracy_and_say_so(client, add_jobs):
