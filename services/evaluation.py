@@ -6,21 +6,24 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
 
 from services.architecture import ArchitectureAudit, audit_architecture, filter_weights
-from services.attacks import frozen_eval
+from services.attacks import autocast_for, frozen_eval
 from services.cam_audit import attacked_samples, cam_audit, triptychs
 from services.cams import CAM, GradCAM, feature_map_size
 from services.checkpoints import LoadedModel
 from services.datasets import Dataset
 from services.errors import ConfigError, DatasetError, EvaluationCancelled
 from services.report import Report
-from services.sanity import assess
+from services.robust import add_black_box
+from services.sanity import Assessment, assess
 from services.specs import EvaluationConfig
-from services.sweep import run_sweep
+from services.sweep import SweepResult, run_sweep
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): stage is "sweep" or "cam"."""
@@ -113,6 +116,53 @@ def _check_loss(config: EvaluationConfig, num_classes: int) -> None:
         )
 
 
+def _should_escalate(config: EvaluationConfig, sanity: dict[str, Any]) -> bool:
+    """A suspicious L∞ run without a black-box attack: its white-box worst case may be masked."""
+    return sanity["verdict"] == "suspicious" and config.norm == "linf" and "square" not in config.attacks
+
+
+def _escalate(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    config: EvaluationConfig,
+    sweep: SweepResult,
+    assessment: Assessment,
+    device: torch.device,
+    n: int,
+    should_stop: Callable[[], bool] | None,
+    warnings: list[str],
+) -> EvaluationConfig:
+    """Add Square to a suspicious run, on the samples the white-box attacks left robust: a model that masks
+    its gradients must not keep the robustness the mask gave it. Returns the config the report records."""
+    escalated = replace(config, attacks=(*config.attacks, "square"))
+    failed = [str(check["name"]) for check in assessment.sanity["checks"] if check["status"] == "failed"]
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if should_stop is not None and should_stop():
+            raise EvaluationCancelled("evaluation cancelled")
+        with autocast_for(device, config.precision):
+            logits: torch.Tensor = model(x).float()
+        return logits
+
+    assert sweep.robust is not None
+    spec = next(s for s in escalated.attack_specs if s.name == "square")
+    with frozen_eval(model):
+        add_black_box(
+            sweep.robust,
+            spec,
+            forward,
+            dataset.batches(config.batch_size, limit=n),
+            sweep.clean_pred == sweep.labels,
+            assessment.worst,
+            device,
+        )
+    warnings.append(
+        f"the sanity checks found this run suspicious ({', '.join(failed)}): square (black-box, "
+        f"{spec.queries} queries) was added to the worst case on the samples the white-box attacks left robust"
+    )
+    return escalated
+
+
 def _sample_choice(n: int, config: EvaluationConfig, with_cam: bool) -> tuple[list[int], np.ndarray]:
     """Seeded random samples for the gallery and triptychs, and which of them get CAMs."""
     pool = min(n, max(config.cam_samples if with_cam else 0, config.triptychs))
@@ -191,6 +241,9 @@ def evaluate(
         )
         sweep_seconds = time.perf_counter() - sweep_started
         assessment = assess(sweep, config, num_classes)
+        if _should_escalate(config, assessment.sanity):
+            config = _escalate(model, dataset, config, sweep, assessment, device, n, should_stop, warnings)
+            assessment = assess(sweep, config, num_classes)
         cam_started = time.perf_counter()
         cam, pictures = None, []
         if selected:

@@ -14,6 +14,7 @@ exactly what the white-box attacks missed.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -244,3 +245,38 @@ def worst_case(matrices: dict[str, torch.Tensor], names: tuple[str, ...]) -> tor
         result = matrices[name].clone() if result is None else result & matrices[name]
     assert result is not None
     return result
+
+
+def add_black_box(
+    robust: RobustSweep,
+    spec: AttackSpec,
+    forward: Forward,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    correct: torch.Tensor,
+    still_open: torch.Tensor,
+    device: torch.device,
+) -> None:
+    """Run a black-box attack after the sweep, on the samples `still_open` (N, K) left robust at each ε."""
+    outcome = torch.zeros(robust.num_samples, len(robust.eps), dtype=torch.bool)
+    start = 0
+    for x, y in batches:
+        rows = slice(start, start + len(y))
+        x, y = x.to(device), y.to(device)
+        ids = torch.arange(rows.start, rows.stop)
+        candidates = correct[rows].to(device)
+        with torch.no_grad():
+            result = robust_over_eps(
+                spec,
+                forward,
+                x,
+                y,
+                robust.eps,
+                candidates,
+                ids,
+                robust.seed,
+                still_open=still_open[rows].to(device),
+            )
+        outcome[rows] = result.cpu()
+        start = rows.stop
+    robust.attacks = (*robust.attacks, spec)
+    robust.robust[spec] = outcome

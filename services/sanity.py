@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -111,7 +112,7 @@ def run_checks(
     targeted_eps: tuple[float, ...] = (),
     targets: torch.Tensor | None = None,
     targeted_pred: torch.Tensor | None = None,
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """The report's `sanity` section: {"verdict", "checks": [{"name", "status", "detail"}]}."""
     n, tol = len(labels), config.sanity_tolerance
     linf = config.norm == "linf"
@@ -284,7 +285,7 @@ class Assessment:
     matrices: dict[str, torch.Tensor]  # attack name → (N, K) bool, monotone in ε
     worst_case_attacks: tuple[str, ...]
     worst: torch.Tensor  # (N, K) bool: robust against every attack of the worst case
-    sanity: dict[str, object]
+    sanity: dict[str, Any]
 
 
 def assess(sweep: SweepResult, config: EvaluationConfig, num_classes: int) -> Assessment:

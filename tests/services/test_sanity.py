@@ -180,3 +180,28 @@ def test_dlr_needs_three_classes(digits):
     binary = LoadedModel(module=two, network=two, info=info)
     with pytest.raises(ConfigError, match="dlr loss needs at least 3 classes"):
         evaluate(binary, digits, EvaluationConfig(loss="dlr", limit=4))
+
+
+def test_a_suspicious_run_gets_the_black_box_attack_added_to_its_worst_case(digits, gap):
+    config = EvaluationConfig(**(FAST | {"queries": 100}))  # fgsm and pgd: white-box only
+    assert "square" not in config.attacks
+    document = evaluate(wrapped(gap, Shattered), digits, config).to_dict()
+    assert document["config"]["attacks"] == ["fgsm", "pgd", "square"]
+    assert [entry["name"] for entry in document["attacks"] if not entry["targeted"]] == [
+        "fgsm",
+        "pgd",
+        "square",
+    ]
+    assert any(
+        "square (black-box, 100 queries) was added" in w and "gradients_usable" in w
+        for w in document["warnings"]
+    )
+    pgd = next(entry for entry in document["attacks"] if entry["name"] == "pgd")
+    worst = document["summary"]["worst_case_accuracy"]
+    assert worst[-1] < pgd["points"][-1]["accuracy"] - 0.3  # the mask no longer holds the headline up
+    assert document["robust"]["attacks"] == ["fgsm", "pgd", "square"]
+    # an honest model is not escalated
+    honest = evaluate(gap, digits, config).to_dict()
+    assert honest["config"]["attacks"] == ["fgsm", "pgd"] and not any(
+        "square" in w for w in honest["warnings"]
+    )
