@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.support.browser import (
     DEMO_MODELS,
     JOB_CONFIG,
+    TIMEOUT_MS,
     VIEWPORT,
     PageWatch,
     open_clean,
@@ -38,7 +39,7 @@ def test_every_page_loads_without_errors(signed_in, server):
 def test_report_page_draws_one_curve_per_attack(signed_in, server):
     page = open_clean(signed_in, f"{server.url}/jobs/{server.jobs[0]['id']}", "job-report")
     curves = plot_traces(page, "accuracy-curve")
-    assert [trace["name"] for trace in curves] == ["FGSM", "targeted FGSM (next)"]
+    assert [trace["name"] for trace in curves] == ["FGSM", "PGD", "worst case", "targeted FGSM (next)"]
     assert all(trace["points"] == len(JOB_CONFIG["eps"]) for trace in curves)
     assert len(plot_traces(page, "success-curve")) == 2
     assert plot_traces(page, "min-eps-histogram")[0]["points"] == len(JOB_CONFIG["eps"]) + 1  # + never fooled
@@ -46,6 +47,14 @@ def test_report_page_draws_one_curve_per_attack(signed_in, server):
     assert page.locator("#headline .tile").count() >= 1 + len(JOB_CONFIG["eps"])
     cards = page.locator("#cam-cards .cam-card")
     assert cards.count() == JOB_CONFIG["cam_samples"]
+    # the triptychs load lazily, below the attack and sanity tables: bring them into view first
+    page.locator("#triptychs").scroll_into_view_if_needed()
+    page.wait_for_function(
+        "n => [...document.querySelectorAll('#triptychs img')].filter(img => img.complete && img.naturalWidth > 0)"
+        ".length === n",
+        arg=JOB_CONFIG["triptychs"],
+        timeout=TIMEOUT_MS,
+    )
     loaded = page.evaluate(
         "() => [...document.querySelectorAll('#report img')].length + "
         "[...document.querySelectorAll('#cam-gallery img, #triptychs img')]"
@@ -84,7 +93,8 @@ def test_submit_an_evaluation_and_watch_it_finish_without_reloading(signed_in, s
     assert status.inner_text() == "succeeded"
     page.wait_for_selector("#accuracy-curve .main-svg")
     assert page.evaluate("() => window.notReloaded === true"), "the page reloaded"
-    assert [trace["name"] for trace in plot_traces(page, "accuracy-curve")] == ["FGSM"]  # no targeted attack
+    # no targeted attack: FGSM, PGD (the default attacks) and their per-sample worst case
+    assert [trace["name"] for trace in plot_traces(page, "accuracy-curve")] == ["FGSM", "PGD", "worst case"]
     assert page.locator("#cancel-job").is_hidden() and page.locator("#rerun-job").is_visible()
     page.wait_for_load_state("networkidle")
     watch.assert_clean("live job page")
@@ -101,7 +111,7 @@ def test_compare_two_demo_models(signed_in, server):
     page.wait_for_selector("#compare-curve .main-svg")
     page.wait_for_load_state("networkidle")
     curves = plot_traces(page, "compare-curve")
-    eps_columns = page.locator("#leaderboard thead th[title^='ε =']").count()
+    eps_columns = page.locator("#leaderboard thead th[title^='worst-case accuracy at ε =']").count()
     assert len(curves) == 2 and all(trace["points"] == eps_columns >= 3 for trace in curves)
     assert {trace["name"].split()[0] for trace in curves} == set(DEMO_MODELS)
     assert page.locator("#leaderboard tbody tr").count() == 2
