@@ -25,7 +25,13 @@ ENV = {
     "ADVAUDIT_DEVICE": "cpu",
 }
 SMALL = {"batch_size": 8, "eps": [0, 8 / 255], "cam": "none", "triptychs": 0, "limit": 32}
-LONG = {"batch_size": 16, "eps": [k / 255 for k in range(60)], "cam": "none", "triptychs": 0}
+LONG = {
+    "batch_size": 16,
+    "eps": [k / 255 for k in range(60)],
+    "attacks": "fgsm",
+    "cam": "none",
+    "triptychs": 0,
+}
 
 
 def _wait(api: httpx.Client, job_id: int, condition, timeout_s: float, what: str) -> dict:

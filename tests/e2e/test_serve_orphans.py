@@ -19,7 +19,14 @@ from tests.support.serve_process import alive, command, descendants, serving, wo
 pytestmark = pytest.mark.timeout(300)
 
 ENV = {"ADVAUDIT_JOB_LEASE_S": "4", "ADVAUDIT_PROGRESS_INTERVAL_S": "0.2", "ADVAUDIT_DEVICE": "cpu"}
-LONG = {"eps": [k / 255 for k in range(0, 41)], "targeted": "next", "cam": "none", "batch_size": 16}
+# FGSM only: a job of a known length (about a minute), the lifetime of the processes is what is tested
+LONG = {
+    "eps": [k / 255 for k in range(0, 41)],
+    "attacks": "fgsm",
+    "targeted": "next",
+    "cam": "none",
+    "batch_size": 16,
+}
 
 
 class _AlwaysHangs(nn.Module):

@@ -21,7 +21,14 @@ pytestmark = pytest.mark.timeout(300)
 
 LEASE_S = 4  # short, so the abandoned job is swept within seconds (production: 120 s)
 # Long enough (several seconds on a 2-core CPU) to be killed in the middle of its sweep.
-CONFIG = {"eps": [k / 255 for k in range(0, 41)], "targeted": "next", "cam": "none", "batch_size": 16}
+# FGSM only: a job of a known length, long enough to be interrupted
+CONFIG = {
+    "eps": [k / 255 for k in range(0, 41)],
+    "attacks": "fgsm",
+    "targeted": "next",
+    "cam": "none",
+    "batch_size": 16,
+}
 
 
 def _wait(check, timeout_s: float, what: str, process: subprocess.Popen):
