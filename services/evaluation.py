@@ -21,7 +21,7 @@ from services.datasets import Dataset
 from services.errors import ConfigError, DatasetError, EvaluationCancelled
 from services.report import Report
 from services.robust import add_black_box
-from services.sanity import Assessment, assess
+from services.sanity import CHECKS_BY_NAME, Assessment, assess
 from services.specs import EvaluationConfig
 from services.sweep import SweepResult, run_sweep
 
@@ -117,8 +117,13 @@ def _check_loss(config: EvaluationConfig, num_classes: int) -> None:
 
 
 def _should_escalate(config: EvaluationConfig, sanity: dict[str, Any]) -> bool:
-    """A suspicious L∞ run without a black-box attack: its white-box worst case may be masked."""
-    return sanity["verdict"] == "suspicious" and config.norm == "linf" and "square" not in config.attacks
+    """An L∞ run without a black-box attack whose checks point at masked gradients: its white-box worst case
+    may be the mask's. (A check that only says an attack is weak, such as targeted beating untargeted, does
+    not escalate: it would make every FGSM-only run pay for Square.)"""
+    masked = any(
+        check["status"] == "failed" and CHECKS_BY_NAME[check["name"]].masking for check in sanity["checks"]
+    )
+    return masked and config.norm == "linf" and "square" not in config.attacks
 
 
 def _escalate(

@@ -405,7 +405,9 @@ class EvaluationConfig:
 
     @property
     def sanity_probe(self) -> SanityProbe:
-        return SanityProbe(large_eps=self.sanity_eps, noise=self.norm == "linf")
+        # one FGSM step at a huge ε need not reach chance: the large-ε check needs an iterative attack
+        iterative = bool({"bim", "pgd"} & set(self.attacks))
+        return SanityProbe(large_eps=self.sanity_eps if iterative else 0.0, noise=self.norm == "linf")
 
     @property
     def sweep_targeted_eps(self) -> tuple[float, ...]:
