@@ -32,8 +32,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from services.attack_specs import SanityProbe  # noqa: E402
 from services.datasets import digits_split  # noqa: E402
-from services.robust import SanityProbe  # noqa: E402
 from services.sanity import assess  # noqa: E402
 from services.specs import DEFAULT_EPS, EvaluationConfig  # noqa: E402
 from services.sweep import SweepResult, run_sweep  # noqa: E402

@@ -22,10 +22,10 @@ import torch
 
 from services import metrics, plots
 from services.architecture import ArchitectureAudit
+from services.attack_specs import FGSM_ENTRY
 from services.checkpoints import ModelInfo
 from services.dataset_types import DatasetInfo
 from services.filter_grid import render_filter_grid
-from services.iterative import FGSM_ENTRY
 from services.sanity import Assessment, assess
 from services.specs import EvaluationConfig
 from services.sweep import SweepResult

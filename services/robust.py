@@ -19,15 +19,8 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from services.iterative import BLACK_BOX, AttackSpec, Forward, gradient_attack, noise_attack, square_attack
-
-
-@dataclass(frozen=True)
-class SanityProbe:
-    """What the sanity checks need measured during the sweep besides the attacks themselves."""
-
-    large_eps: float = 0.5  # check 3: the white-box attacks at this ε should reach chance accuracy
-    noise: bool = True  # check 5: random ±ε noise at the largest swept ε
+from services.attack_specs import BLACK_BOX, AttackSpec, SanityProbe
+from services.iterative import Forward, gradient_attack, noise_attack, square_attack
 
 
 @dataclass

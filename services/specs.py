@@ -8,10 +8,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from fractions import Fraction
 from typing import Any, TypeVar
 
+from services.attack_specs import ATTACKS, LOSSES, NORMS, AttackSpec, SanityProbe
 from services.errors import ConfigError
-from services.iterative import ATTACKS, LOSSES, NORMS, AttackSpec
 from services.limits import MAX_EPS_VALUES
-from services.robust import SanityProbe
 
 DEFAULT_EPS: tuple[float, ...] = (0.0, 1 / 255, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255)
 DEFAULT_CAM_EPS = 8 / 255

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from services.attack_specs import AttackSpec, SanityProbe
 from services.attacks import autocast_for, fgsm_directions, frozen_eval, perturb
 from services.errors import ConfigError, DatasetError, EvaluationCancelled, ModelError
-from services.iterative import AttackSpec
-from services.robust import RobustSweep, SanityProbe
+from services.robust import RobustSweep
 from services.specs import TargetPolicy
 
 BatchProgress = Callable[[int, int], None]

@@ -201,3 +201,24 @@ def test_the_summary_leads_with_the_worst_case_and_one_sanity_line():
     text = _summary(old)
     assert "sanity: not checked (FGSM only, report v1)" in text and "robust AUC 0.700 (FGSM only" in text
     assert "worst-case acc. %" not in text and "FGSM accuracy %" in text
+
+
+def test_help_and_client_commands_import_no_torch():
+    """The CLI answers at once: argument parsing (every command's flags, the evaluation options included)
+    must not import torch, torchvision or matplotlib."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from advaudit import cli\n"
+        "try:\n"
+        "    cli.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'matplotlib') if m in sys.modules)\n"
+        "print(','.join(heavy) or 'none')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "none"

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from services.attack_specs import AttackSpec
 from services.checkpoints import load_model
 from services.datasets import load_dataset
-from services.iterative import AttackSpec, attack_loss, gradient_attack, sample_generator, square_attack
+from services.iterative import attack_loss, gradient_attack, sample_generator, square_attack
 from services.robust import robust_over_eps
 from tests.support.env import require
 

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from services.iterative import AttackSpec, gradient_attack, square_attack
+from services.attack_specs import AttackSpec
+from services.iterative import gradient_attack, square_attack
 from services.robust import RobustSweep, closed_under_eps, robust_matrices, worst_case
 
 
