@@ -125,7 +125,7 @@ def test_compare_two_models_as_a_leaderboard(client, app, gap_model, npz_dataset
     # 0 and 16/255 are the only ε both swept: 16/255 ranks (no 8/255 in the first job's list)
     assert board["shared_eps"] == pytest.approx([0, 16 / 255])
     assert board["ranking_eps"] == pytest.approx(16 / 255)
-    assert board["ranked_by"] == "worst-case accuracy at ε = 16/255"
+    assert board["ranked_by"] == "worst-case accuracy at ε = 16/255, suspicious jobs last"
     ranked = [row["ranking_accuracy"] for row in board["rows"]]
     assert ranked == sorted(ranked, reverse=True)
     assert ranked == [row["worst_case_accuracy"][3] for row in board["rows"]]
