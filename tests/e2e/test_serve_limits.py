@@ -24,7 +24,8 @@ ENV = {
     "ADVAUDIT_JOB_LEASE_S": "4",
     "ADVAUDIT_DEVICE": "cpu",
 }
-SMALL = {"batch_size": 8, "eps": [0, 8 / 255], "cam": "none", "triptychs": 0, "limit": 32}
+# FGSM only, like LONG: each job here runs under a 6 s time limit, the limits are what is tested
+SMALL = {"batch_size": 8, "eps": [0, 8 / 255], "attacks": "fgsm", "cam": "none", "triptychs": 0, "limit": 32}
 LONG = {
     "batch_size": 16,
     "eps": [k / 255 for k in range(60)],
@@ -89,7 +90,8 @@ def test_hung_and_poison_jobs_end_and_the_queue_moves_on(tmp_path):
         overrun = _seconds(hung["finished_at"], hung["started_at"]) - LIMIT_S
         print(f"embedded: hung job stopped {overrun:.2f} s past its {LIMIT_S} s limit")
         assert 0 <= overrun <= GRACE_S + 1 + 2.0
-        assert _finished(api, behind_id)["status"] == "succeeded"
+        behind = _finished(api, behind_id)
+        assert behind["status"] == "succeeded", behind
 
         # A job whose pool process is killed every time it runs (the OOM killer): failed after two attempts.
         poison_id = submit(demo, LONG)
