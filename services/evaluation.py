@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from services.architecture import ArchitectureAudit, audit_architecture, filter_weights
-from services.attacks import autocast_for, frozen_eval
+from services.attacks import frozen_eval
 from services.cam_audit import attacked_samples, cam_audit, triptychs
 from services.cams import CAM, GradCAM, feature_map_size
 from services.checkpoints import LoadedModel
@@ -23,7 +23,7 @@ from services.report import Report
 from services.robust import add_black_box
 from services.sanity import CHECKS_BY_NAME, Assessment, assess
 from services.specs import EvaluationConfig
-from services.sweep import SweepResult, run_sweep
+from services.sweep import SweepResult, cancellable_forward, run_sweep
 
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): stage is "sweep" or "cam"."""
@@ -142,13 +142,7 @@ def _escalate(
     escalated = replace(config, attacks=(*config.attacks, "square"))
     failed = [str(check["name"]) for check in assessment.sanity["checks"] if check["status"] == "failed"]
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if should_stop is not None and should_stop():
-            raise EvaluationCancelled("evaluation cancelled")
-        with autocast_for(device, config.precision):
-            logits: torch.Tensor = model(x).float()
-        return logits
-
+    forward = cancellable_forward(model, device, config.precision, should_stop)
     assert sweep.robust is not None
     spec = next(s for s in escalated.attack_specs if s.name == "square")
     with frozen_eval(model):

@@ -7,7 +7,6 @@ The verdict is `suspicious` when any check fails. Thresholds are evaluation opti
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,7 +126,7 @@ def run_checks(
     if not iterative or not linf:
         checks.append(_skip("iterative_beats_single_step", "needs bim or pgd in L∞"))
     else:
-        iterative_robust = _all(matrices, iterative)
+        iterative_robust = worst_case(matrices, tuple(iterative))
         contradicting = ~matrices["fgsm"] & iterative_robust & (clean_pred == labels)[:, None]
         checks.append(
             _worst_contradiction(
@@ -147,7 +146,9 @@ def run_checks(
     if "square" not in names or not white:
         checks.append(_skip("white_box_beats_black_box", "needs square and a white-box attack"))
     else:
-        contradicting = ~matrices["square"] & _all(matrices, white) & (clean_pred == labels)[:, None]
+        contradicting = (
+            ~matrices["square"] & worst_case(matrices, tuple(white)) & (clean_pred == labels)[:, None]
+        )
         checks.append(
             _worst_contradiction(
                 contradicting,
@@ -169,13 +170,6 @@ def run_checks(
 
 def _skip(name: str, why: str) -> dict[str, str]:
     return _result(name, "skipped", why)
-
-
-def _all(matrices: dict[str, torch.Tensor], names: Sequence[str]) -> torch.Tensor:
-    result = matrices[names[0]].clone()
-    for name in names[1:]:
-        result &= matrices[name]
-    return result
 
 
 def _monotone(

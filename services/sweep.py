@@ -66,6 +66,22 @@ def target_function(policy: TargetPolicy, num_classes: int, offsets: torch.Tenso
     raise ConfigError(f"unknown targeted policy {policy}")
 
 
+def cancellable_forward(
+    model: nn.Module, device: torch.device, precision: str, should_stop: Callable[[], bool] | None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """model(x) as fp32 logits under the run's autocast, checking for a stop before every forward pass (not
+    only between batches: a batch with many ε values or attack steps can take minutes)."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if should_stop is not None and should_stop():
+            raise EvaluationCancelled("evaluation cancelled")
+        with autocast_for(device, precision):
+            logits: torch.Tensor = model(x)
+            return logits.float()
+
+    return forward
+
+
 def random_offsets(num_samples: int, num_classes: int, seed: int) -> torch.Tensor:
     """Seeded per-sample class offsets for the `random` policy."""
     if num_classes < 2:
@@ -125,15 +141,10 @@ def run_sweep(
     )
 
     def check_stop() -> None:
-        # Before every forward pass, not only between batches: a batch with many ε values can take minutes.
         if should_stop is not None and should_stop():
             raise EvaluationCancelled("evaluation cancelled")
 
-    def forward_all(x_adv: torch.Tensor) -> torch.Tensor:
-        check_stop()
-        with autocast_for(device, precision):
-            out: torch.Tensor = model(x_adv)
-            return out.float()
+    forward_all = cancellable_forward(model, device, precision, should_stop)
 
     start = 0
     with frozen_eval(model):
