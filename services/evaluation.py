@@ -237,6 +237,7 @@ def evaluate(
             attacks=config.attack_specs,
             worst_case_attacks=config.worst_case_attacks,
             probe=config.sanity_probe,
+            inference_layout=config.inference_layout,
         )
         sweep_seconds = time.perf_counter() - sweep_started
         assessment = assess(sweep, config, num_classes)
@@ -264,6 +265,7 @@ def evaluate(
         "cam_seconds": cam_seconds,
         "audit_seconds": audit_seconds,
         "samples_per_second": n / sweep_seconds if sweep_seconds > 0 else None,
+        "inference_layout": sweep.inference_layout,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }

@@ -123,9 +123,11 @@ class RobustSweep:
         direction: torch.Tensor,
         targets: torch.Tensor | None,
         fgsm_pred: torch.Tensor,
+        infer: Forward | None = None,
     ) -> None:
         """Every attack on one batch (x on the device; `fgsm_pred` its (B, K) FGSM predictions), then the
-        sanity probes. `direction` is the raw sign of the gradient (NaN where the gradient was NaN)."""
+        sanity probes. `direction` is the raw sign of the gradient (NaN where the gradient was NaN); `infer`
+        serves the forward-only probes (default: `forward`)."""
         ids = torch.arange(rows.start, rows.stop)
         correct = clean_logits.argmax(dim=1) == y
         white = (
@@ -145,11 +147,12 @@ class RobustSweep:
                     spec, forward, x, y, self.targeted_eps, eligible, ids, self.seed, targets
                 )
                 self.targeted_success[spec][rows] = (eligible[:, None] & ~survived).cpu()
-        self._probe(forward, x, y, rows, ids, clean_logits, direction, correct)
+        self._probe(forward, infer or forward, x, y, rows, ids, clean_logits, direction, correct)
 
     def _probe(
         self,
         forward: Forward,
+        infer: Forward,
         x: torch.Tensor,
         y: torch.Tensor,
         rows: slice,
@@ -171,7 +174,7 @@ class RobustSweep:
         ).cpu()
         if counts.noise_robust is not None:
             with torch.no_grad():
-                fooled = noise_attack(forward, x, y, max(self.eps), ids, seed=self.seed)
+                fooled = noise_attack(infer, x, y, max(self.eps), ids, seed=self.seed)
             counts.noise_robust[rows] = (correct & ~fooled).cpu()
         if counts.large_eps_robust is not None:
             counts.large_eps_robust[rows] = self._large_eps(forward, x, y, ids, direction, correct).cpu()

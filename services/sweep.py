@@ -11,6 +11,7 @@ from torch import nn
 from services.attack_specs import AttackSpec, SanityProbe
 from services.attacks import autocast_for, fgsm_directions, frozen_eval, perturb
 from services.errors import ConfigError, DatasetError, EvaluationCancelled, ModelError
+from services.inference_layout import LayoutChoice, as_channels_last, channels_last_copy
 from services.robust import RobustSweep
 from services.specs import TargetPolicy
 
@@ -42,6 +43,7 @@ class SweepResult:
     inputs: torch.Tensor | None = None  # (N, C, H, W) float32, with keep_directions
     targeted_directions: torch.Tensor | None = None  # (N, C, H, W) int8, with keep_directions
     robust: RobustSweep | None = None  # the iterative and black-box attacks and the sanity probes
+    inference_layout: str = "model"  # what the forward-only passes ran on (services.inference_layout)
 
 
 def target_function(policy: TargetPolicy, num_classes: int, offsets: torch.Tensor | None) -> TargetFunction:
@@ -110,9 +112,11 @@ def run_sweep(
     attacks: Sequence[AttackSpec] = (),
     worst_case_attacks: tuple[str, ...] = ("fgsm", "bim", "pgd", "square"),
     probe: SanityProbe | None = None,
+    inference_layout: str = "model",
 ) -> SweepResult:
     """FGSM (and targeted FGSM) over `eps` for every sample, one gradient per batch and mode; then, per
-    batch, the iterative and black-box `attacks` and the sanity `probe` (services.robust)."""
+    batch, the iterative and black-box `attacks` and the sanity `probe` (services.robust). With
+    `inference_layout="auto"` the forward-only passes may run a channels_last copy (services.inference_layout)."""
     device = torch.device(device)
     eps, targeted_eps = tuple(eps), tuple(targeted_eps) if policy else ()
     n, k, kt = num_samples, len(eps), len(targeted_eps)
@@ -148,6 +152,15 @@ def run_sweep(
 
     start = 0
     with frozen_eval(model):
+        layout_copy = (
+            channels_last_copy(model, device) if inference_layout == "auto" and not channels_last else None
+        )
+        infer_all = LayoutChoice(  # the passes that only read predictions
+            forward_all,
+            as_channels_last(cancellable_forward(layout_copy, device, precision, should_stop))
+            if layout_copy is not None
+            else None,
+        )
         for x, y in batches:
             check_stop()
             stop = start + len(y)
@@ -167,6 +180,8 @@ def run_sweep(
                 model, x, y, batch_targets if policy else None, precision=precision
             )
             raw_direction = direction
+            if start == 0:
+                infer_all.start(x, logits.detach())
             # A NaN in the gradient gives no direction for that pixel (the sanity checks report it).
             direction = direction.nan_to_num(0.0)
             if t_direction is not None:
@@ -178,7 +193,7 @@ def run_sweep(
             with torch.inference_mode():
                 for j, e in enumerate(eps):
                     # ε = 0 leaves x unchanged: reuse the clean logits instead of a second identical forward.
-                    out = logits if e == 0 else forward_all(perturb(x, direction, e))
+                    out = logits if e == 0 else infer_all(perturb(x, direction, e))
                     nonfinite[rows] |= ~torch.isfinite(out).all(dim=1)
                     conf[rows, j], pred[rows, j] = out.softmax(dim=1).max(dim=1)
                 if policy:
@@ -186,12 +201,14 @@ def run_sweep(
                     assert t is not None and t_direction is not None  # a policy gives targets and directions
                     targets[rows] = t
                     for j, e in enumerate(targeted_eps):
-                        out = logits if e == 0 else forward_all(perturb(x, t_direction, e))
+                        out = logits if e == 0 else infer_all(perturb(x, t_direction, e))
                         nonfinite[rows] |= ~torch.isfinite(out).all(dim=1)
                         t_pred[rows, j] = out.argmax(dim=1)
                         t_prob[rows, j] = out.softmax(dim=1).gather(1, t[:, None]).squeeze(1)
             if robust is not None:
-                robust.run_batch(forward_all, x, y, rows, logits, raw_direction, t, pred[rows])
+                robust.run_batch(
+                    forward_all, x, y, rows, logits, raw_direction, t, pred[rows], infer=infer_all
+                )
             if keep_directions:
                 if directions is None or inputs is None:  # the first batch: all three are allocated together
                     # Host memory, not the device's: N·C·H·W·(4 + 1 + 1) bytes for a whole dataset.
@@ -243,4 +260,5 @@ def run_sweep(
         inputs=cpu(inputs),
         targeted_directions=cpu(t_directions),
         robust=robust,
+        inference_layout=infer_all.layout,
     )
