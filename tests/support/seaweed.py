@@ -17,9 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
-from botocore.config import Config
 
 from tests.support.env import free_port, in_ci
 
@@ -89,6 +87,9 @@ class SeaweedServer:
         ]
 
     def client(self):
+        import boto3  # only where S3 tests run
+        from botocore.config import Config
+
         return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
@@ -147,3 +148,27 @@ class SeaweedServer:
     def log_tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def store_environment(server: SeaweedServer, bucket: str, prefix: str = "artifacts") -> dict[str, str]:
+    """The ADVAUDIT_* variables of a service whose artifact store is `bucket` on `server`."""
+    return {
+        "ADVAUDIT_STORE_URL": f"s3://{bucket}/{prefix}",
+        "ADVAUDIT_S3_ENDPOINT_URL": server.endpoint,
+        "ADVAUDIT_S3_ACCESS_KEY_ID": ACCESS_KEY,
+        "ADVAUDIT_S3_SECRET_ACCESS_KEY": SECRET_KEY,
+        "ADVAUDIT_S3_REGION": "us-east-1",
+        "ADVAUDIT_S3_MAX_ATTEMPTS": "2",
+        "ADVAUDIT_S3_TIMEOUT_S": "5",
+    }
+
+
+def store_settings(server: SeaweedServer, bucket: str, data_dir: Path, **overrides: object):
+    """Settings of a service on `data_dir` whose artifact store is `bucket` on `server`."""
+    from contracts.settings import Settings
+
+    values: dict[str, object] = {
+        name.removeprefix("ADVAUDIT_").lower(): value
+        for name, value in store_environment(server, bucket).items()
+    }
+    return Settings(data_dir=data_dir, **(values | overrides))
