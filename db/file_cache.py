@@ -91,7 +91,8 @@ class LocalFileCache:
         while True:
             with self._locked(key, fcntl.LOCK_SH):
                 if entry.is_file():
-                    os.utime(entry)  # its last use, for the LRU order
+                    now = time.time_ns()  # explicit: the file system's own clock ticks too coarsely for an order
+                    os.utime(entry, ns=(now, now))  # its last use, for the LRU order
                     yield entry
                     return
             with self._locked(key, fcntl.LOCK_EX):

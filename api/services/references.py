@@ -3,7 +3,7 @@
 An object registered by reference never passes through the API's memory: it streams from the store into a local
 temporary file, is validated there in the sandbox exactly like an upload, and is then copied server-side to its
 content address (only if it is still the version that was validated). The upload size cap applies to uploads
-only. `uri` comes as a form field of a multipart body without a file, or in a JSON body with the other fields.
+only. `uri` comes as a field of a multipart body without a file, of a URL-encoded form, or of a JSON object.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl
 
 from fastapi import Request
 from pydantic import BaseModel
@@ -34,6 +35,7 @@ from db.storage import ArtifactStore
 from services.files import sha256_file
 
 URI_FIELD = "uri"
+MAX_FIELDS = 32
 FormT = TypeVar("FormT", bound=BaseModel)
 
 
@@ -60,8 +62,8 @@ async def receive_registration(
     A referenced object is fetched only once the fields are valid.
     """
     content_type, _ = parse_options_header(request.headers.get("content-type", ""))
-    if content_type == b"application/json":
-        fields = await _json_fields(request)
+    if content_type in (b"application/json", b"application/x-www-form-urlencoded"):
+        fields = await _small_body_fields(request, json_body=content_type == b"application/json")
         uri = fields.pop(URI_FIELD, None)
         parsed = parse_form(form, fields)
         async with _referenced(
@@ -88,25 +90,35 @@ async def receive_registration(
             yield upload, parsed
 
 
-async def _json_fields(request: Request) -> dict[str, Any]:
-    """The JSON body's object (small: its fields and a URI, never a file)."""
+async def _small_body_fields(request: Request, *, json_body: bool) -> dict[str, Any]:
+    """The fields of a JSON object or URL-encoded form (small: fields and a URI, never a file)."""
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > FIELD_LIMIT_BYTES:
             raise PayloadTooLarge(
-                f"the JSON body is longer than {FIELD_LIMIT_BYTES} bytes; a file goes as a multipart upload"
+                f"the body is longer than {FIELD_LIMIT_BYTES} bytes; a file goes as a multipart upload"
             )
     try:
-        fields = json.loads(body)
+        fields = json.loads(body) if json_body else _form_fields(body.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
-        raise BadRequest("the body is not valid JSON") from None
+        raise BadRequest(f"the body is not valid {'JSON' if json_body else 'URL-encoded UTF-8'}") from None
     if not isinstance(fields, dict):
         raise Unprocessable("the JSON body must be an object of the form's fields and uri")
     if FILE_FIELD in fields:
         raise Unprocessable(
-            f"a JSON body cannot carry the file: upload it as multipart/form-data, or give {URI_FIELD}"
+            f"this body cannot carry the file: upload it as multipart/form-data, or give {URI_FIELD}"
         )
+    return fields
+
+
+def _form_fields(text: str) -> dict[str, str]:
+    pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=MAX_FIELDS)
+    fields: dict[str, str] = {}
+    for name, value in pairs:
+        if name in fields:
+            raise Unprocessable(f"form field {name!r} is given twice")
+        fields[name] = value
     return fields
 
 
