@@ -91,8 +91,9 @@ class LocalFileCache:
         while True:
             with self._locked(key, fcntl.LOCK_SH):
                 if entry.is_file():
-                    now = time.time_ns()  # explicit: the file system's own clock ticks too coarsely for an order
-                    os.utime(entry, ns=(now, now))  # its last use, for the LRU order
+                    # Its last use, for the LRU order; explicit, as the file system's clock ticks too coarsely.
+                    now = time.time_ns()
+                    os.utime(entry, ns=(now, now))
                     yield entry
                     return
             with self._locked(key, fcntl.LOCK_EX):

@@ -41,8 +41,8 @@ def weed_binary() -> str:
 class SeaweedServer:
     """One `weed server` (master, volume, filer and S3 gateway in one process), started and stopped at will."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, directory: Path, *extra_args: str) -> None:
+        self.directory, self.extra_args = directory, extra_args
         self.data = directory / "data"
         self.data.mkdir(parents=True, exist_ok=True)
         self.log = directory / "weed.log"
@@ -84,6 +84,7 @@ class SeaweedServer:
             f"-s3.config={self.config}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            *self.extra_args,
         ]
 
     def client(self):
