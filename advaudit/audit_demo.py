@@ -22,7 +22,7 @@ from db import migrate
 from db import repositories as repo
 from db.models import ModelRecord
 from db.session import make_engine, make_session_factory, session_scope
-from db.storage import LocalArtifactStore
+from db.storage import ArtifactStore, open_store
 from services.audit_schedule import manual_slot_key
 from services.audit_states import MANUAL
 from services.checkpoints import demo_model_path
@@ -68,7 +68,7 @@ class DemoQueue:
 
 
 def _register(
-    session, store: LocalArtifactStore, variant: str, audit_id: int | None = None
+    session, store: ArtifactStore, variant: str, audit_id: int | None = None
 ) -> tuple[ModelRecord, int | None]:
     """A new version of MODEL_NAME holding the shipped checkpoint `variant`, as POST /models registers it, and
     the id of the run it triggered for audit `audit_id` (the runs of other audits stay for the service's tick)."""
@@ -112,7 +112,7 @@ def run_demo(*, data_dir: str | None, device: str) -> int:
     migrate.upgrade(settings.database_url)
     sessions = make_session_factory(make_engine(settings.database_url))
     ensure_builtin_datasets(sessions)
-    store = LocalArtifactStore(settings.artifact_root)
+    store = open_store(settings)
     worker = WorkerContext.from_settings(
         settings,
         sessions,

@@ -54,8 +54,10 @@ def add_commands(commands) -> None:
     models = commands.add_parser("models", help="models on a server").add_subparsers(
         dest="action", required=True
     )
-    p = client_parser(models, "add", "upload a checkpoint")
-    p.add_argument("file")
+    p = client_parser(models, "add", "upload a checkpoint, or register one already in the server's bucket")
+    p.add_argument(
+        "file", help="a local checkpoint file, or s3://bucket/key of an object in the server's bucket"
+    )
     p.add_argument("--name", required=True)
     p.add_argument("--arch")
     p.add_argument("--num-classes", type=int)
@@ -69,8 +71,10 @@ def add_commands(commands) -> None:
     datasets = commands.add_parser("datasets", help="datasets on a server").add_subparsers(
         dest="action", required=True
     )
-    p = client_parser(datasets, "add", "upload an .npz or ImageFolder .zip")
-    p.add_argument("file")
+    p = client_parser(
+        datasets, "add", "upload an .npz or ImageFolder .zip, or register one already in the bucket"
+    )
+    p.add_argument("file", help="a local file, or s3://bucket/key of an object in the server's bucket")
     p.add_argument("--name", required=True)
     p.add_argument("--image-size", type=int)
     p.set_defaults(handler=cmd_datasets_add)
@@ -103,12 +107,17 @@ def _client(args) -> Client:
 
 
 def _upload(client: Client, path: str, route: str, fields: dict) -> dict:
+    """Upload the file `path`, or register by reference when it is an s3:// URI (the server fetches it)."""
+    data = {k: v for k, v in fields.items() if v is not None}
+    if path.startswith("s3://"):
+        return client.request("POST", route, json=data | {"uri": path})
     file = Path(path)
     if not file.is_file():
         raise ServerError(f"no such file: {file}")
     with file.open("rb") as handle:
-        data = {k: str(v) for k, v in fields.items() if v is not None}
-        return client.request("POST", route, files={"file": (file.name, handle)}, data=data)
+        return client.request(
+            "POST", route, files={"file": (file.name, handle)}, data={k: str(v) for k, v in data.items()}
+        )
 
 
 def cmd_models_add(args) -> int:

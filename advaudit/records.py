@@ -10,7 +10,7 @@ from contracts.settings import get_settings
 from db import migrate
 from db import repositories as repo
 from db.session import make_engine, make_session_factory, session_scope
-from db.storage import LocalArtifactStore
+from db.storage import open_store
 from services.checkpoints import demo_model_path
 from worker.runner import WorkerContext, record_results
 
@@ -27,7 +27,7 @@ class LocalRecorder:
         engine = make_engine(settings.database_url)
         self.context = WorkerContext(
             sessions=make_session_factory(engine),
-            store=LocalArtifactStore(settings.artifact_root),
+            store=open_store(settings),
             host=f"{socket.gethostname()}:local",
         )
         self.data_dir = settings.data_dir

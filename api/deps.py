@@ -17,7 +17,7 @@ from contracts.settings import Settings
 from db import repositories as repo
 from db.models import ApiToken, Audit, DatasetRecord, Job, ModelRecord
 from db.session import session_scope
-from db.storage import LocalArtifactStore
+from db.storage import ArtifactStore
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -30,7 +30,7 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> LocalArtifactStore:
+def get_store(request: Request) -> ArtifactStore:
     return request.app.state.store
 
 
@@ -50,7 +50,7 @@ def get_audit_dispatch(request: Request) -> Callable[[int], None]:
 # scope="function": the commit runs before the response is sent, so a client never sees an uncommitted write.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[LocalArtifactStore, Depends(get_store)]
+StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 EnqueueDep = Annotated[Callable[[Job], None], Depends(get_enqueue)]
 DispatchDep = Annotated[Callable[[int], None], Depends(get_audit_dispatch)]

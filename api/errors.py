@@ -13,6 +13,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from db.errors import RecordInUse, StaleJob
+from db.file_cache import CacheTooSmall, CorruptObject
+from db.storage import ReferenceRefused, StoreUnavailable
 from services.errors import AdvauditError, CheckpointError, ConfigError, DatasetError, ModelError
 from services.job_states import InvalidTransition
 
@@ -75,6 +77,10 @@ DOMAIN_STATUS: tuple[tuple[type[Exception], HTTPStatus], ...] = (
     (DatasetError, HTTPStatus.UNPROCESSABLE_ENTITY),
     (CheckpointError, HTTPStatus.UNPROCESSABLE_ENTITY),
     (ModelError, HTTPStatus.UNPROCESSABLE_ENTITY),
+    (ReferenceRefused, HTTPStatus.UNPROCESSABLE_ENTITY),
+    (StoreUnavailable, HTTPStatus.SERVICE_UNAVAILABLE),
+    (CacheTooSmall, HTTPStatus.INSUFFICIENT_STORAGE),
+    (CorruptObject, HTTPStatus.BAD_GATEWAY),
     (RecordInUse, HTTPStatus.CONFLICT),
     (InvalidTransition, HTTPStatus.CONFLICT),
     (StaleJob, HTTPStatus.CONFLICT),

@@ -28,7 +28,7 @@ from contracts.settings import Settings, get_settings
 from db import migrate
 from db.models import Job
 from db.session import make_engine, make_session_factory
-from db.storage import LocalArtifactStore
+from db.storage import StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,10 @@ def _start_up(app: FastAPI) -> None:
     ensure_builtin_datasets(app.state.sessions)
     upload_dir(settings).mkdir(parents=True, exist_ok=True)
     discard_stale_uploads(settings)
-    app.state.store.discard_partial()
+    try:
+        app.state.store.discard_partial()
+    except StoreUnavailable as error:  # object storage still starting: its leftovers wait for the next start
+        log.warning("could not clean up partial writes: %s", error)
     # The validation forkserver imports torch once; start it now rather than on the first upload.
     threading.Thread(target=warm_up, name="advaudit-validation-warm-up", daemon=True).start()
 
@@ -90,7 +93,7 @@ def create_app(
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessions = make_session_factory(engine)
-    app.state.store = LocalArtifactStore(settings.artifact_root)
+    app.state.store = open_store(settings)
     app.state.broker = broker or CeleryBroker(settings.broker_url)  # the API's one task-queue client
     app.state.enqueue = enqueue or app.state.broker.send
     app.state.audit_dispatch = app.state.broker.launch_audit_run

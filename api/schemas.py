@@ -315,9 +315,32 @@ UPLOAD_ERRORS = problem_responses(413, 415)
 
 
 def multipart_body(form: type[BaseModel]) -> dict[str, Any]:
-    """An OpenAPI requestBody for a streamed multipart upload: `file` plus the fields of `form`."""
+    """An OpenAPI requestBody for a registration: a streamed multipart upload (`file` plus the fields of `form`),
+    or by reference, `uri` of an object in the store's bucket instead of `file` (multipart or JSON)."""
     schema = form.model_json_schema()
-    schema["properties"] = {"file": {"type": "string", "format": "binary"}, **schema["properties"]}
-    schema["required"] = ["file", *schema.get("required", [])]
     schema.pop("additionalProperties", None)
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+    uri = {
+        "type": "string",
+        "maxLength": 2048,
+        "description": "instead of file: s3://bucket/key of an object already in the server's bucket "
+        "(needs ADVAUDIT_STORE_URL=s3://…; the upload size limit does not apply)",
+    }
+    multipart = {
+        **schema,
+        "properties": {"file": {"type": "string", "format": "binary"}, "uri": uri, **schema["properties"]},
+    }
+    by_reference = {
+        **schema,
+        "properties": {"uri": uri, **schema["properties"]},
+        "required": ["uri", *schema.get("required", [])],
+        "additionalProperties": False,
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": multipart},
+                "application/json": {"schema": by_reference},
+            },
+        }
+    }

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIB = 1024 * 1024
+GIB = 1024 * MIB
+# s3://bucket or s3://bucket/prefix, with S3's bucket naming rules (lowercase, 3–63 characters).
+S3_URL = re.compile(r"s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/[^\x00-\x1f]*)?")
 
 
 class Settings(BaseSettings):
@@ -32,7 +36,40 @@ class Settings(BaseSettings):
     broker_url: str | None = Field(None, description="Celery broker (default: the embedded SQLite broker)")
     result_backend: str | None = Field(None, description="Celery result backend (default: SQLite)")
     artifact_root: Path | None = Field(
-        None, description="the artifact store's folder (default: data dir/artifacts)"
+        None,
+        description="the local artifact store's folder, unless store_url is set (default: data dir/artifacts)",
+    )
+    store_url: str | None = Field(
+        None,
+        description="s3://bucket/prefix: keep artifacts in S3-compatible object storage, so that the API "
+        "and workers on any host share them (unset: the local folder ADVAUDIT_ARTIFACT_ROOT)",
+    )
+    s3_endpoint_url: str | None = Field(
+        None, description="the S3 API's URL, e.g. http://minio:9000 (unset: AWS S3 of s3_region)"
+    )
+    s3_region: str | None = Field(
+        None, description="the S3 region (unset: the AWS default chain's, else us-east-1)"
+    )
+    s3_access_key_id: str | None = Field(
+        None,
+        description="S3 credentials; unset: the standard AWS chain (AWS_ACCESS_KEY_ID …, instance roles)",
+    )
+    s3_secret_access_key: SecretStr | None = Field(None, description="the secret of s3_access_key_id")
+    s3_multipart_threshold_bytes: int = Field(
+        64 * MIB, ge=5 * MIB, description="objects from this size up go to S3 as multipart uploads"
+    )
+    s3_multipart_chunk_bytes: int = Field(
+        16 * MIB, ge=5 * MIB, description="the part size of multipart uploads and ranged downloads"
+    )
+    s3_max_attempts: int = Field(
+        5, ge=1, le=20, description="tries of one S3 request (with backoff) before the store counts as down"
+    )
+    s3_timeout_s: float = Field(30.0, gt=0, description="connect and read timeout of one S3 request")
+    cache_dir: Path | None = Field(
+        None, description="local copies of objects from S3, by sha256 (default: data dir/cache)"
+    )
+    cache_max_bytes: int = Field(
+        20 * GIB, gt=0, description="size bound of the local cache; least recently used copies go first"
     )
     device: str = Field(
         "auto", description="the device of jobs whose own device is auto: auto, cpu, cuda, cuda:N"
@@ -107,7 +144,18 @@ class Settings(BaseSettings):
         "webhook payloads (paths only when unset)",
     )
 
-    @field_validator("data_dir", "artifact_root")
+    @field_validator("store_url")
+    @classmethod
+    def _check_store_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not S3_URL.fullmatch(value):
+            raise ValueError(
+                f"store_url must be s3://bucket or s3://bucket/prefix (a lowercase S3 bucket name), got {value!r}"
+            )
+        return value.rstrip("/")
+
+    @field_validator("data_dir", "artifact_root", "cache_dir")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return None if value is None else value.expanduser().absolute()
@@ -138,6 +186,8 @@ class Settings(BaseSettings):
             self.result_backend = f"db+sqlite:///{root}/results.db"
         if self.artifact_root is None:
             self.artifact_root = root / "artifacts"
+        if self.cache_dir is None:
+            self.cache_dir = root / "cache"
         return self
 
 

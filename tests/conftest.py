@@ -5,6 +5,8 @@ Helpers, builders and harnesses live in tests/support/; conftest.py files hold f
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from torch import nn
@@ -12,6 +14,7 @@ from torch import nn
 # Before anything imports tests.support: its asserts are then rewritten as the tests' own are.
 pytest.register_assert_rewrite("tests.support")
 
+from tests.support.seaweed import SeaweedServer  # noqa: E402
 from tests.support.tiny import TinyConvNet  # noqa: E402
 
 
@@ -27,3 +30,11 @@ def tiny_batch() -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.rand(24, 1, 10, 10, generator=generator)
     y = torch.randint(0, 4, (24,), generator=generator)
     return x, y
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory) -> Iterator[SeaweedServer]:
+    """A real S3 server (SeaweedFS) of this session on free loopback ports; tests make their own buckets."""
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweed")).start()
+    yield server
+    server.stop()

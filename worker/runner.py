@@ -10,7 +10,8 @@ import os
 import socket
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -113,9 +114,6 @@ MODELS = ModelCache()
 
 
 def _load_model(record: ModelRecord, context: WorkerContext, device: str) -> LoadedModel:
-    path = context.store.path(record.storage_key)
-    if path is None:
-        raise ModelError(f"the checkpoint of model {record.name} {record.version} is missing from the store")
     key = (
         record.sha256,
         record.arch,
@@ -125,29 +123,54 @@ def _load_model(record: ModelRecord, context: WorkerContext, device: str) -> Loa
         tuple(record.std or ()),
         device,
     )
-    return MODELS.get(
-        key,
-        lambda: load_model(
-            path,
-            input_shape=tuple(record.input_shape),
-            arch=record.arch,
-            num_classes=record.num_classes if record.arch else None,
-            mean=record.mean,
-            std=record.std,
-            device=device,
-        ),
-    )
+
+    def load() -> LoadedModel:  # the checkpoint is read whole here: its local copy is needed only meanwhile
+        with _local_copy(context, record.storage_key, _missing_model(record)) as path:
+            return load_model(
+                path,
+                input_shape=tuple(record.input_shape),
+                arch=record.arch,
+                num_classes=record.num_classes if record.arch else None,
+                mean=record.mean,
+                std=record.std,
+                device=device,
+            )
+
+    return MODELS.get(key, load)
+
+
+def _missing_model(record: ModelRecord) -> ModelError:
+    return ModelError(f"the checkpoint of model {record.name} {record.version} is missing from the store")
+
+
+@contextmanager
+def _local_copy(context: WorkerContext, key: str, missing: Exception) -> Iterator[Path]:
+    """A local file of object `key` (from the worker's cache when the store is remote) for the block."""
+    with ExitStack() as stack:
+        try:
+            path = stack.enter_context(context.store.local_path(key))
+        except FileNotFoundError:
+            raise missing from None
+        yield path
+
+
+def _pin(path: Path, link: Path) -> None:
+    """`link` → `path` for the job: a hard link keeps a cached copy's data even if the cache evicts it meanwhile."""
+    try:
+        os.link(path, link)
+    except OSError:  # another filesystem: a symbolic link (to the store's own file, or the cache's)
+        link.symlink_to(path)
 
 
 def _open_dataset(record: DatasetRecord, context: WorkerContext, workdir: Path):
     if record.storage_key is None:
         return load_dataset(record.source)
-    path = context.store.path(record.storage_key)
-    if path is None:
-        raise DatasetError(f"the file of dataset {record.name} is missing from the store")
-    # Stored files are named by hash; the loaders read the format from the suffix.
+    # Stored files are named by hash; the loaders read the format from the suffix. The dataset is read batch
+    # by batch for the whole job, so the job's folder keeps its own link to the file.
     link = workdir / f"dataset{DATASET_SUFFIX.get(record.format, '')}"
-    link.symlink_to(path)
+    missing = DatasetError(f"the file of dataset {record.name} is missing from the store")
+    with _local_copy(context, record.storage_key, missing) as path:
+        _pin(path, link)
     image_size = record.input_shape[-1] if record.format.startswith("imagefolder") else None
     return load_dataset(link, image_size=image_size)
 
@@ -291,7 +314,7 @@ def _aliases(
         (model.storage_key, f"model {model.name} {model.version}"),
         (dataset.storage_key, f"dataset {dataset.name}"),
     ):
-        path = context.store.path(key) if key else None
+        path = context.store.local_file(key) if key else None
         if path is not None:
             names[str(path)] = name
     return names

@@ -16,7 +16,7 @@ from celery.worker.request import Request
 from contracts.settings import get_settings
 from contracts.tasks import Queue, Task
 from db.session import make_engine, make_session_factory
-from db.storage import LocalArtifactStore
+from db.storage import open_store
 from services.job_states import TERMINAL
 from worker import audits, lifeline, scratch
 from worker.celery_app import app
@@ -30,7 +30,7 @@ def worker_context() -> WorkerContext:
     """One engine, session factory and artifact store per process that runs jobs."""
     settings = get_settings()
     sessions = make_session_factory(make_engine(settings.database_url))
-    return WorkerContext.from_settings(settings, sessions, LocalArtifactStore(settings.artifact_root))
+    return WorkerContext.from_settings(settings, sessions, open_store(settings))
 
 
 @contextmanager
@@ -40,9 +40,7 @@ def short_lived_context() -> Iterator[WorkerContext]:
     settings = get_settings()
     engine = make_engine(settings.database_url)
     try:
-        yield WorkerContext.from_settings(
-            settings, make_session_factory(engine), LocalArtifactStore(settings.artifact_root)
-        )
+        yield WorkerContext.from_settings(settings, make_session_factory(engine), open_store(settings))
     finally:
         engine.dispose()
 

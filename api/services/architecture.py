@@ -7,18 +7,19 @@ the stored document names it under FILTER_GRID, which the API strips before answ
 from __future__ import annotations
 
 import tempfile
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from api.errors import Conflict, NotFound
-from api.services.storage import upload_dir
+from api.services.storage import local_copy, upload_dir
 from api.services.validation import run_isolated
 from contracts.settings import Settings
 from db import repositories as repo
 from db.models import ArchitectureAuditRecord, ModelRecord
-from db.storage import LocalArtifactStore
+from db.storage import ArtifactStore
 from services.errors import CheckpointError
 from services.files import sha256_file
 
@@ -38,9 +39,15 @@ def load_options(model: ModelRecord, path: Path) -> dict[str, Any]:
     }
 
 
+def model_file(store: ArtifactStore, model: ModelRecord) -> AbstractContextManager[Path]:
+    """A local file of the model's checkpoint for the block (409 when the store lost it)."""
+    missing = Conflict(f"the file of model {model.name} {model.version} is missing from the artifact store")
+    return local_copy(store, model.storage_key, missing)
+
+
 def keep(
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     *,
     sha256: str,
     input_shape: list[int],
@@ -66,7 +73,7 @@ def keep(
 
 
 def _record(
-    session: Session, store: LocalArtifactStore, settings: Settings, model: ModelRecord
+    session: Session, store: ArtifactStore, settings: Settings, model: ModelRecord
 ) -> ArchitectureAuditRecord:
     """The cached audit with its grid, computed now (in the validation sandbox) for an older model."""
     record = repo.results.get_architecture_audit(
@@ -74,12 +81,12 @@ def _record(
     )
     if record is not None and (FILTER_GRID in record.document or not record.document.get("layers")):
         return record
-    path = store.path(model.storage_key)
-    if path is None:
-        raise Conflict(f"the file of model {model.name} {model.version} is missing from the artifact store")
     root = upload_dir(settings)
     root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix="architecture-") as tmp:
+    with (
+        model_file(store, model) as path,
+        tempfile.TemporaryDirectory(dir=root, prefix="architecture-") as tmp,
+    ):
         grid = Path(tmp) / GRID_FILE
         result = run_isolated(
             "architecture",
@@ -102,19 +109,18 @@ def _record(
 
 
 def architecture(
-    *, session: Session, store: LocalArtifactStore, settings: Settings, model: ModelRecord
+    *, session: Session, store: ArtifactStore, settings: Settings, model: ModelRecord
 ) -> dict[str, Any]:
     """The model's architecture audit document (report.json's "architecture" section)."""
     document = _record(session, store, settings, model).document
     return {name: value for name, value in document.items() if name != FILTER_GRID}
 
 
-def filter_grid(
-    *, session: Session, store: LocalArtifactStore, settings: Settings, model: ModelRecord
-) -> Path:
+def filter_grid(*, session: Session, store: ArtifactStore, settings: Settings, model: ModelRecord) -> Path:
     """The PNG grid of the model's first conv layer's filters (404 for a model without conv layers)."""
     key = _record(session, store, settings, model).document.get(FILTER_GRID)
-    path = store.path(key) if key else None
-    if path is None:
+    if not key:
         raise NotFound(f"model {model.name} {model.version} has no conv layer, so no filter grid")
-    return path
+    missing = NotFound(f"the filter grid of model {model.name} {model.version} is missing from the store")
+    with local_copy(store, key, missing) as path:
+        return path

@@ -15,7 +15,7 @@ from contracts.settings import Settings
 from db import repositories as repo
 from db.base import utcnow
 from db.models import Audit, ModelRecord
-from db.storage import LocalArtifactStore
+from db.storage import ArtifactStore
 from services.audit_schedule import Schedule
 from services.audit_states import FINISHED
 from services.audit_verdict import Thresholds
@@ -90,7 +90,7 @@ def _check_baseline(session: Session, job_id: int | None, dataset_id: int) -> No
 def validated(
     *,
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     settings: Settings,
     values: dict[str, Any],
     audit_id: int | None = None,
@@ -133,9 +133,7 @@ def validated(
     }
 
 
-def create_audit(
-    *, session: Session, store: LocalArtifactStore, settings: Settings, body: AuditCreate
-) -> Audit:
+def create_audit(*, session: Session, store: ArtifactStore, settings: Settings, body: AuditCreate) -> Audit:
     values = body.model_dump(include=set(FIELDS))
     values["config"] = body.config.evaluation_options()
     audit = repo.audits.create(
@@ -176,7 +174,7 @@ def _merged(audit: Audit, body: AuditUpdate) -> dict[str, Any]:
 
 
 def update_audit(
-    *, session: Session, store: LocalArtifactStore, settings: Settings, audit: Audit, body: AuditUpdate
+    *, session: Session, store: ArtifactStore, settings: Settings, audit: Audit, body: AuditUpdate
 ) -> Audit:
     """Apply a partial change; a changed schedule, or re-enabling, counts slots from now (no instant catch-up)."""
     values = validated(

@@ -10,9 +10,10 @@ import numpy as np
 from sqlalchemy.orm import Session
 
 from api.errors import NotFound
+from api.services.storage import local_copy
 from db import repositories as repo
 from db.models import Job
-from db.storage import LocalArtifactStore
+from db.storage import ArtifactStore
 
 VIEWS = ("clean", "adversarial")
 # gradcam.npz keys of the input images each map belongs to (when the report stored them).
@@ -20,22 +21,21 @@ IMAGE_KEYS = {"clean": "images", "adversarial": "adversarial_images"}
 CAM_ARCHIVE = "gradcam.npz"
 
 
-def cam_png(*, session: Session, store: LocalArtifactStore, job: Job, position: int, view: str) -> bytes:
+def cam_png(*, session: Session, store: ArtifactStore, job: Job, position: int, view: str) -> bytes:
     """The `view` map of the gallery's `position`-th sample (404 for an unknown view, sample or audit)."""
     if view not in VIEWS:
         raise NotFound(f"unknown CAM view {view!r}; use clean or adversarial")
     artifact = repo.results.get_artifact(session=session, job_id=job.id, name=CAM_ARCHIVE)
     if artifact is None:
         raise NotFound(f"job {job.id} has no CAM audit (it ran with cam none, or on a TorchScript model)")
-    path = store.path(artifact.storage_key)
-    if path is None:
-        raise NotFound(f"the CAM maps of job {job.id} are missing from the artifact store")
-    count = _sample_count(path)
-    if not 0 <= position < count:
-        raise NotFound(
-            f"job {job.id}'s CAM gallery has {count} samples (0…{count - 1}); there is no sample {position}"
-        )
-    return _render(path, position, view)
+    missing = NotFound(f"the CAM maps of job {job.id} are missing from the artifact store")
+    with local_copy(store, artifact.storage_key, missing) as path:
+        count = _sample_count(path)
+        if not 0 <= position < count:
+            raise NotFound(
+                f"job {job.id}'s CAM gallery has {count} samples (0…{count - 1}); there is no sample {position}"
+            )
+        return _render(path, position, view)
 
 
 @functools.lru_cache(maxsize=64)
@@ -71,11 +71,16 @@ def _overlay(image: np.ndarray, heat: np.ndarray) -> np.ndarray:
     return overlay(image, heat)
 
 
-def overlays_available(*, session: Session, store: LocalArtifactStore, job: Job) -> bool:
+def overlays_available(*, session: Session, store: ArtifactStore, job: Job) -> bool:
     """Whether the job's gradcam.npz holds the input images, so its maps can be drawn over them."""
     artifact = repo.results.get_artifact(session=session, job_id=job.id, name=CAM_ARCHIVE)
-    path = store.path(artifact.storage_key) if artifact is not None else None
-    return path is not None and _stores_images(path)
+    if artifact is None:
+        return False
+    try:
+        with store.local_path(artifact.storage_key) as path:
+            return _stores_images(path)
+    except FileNotFoundError:  # the maps are gone from the store: the page says so where it shows them
+        return False
 
 
 @functools.lru_cache(maxsize=64)

@@ -13,7 +13,7 @@ from api.services import architecture, report_view
 from contracts.settings import Settings
 from db import repositories as repo
 from db.models import Artifact, DatasetRecord, Job, ModelRecord
-from db.storage import LocalArtifactStore
+from db.storage import ArtifactStore
 from services.errors import AdvauditError
 from services.job_states import ACTIVE, SUCCEEDED
 
@@ -46,7 +46,7 @@ class ModelAudit:
 
 
 def model_audit(
-    *, session: Session, store: LocalArtifactStore, settings: Settings, model: ModelRecord
+    *, session: Session, store: ArtifactStore, settings: Settings, model: ModelRecord
 ) -> ModelAudit:
     """The audit made at registration (computed now for a model registered before audits were kept)."""
     try:

@@ -12,14 +12,15 @@ from starlette.concurrency import run_in_threadpool
 from api.errors import Conflict, Unprocessable
 from api.schemas import DatasetUploadForm
 from api.services import page
+from api.services.references import receive_registration
 from api.services.storage import store_and_create, upload_dir
-from api.services.uploads import ReceivedUpload, parse_form, receive_upload
+from api.services.uploads import ReceivedUpload
 from api.services.validation import run_isolated
 from contracts.settings import Settings
 from db import repositories as repo
 from db.models import DatasetRecord
 from db.session import session_scope
-from db.storage import LocalArtifactStore
+from db.storage import ArtifactStore
 from services.datasets import load_dataset
 from services.errors import DatasetError
 
@@ -57,17 +58,18 @@ def ensure_builtin_datasets(sessions: sessionmaker[Session]) -> None:
 
 
 async def upload_dataset(
-    request: Request, *, session: Session, store: LocalArtifactStore, settings: Settings
+    request: Request, *, session: Session, store: ArtifactStore, settings: Settings
 ) -> tuple[DatasetRecord, bool]:
     """Register the uploaded dataset; (record, True) when new, (existing record, False) for a re-upload."""
-    async with receive_upload(
+    async with receive_registration(
         request,
+        store=store,
         directory=upload_dir(settings),
         max_bytes=settings.max_upload_bytes,
         suffixes=DATASET_SUFFIXES,
         kind="dataset",
-    ) as upload:
-        form = parse_form(DatasetUploadForm, upload.fields)
+        form=DatasetUploadForm,
+    ) as (upload, form):
         return await run_in_threadpool(
             register_dataset, session=session, store=store, upload=upload, form=form
         )
@@ -93,7 +95,7 @@ def _check_servable(info: dict, upload: ReceivedUpload, form: DatasetUploadForm)
 
 
 def register_dataset(
-    *, session: Session, store: LocalArtifactStore, upload: ReceivedUpload, form: DatasetUploadForm
+    *, session: Session, store: ArtifactStore, upload: ReceivedUpload, form: DatasetUploadForm
 ) -> tuple[DatasetRecord, bool]:
     """Validate the upload in a child process and register it under its (unique) name."""
     existing = repo.datasets.get_by_name(session=session, name=form.name)
@@ -128,7 +130,7 @@ def register_dataset(
             size_bytes=size,
         )
 
-    record = store_and_create(session, store, upload.path, upload.sha256, create)
+    record = store_and_create(session, store, upload.path, upload.sha256, create, upload.reference)
     return record, True
 
 

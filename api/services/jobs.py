@@ -13,11 +13,13 @@ from sqlalchemy.orm import Session
 
 from api.errors import Conflict, NotFound, ServiceUnavailable, Unprocessable
 from api.services import page
+from api.services.architecture import model_file
+from api.services.storage import local_copy
 from api.services.validation import run_isolated
 from contracts.tasks import queue_for
 from db import repositories as repo
 from db.models import Artifact, DatasetRecord, Job, ModelRecord
-from db.storage import LocalArtifactStore
+from db.storage import ArtifactStore
 from services.errors import ConfigError
 from services.job_states import FAILED, QUEUED, SUCCEEDED
 from services.specs import EvaluationConfig
@@ -71,7 +73,7 @@ def check_compatible(model: ModelRecord, dataset: DatasetRecord, config: Evaluat
 
 def check_cam_layer(
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     model: ModelRecord,
     dataset: DatasetRecord,
     config: EvaluationConfig,
@@ -93,23 +95,21 @@ def check_cam_layer(
         spatial = layer is not None and layer.get("spatial_dims", 2) == 2
         if spatial and math.prod(layer["output_shape"][1:]) >= 2:
             return
-    path = store.path(model.storage_key)
-    if path is None:
-        raise Conflict(f"the file of model {model.name} {model.version} is missing from the artifact store")
-    result = run_isolated(
-        "cam_layer",
-        {
-            "path": str(path),
-            "input_shape": list(dataset.input_shape),
-            "layer": config.cam,
-            "arch": model.arch,
-            "num_classes": model.num_classes if model.arch else None,
-            "mean": model.mean,
-            "std": model.std,
-        },
-        what=f"model {model.name} {model.version}",
-        error=ConfigError,
-    )
+    with model_file(store, model) as path:
+        result = run_isolated(
+            "cam_layer",
+            {
+                "path": str(path),
+                "input_shape": list(dataset.input_shape),
+                "layer": config.cam,
+                "arch": model.arch,
+                "num_classes": model.num_classes if model.arch else None,
+                "mean": model.mean,
+                "std": model.std,
+            },
+            what=f"model {model.name} {model.version}",
+            error=ConfigError,
+        )
     repo.results.store_architecture_audit(
         session=session, model_sha256=model.sha256, input_shape=dataset.input_shape, document=result["audit"]
     )
@@ -128,7 +128,7 @@ def _loaded(session: Session, model_id: int, dataset_id: int) -> tuple[ModelReco
 def submit(
     *,
     session: Session,
-    store: LocalArtifactStore,
+    store: ArtifactStore,
     enqueue: Enqueue,
     model_id: int,
     dataset_id: int,
@@ -168,7 +168,7 @@ def _withdraw(session: Session, job: Job, error: Exception) -> None:
     )
 
 
-def rerun(*, session: Session, store: LocalArtifactStore, enqueue: Enqueue, job: Job) -> Job:
+def rerun(*, session: Session, store: ArtifactStore, enqueue: Enqueue, job: Job) -> Job:
     """A new job with the same model, dataset and (normalised) config."""
     return submit(
         session=session,
@@ -211,16 +211,16 @@ def artifacts(*, session: Session, job: Job) -> list[Artifact]:
     return list(repo.results.list_artifacts(session=session, job_id=job.id))
 
 
-def artifact_file(*, session: Session, store: LocalArtifactStore, job: Job, name: str) -> tuple[Path, str]:
+def artifact_file(*, session: Session, store: ArtifactStore, job: Job, name: str) -> tuple[Path, str]:
     """(local path, media type) of the artifact `name` of `job` (404 when unknown or missing)."""
     artifact = repo.results.get_artifact(session=session, job_id=job.id, name=name)
     if artifact is None:
         raise NotFound(
             f"job {job.id} has no artifact {name!r}; GET /api/v1/jobs/{job.id}/artifacts lists them"
         )
-    path = store.path(artifact.storage_key)
-    if path is None:
-        raise NotFound(f"the file of artifact {name!r} of job {job.id} is missing from the artifact store")
+    missing = NotFound(f"the file of artifact {name!r} of job {job.id} is missing from the artifact store")
     suffix = Path(name).suffix.lower()
     media_type = MEDIA_TYPES.get(suffix) or mimetypes.guess_type(name)[0] or "application/octet-stream"
-    return path, media_type
+    with local_copy(store, artifact.storage_key, missing) as path:
+        # Served after the block: the cache keeps an entry it just handed out (db.file_cache.RECENT_USE_S).
+        return path, media_type

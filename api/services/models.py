@@ -11,30 +11,32 @@ from api.schemas import ModelUploadForm
 from api.services import page
 from api.services.architecture import GRID_FILE, keep
 from api.services.audit_runs import record_new_version
+from api.services.references import receive_registration
 from api.services.storage import store_and_create, upload_dir
-from api.services.uploads import ReceivedUpload, parse_floats, parse_form, parse_shape, receive_upload
+from api.services.uploads import ReceivedUpload, parse_floats, parse_shape
 from api.services.validation import run_isolated
 from contracts.settings import Settings
 from db import repositories as repo
 from db.models import DatasetRecord, ModelRecord
-from db.storage import LocalArtifactStore
+from db.storage import ArtifactStore
 from services.errors import CheckpointError
 
 MODEL_SUFFIXES = (".pt2", ".pt", ".pth", ".ts", ".torchscript", ".safetensors")
 
 
 async def upload_model(
-    request: Request, *, session: Session, store: LocalArtifactStore, settings: Settings
+    request: Request, *, session: Session, store: ArtifactStore, settings: Settings
 ) -> tuple[ModelRecord, bool]:
     """Register the uploaded checkpoint; (record, True) when new, (existing record, False) for a duplicate."""
-    async with receive_upload(
+    async with receive_registration(
         request,
+        store=store,
         directory=upload_dir(settings),
         max_bytes=settings.max_upload_bytes,
         suffixes=MODEL_SUFFIXES,
         kind="model",
-    ) as upload:
-        form = parse_form(ModelUploadForm, upload.fields)
+        form=ModelUploadForm,
+    ) as (upload, form):
         return await run_in_threadpool(register_model, session=session, store=store, upload=upload, form=form)
 
 
@@ -86,7 +88,7 @@ def _duplicate(
 
 
 def register_model(
-    *, session: Session, store: LocalArtifactStore, upload: ReceivedUpload, form: ModelUploadForm
+    *, session: Session, store: ArtifactStore, upload: ReceivedUpload, form: ModelUploadForm
 ) -> tuple[ModelRecord, bool]:
     """Validate the upload in a child process and register it (a new version of `name`)."""
     mean, std = parse_floats(form.mean, "mean"), parse_floats(form.std, "std")
@@ -145,7 +147,7 @@ def register_model(
         return record
 
     try:
-        record = store_and_create(session, store, upload.path, upload.sha256, create)
+        record = store_and_create(session, store, upload.path, upload.sha256, create, upload.reference)
     except BaseException:
         for key in added:  # the grid PNG this registration stored: no row refers to it now
             store.delete(key)
@@ -159,7 +161,7 @@ def list_models(*, session: Session, name: str | None, limit: int, offset: int) 
     return page(rows, repo.models.count(session=session, name=name), limit, offset)
 
 
-def delete_model(*, session: Session, store: LocalArtifactStore, model: ModelRecord) -> None:
+def delete_model(*, session: Session, store: ArtifactStore, model: ModelRecord) -> None:
     """Delete an unused model (409 while jobs use it); its file goes too unless another row shares it."""
     key = model.storage_key
     repo.models.delete(session=session, model=model)

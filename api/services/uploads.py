@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api.errors import BadRequest, PayloadTooLarge, Unprocessable, UnsupportedMediaType
 from api.services import is_decimal
+from db.storage import ObjectReference
 
 FILE_FIELD = "file"
 FIELD_LIMIT_BYTES = 64 * 1024  # one form field (names, shapes, mean/std lists)
@@ -40,13 +41,17 @@ FormT = TypeVar("FormT", bound=BaseModel)
 
 @dataclass
 class ReceivedUpload:
-    """A complete upload: the file on local disk (suffix kept), its digest and size, and the form fields."""
+    """A complete upload: the file on local disk (suffix kept), its digest and size, and the form fields.
+
+    `reference` is set when the file came from an object of the store's bucket instead of the request body.
+    """
 
     path: Path
     filename: str
     sha256: str
     size: int
     fields: dict[str, str] = field(default_factory=dict)
+    reference: ObjectReference | None = None
 
 
 def _human(size: int) -> str:
@@ -62,6 +67,17 @@ def too_large(max_bytes: int) -> PayloadTooLarge:
         f"the upload is larger than the limit of {max_bytes} bytes ({_human(max_bytes)}); "
         "nothing was stored (the server's limit is ADVAUDIT_MAX_UPLOAD_BYTES)"
     )
+
+
+def check_suffix(filename: str, suffixes: tuple[str, ...], kind: str) -> str:
+    """The file name's extension, lowercased; 415 unless it is one of `suffixes`."""
+    suffix = Path(filename).suffix.lower()
+    if suffix not in suffixes:
+        raise UnsupportedMediaType(
+            f"{filename!r} has the extension {suffix or '(none)'}; a {kind} file must end in "
+            f"one of {', '.join(suffixes)}; nothing was stored"
+        )
+    return suffix
 
 
 class _Receiver:
@@ -121,12 +137,7 @@ class _Receiver:
         if raw is None:
             raise Unprocessable(f"the {FILE_FIELD!r} field must be a file upload (with a file name)")
         self.filename = _display_name(raw.decode("utf-8", "replace"))
-        suffix = Path(self.filename).suffix.lower()
-        if suffix not in self.suffixes:
-            raise UnsupportedMediaType(
-                f"{self.filename!r} has the extension {suffix or '(none)'}; a {self.kind} upload must end in "
-                f"one of {', '.join(self.suffixes)}; nothing was stored"
-            )
+        suffix = check_suffix(self.filename, self.suffixes, self.kind)
         self.path = self.workdir / f"upload{suffix}"  # the loaders read the format from the suffix
         self._handle = open(self.path, "wb")  # noqa: SIM115 - closed in _part_end or close()
         self._name = FILE_FIELD
@@ -167,7 +178,7 @@ def _display_name(raw: str) -> str:
     return name[:200] or "upload"
 
 
-async def _consume(request: Request, receiver: _Receiver, max_bytes: int) -> None:
+async def _consume(request: Request, receiver: _Receiver, max_bytes: int, *, require_file: bool) -> None:
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
         raise UnsupportedMediaType("send the upload as multipart/form-data with the file in the 'file' field")
@@ -187,23 +198,29 @@ async def _consume(request: Request, receiver: _Receiver, max_bytes: int) -> Non
         parser.finalize()
     except MultipartParseError as error:
         raise BadRequest(f"the multipart body is malformed ({error})") from None
-    if receiver.path is None or receiver.filename is None or receiver._handle is not None:
+    if receiver._handle is not None or (require_file and receiver.path is None):
         raise Unprocessable(f"the form has no complete {FILE_FIELD!r} part: attach the file as field 'file'")
 
 
 @asynccontextmanager
-async def receive_upload(
+async def receive_form(
     request: Request, *, directory: Path, max_bytes: int, suffixes: tuple[str, ...], kind: str
-) -> AsyncIterator[ReceivedUpload]:
-    """Stream the request's `file` part into a fresh temporary folder under `directory`; removed on exit."""
+) -> AsyncIterator[tuple[ReceivedUpload | None, dict[str, str]]]:
+    """(the `file` part streamed into a fresh temporary folder under `directory`, or None; the other fields).
+
+    The folder is removed on exit.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="upload-", dir=directory))
     receiver = _Receiver(workdir, max_bytes, suffixes, kind)
     try:
-        await _consume(request, receiver, max_bytes)
-        yield ReceivedUpload(
-            receiver.path, receiver.filename, receiver.hasher.hexdigest(), receiver.size, receiver.fields
-        )
+        await _consume(request, receiver, max_bytes, require_file=False)
+        upload = None
+        if receiver.path is not None and receiver.filename is not None:
+            upload = ReceivedUpload(
+                receiver.path, receiver.filename, receiver.hasher.hexdigest(), receiver.size, receiver.fields
+            )
+        yield upload, receiver.fields
     finally:
         receiver.close()
         shutil.rmtree(workdir, ignore_errors=True)

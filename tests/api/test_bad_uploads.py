@@ -106,7 +106,9 @@ def test_form_errors_are_422_problems(client, app, before):
     assert_refused(client, app, response, 422, "colour", before=before)
     response = client.post(f"{API}/datasets", data={"name": "x"})
     assert response.status_code in (415, 422)
-    response = client.post(f"{API}/datasets", json={"name": "x"})
+    response = client.post(f"{API}/datasets", json={"name": "x"})  # JSON registers by reference only
+    assert response.status_code == 422 and "uri" in response.json()["detail"]
+    response = client.post(f"{API}/datasets", content=b"text", headers={"content-type": "text/plain"})
     assert response.status_code == 415
 
 

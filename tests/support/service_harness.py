@@ -202,7 +202,7 @@ class ServiceEnv:
                 "ADVAUDIT_DATABASE_URL": self.database_url,
                 "ADVAUDIT_BROKER_URL": self.broker_url,
                 "ADVAUDIT_RESULT_BACKEND": self.broker_url,
-                "ADVAUDIT_ARTIFACT_ROOT": str(self.store.root),
+                "ADVAUDIT_ARTIFACT_ROOT": str(self.root / "artifacts"),
                 "ADVAUDIT_DATA_DIR": str(self.root / "data"),
                 "OMP_NUM_THREADS": "1",  # two workers share two cores here
                 "CUDA_VISIBLE_DEVICES": "",
