@@ -330,6 +330,16 @@ class EvaluationConfig:
     batch_size: int = _option(
         128, kind="int", label="Batch size", minimum=1, maximum=65_536, help="samples per forward pass"
     )
+    shards: int | None = _option(
+        None,
+        kind="int",
+        label="Shards",
+        minimum=1,
+        maximum=10_000,
+        help="cut the samples into this many shards of whole batches, each a task any worker can take, merged "
+        "into exactly the unsharded report (default: one shard per ADVAUDIT_SHARD_SAMPLES samples on the "
+        "service; one after another in the local CLI)",
+    )
     device: str = _option(
         "auto", kind="text", label="Device", max_length=32, help="auto (CUDA if present), cpu, cuda or cuda:N"
     )
