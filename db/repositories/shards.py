@@ -98,6 +98,8 @@ def claim(
     now = utcnow()
     if job.status != RUNNING or job.cancel_requested:
         _compare_and_set(session, shard, {"status": CANCELLED, "finished_at": now})
+        if job.status == RUNNING:  # cancelled while its shards waited for a worker: it ends here
+            _end_job(session, job_id, CANCELLED, None)
         return ShardClaim()
     if shard.status == RUNNING and lease_s is not None and shard.heartbeat_at is not None:
         age = (now - shard.heartbeat_at) / timedelta(seconds=1)
@@ -108,7 +110,7 @@ def claim(
     if exhausted is not None:
         message = f"shard {shard_index} (samples {shard.sample_start}…{shard.sample_stop - 1}): {exhausted}"
         if _compare_and_set(session, shard, {"status": FAILED, "finished_at": now, "error": exhausted}):
-            _fail_job(session, job_id, message)
+            _end_job(session, job_id, FAILED, message)
         return ShardClaim(failed_job=message)
     won = _compare_and_set(
         session,
@@ -135,9 +137,12 @@ def _compare_and_set(session: Session, shard: JobShard, values: dict[str, Any]) 
     return rows_matched(session, statement.values(**values).execution_options(synchronize_session=False)) == 1
 
 
-def _fail_job(session: Session, job_id: int, error: str) -> bool:
+def _end_job(session: Session, job_id: int, status: str, error: str | None) -> bool:
+    """A running job ends `status` (failed or cancelled); True if it was still running."""
     statement = sql_update(Job).where(Job.id == job_id, Job.status == RUNNING)
-    values = {"status": FAILED, "finished_at": utcnow(), "error": error}
+    values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
+    if status == FAILED:
+        values["error"] = error
     return rows_matched(session, statement.values(**values).execution_options(synchronize_session=False)) == 1
 
 
@@ -248,14 +253,8 @@ def list_abandoned(*, session: Session, heartbeat_before: datetime) -> builtins.
     return builtins.list(session.scalars(statement))
 
 
-def fail_job(*, session: Session, shard: JobShard, attempt: int, status: str, error: str | None) -> bool:
+def end_with_job(*, session: Session, shard: JobShard, attempt: int, status: str, error: str | None) -> bool:
     """The shard ended `status` (failed or cancelled) and takes its running job with it; True if the job
     was still running (this shard decided its outcome)."""
     transition(session=session, shard=shard, new_status=status, attempt=attempt, error=error)
-    job_update = sql_update(Job).where(Job.id == shard.job_id, Job.status == RUNNING)
-    values: dict[str, Any] = {"status": status, "finished_at": utcnow()}
-    if status == FAILED:
-        values["error"] = error
-    return (
-        rows_matched(session, job_update.values(**values).execution_options(synchronize_session=False)) == 1
-    )
+    return _end_job(session, shard.job_id, status, error)
