@@ -170,7 +170,7 @@ def test_a_failed_shard_fails_its_job_with_its_error(factory, job_id):
     _claim(factory, job_id, 1)
     with session_scope(factory) as session:
         shard = shards.get(session=session, job_id=job_id, shard_index=1)
-        assert shards.fail_job(
+        assert shards.end_with_job(
             session=session, shard=shard, attempt=1, status="failed", error="shard 1: boom"
         )
     with session_scope(factory) as session:
