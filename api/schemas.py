@@ -179,6 +179,29 @@ class JobRead(BaseModel):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    shards_total: int | None = Field(
+        description="the shards (sample ranges, each a task of its own) the job was cut into; null: one piece"
+    )
+    shards_done: int = Field(description="shards finished; the one that brings this to shards_total merges")
+
+
+class ShardRead(BaseModel):
+    """One shard of a sharded job: its samples, which worker ran it, how long its sweep took."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    shard_index: int
+    sample_start: int
+    sample_stop: int = Field(description="one past the shard's last sample")
+    status: str
+    progress: float
+    attempts: int
+    worker_host: str | None
+    seconds: float | None = Field(description="its sweep, on its worker")
+    error: str | None
+    lost_reason: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
 
 
 class ArtifactRead(BaseModel):

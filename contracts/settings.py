@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         description="runs of a job lost with their worker (died, "
         "killed) before it fails instead of running again",
     )
+    shard_samples: int = Field(
+        10_000,
+        ge=0,
+        description="a job whose shards option is unset is cut into one shard per this many samples "
+        "(whole batches), each a task any worker takes; 0 never cuts a job by itself",
+    )
     job_lease_s: float = Field(
         120.0,
         gt=0,

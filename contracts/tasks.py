@@ -15,6 +15,8 @@ class Queue(StrEnum):
 
 class Task(StrEnum):
     EVALUATE = "advaudit.evaluate"
+    # One shard (a sample range) of a sharded job, on the job's queue: any evaluation worker takes any shard.
+    EVALUATE_SHARD = "advaudit.evaluate_shard"
     REQUEUE_ABANDONED = "advaudit.jobs.requeue_abandoned"
     AUDIT_TICK = "advaudit.audits.tick"
     AUDIT_LAUNCH = "advaudit.audits.launch"
@@ -22,8 +24,10 @@ class Task(StrEnum):
     AUDIT_WEBHOOK = "advaudit.audits.webhook"
 
 
-# Every task but the evaluation goes to the control queue, also when sent without a queue.
-CONTROL_TASKS = frozenset(Task) - {Task.EVALUATE}
+# The evaluation tasks go to the job's queue (evaluations or gpu); every other task goes to the control queue,
+# also when sent without a queue.
+EVALUATION_TASKS = frozenset({Task.EVALUATE, Task.EVALUATE_SHARD})
+CONTROL_TASKS = frozenset(Task) - EVALUATION_TASKS
 
 
 def queue_for(device: str) -> Queue:

@@ -112,6 +112,9 @@ class Job(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)  # last claim or progress report
     report: Mapped[dict[str, Any] | None] = mapped_column(NullableJSON)
     result_key: Mapped[str | None] = mapped_column(String(KEY_LEN))
+    # A sharded job: how many shards it was cut into, and how many have finished (the last one merges).
+    shards_total: Mapped[int | None] = mapped_column(Integer)
+    shards_done: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
     model: Mapped[ModelRecord] = relationship(back_populates="jobs")
     dataset: Mapped[DatasetRecord] = relationship(back_populates="jobs")
@@ -127,6 +130,46 @@ class Job(Base):
     artifacts: Mapped[list[Artifact]] = relationship(
         back_populates="job", cascade="all, delete-orphan", passive_deletes=True, order_by="Artifact.name"
     )
+    shards: Mapped[list[JobShard]] = relationship(
+        back_populates="job",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="JobShard.shard_index",
+    )
+
+
+class JobShard(Base):
+    """One range of a sharded job's samples: a task of its own that any worker takes; the last one merges.
+
+    Its status follows the job transition table; `attempts` counts its claims (a lost shard runs again).
+    """
+
+    __tablename__ = "job_shards"
+    __table_args__ = (
+        UniqueConstraint("job_id", "shard_index"),
+        CheckConstraint(_in("status", STATUSES), name="status"),
+        CheckConstraint("sample_start >= 0 AND sample_stop > sample_start", name="sample_range"),
+        CheckConstraint("progress >= 0 AND progress <= 1", name="progress"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    shard_index: Mapped[int] = mapped_column(Integer)
+    sample_start: Mapped[int] = mapped_column(Integer)  # dataset index of its first sample
+    sample_stop: Mapped[int] = mapped_column(Integer)  # one past its last
+    status: Mapped[str] = mapped_column(String(16), index=True, default=QUEUED, server_default=QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    progress: Mapped[float] = mapped_column(Float, default=0.0, server_default=text("0"))
+    worker_host: Mapped[str | None] = mapped_column(String(NAME_LEN))
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    seconds: Mapped[float | None] = mapped_column(Float)  # the sweep of its samples, on its worker
+    outcome_key: Mapped[str | None] = mapped_column(String(KEY_LEN))  # its outcomes (.npz) in the store
+    error: Mapped[str | None] = mapped_column(Text)
+    lost_reason: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[Job] = relationship(back_populates="shards")
 
 
 class SweepPoint(Base):

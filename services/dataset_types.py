@@ -37,7 +37,8 @@ class DatasetInfo:
 class Reader:
     """Reads inputs as float32 (B, C, H, W) tensors; subclasses stream them from memory, an .npz or images."""
 
-    def iter_batches(self, count: int, batch_size: int) -> Iterator[torch.Tensor]:
+    def iter_batches(self, count: int, batch_size: int, start: int = 0) -> Iterator[torch.Tensor]:
+        """Rows start … count − 1 in batches of `batch_size`."""
         raise NotImplementedError
 
     def read(self, indices: list[int]) -> torch.Tensor:

@@ -49,17 +49,24 @@ class Dataset:
         return torch.from_numpy(self._labels[: self._count(limit)].copy())
 
     def batches(
-        self, batch_size: int, limit: int | None = None
+        self, batch_size: int, limit: int | None = None, *, start: int = 0
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(x, y) batches of the first `limit` samples; x is float32 in [0, 1], y int64."""
+        """(x, y) batches of the samples from `start` up to the first `limit`; x float32 in [0, 1], y int64.
+
+        A batch starts at `start` + a multiple of `batch_size`, so a range that begins on a batch boundary
+        yields exactly the batches the whole dataset would (what makes a shard's numbers the unsharded ones).
+        """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise DatasetError(f"batch size must be an integer ≥ 1, got {batch_size!r}")
         count = self._count(limit)
-        return self._batches(batch_size, count)
+        if isinstance(start, bool) or not isinstance(start, int) or not 0 <= start <= count:
+            raise DatasetError(f"the first sample {start!r} is outside the {count} samples")
+        return self._batches(batch_size, count, start)
 
-    def _batches(self, batch_size: int, count: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        start = 0
-        for x in self._reader.iter_batches(count, batch_size):
+    def _batches(
+        self, batch_size: int, count: int, start: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x in self._reader.iter_batches(count, batch_size, start):
             stop = start + len(x)
             yield self._finish(x), torch.from_numpy(self._labels[start:stop].copy())
             start = stop
@@ -100,9 +107,9 @@ class _ArrayReader(Reader):
     def __init__(self, x: np.ndarray) -> None:
         self._x = x
 
-    def iter_batches(self, count: int, batch_size: int) -> Iterator[torch.Tensor]:
-        for start in range(0, count, batch_size):
-            yield torch.from_numpy(self._x[start : min(start + batch_size, count)].copy())
+    def iter_batches(self, count: int, batch_size: int, start: int = 0) -> Iterator[torch.Tensor]:
+        for first in range(start, count, batch_size):
+            yield torch.from_numpy(self._x[first : min(first + batch_size, count)].copy())
 
     def read(self, indices: list[int]) -> torch.Tensor:
         return torch.from_numpy(self._x[indices].copy())

@@ -23,3 +23,7 @@ class ModelError(AdvauditError):
 
 class EvaluationCancelled(AdvauditError):
     """The caller asked the evaluation to stop; raised at a batch boundary."""
+
+
+class ShardError(AdvauditError):
+    """A shard's stored outcomes are missing, unreadable, or belong to another job's options."""

@@ -1,119 +1,47 @@
-"""The one entry point: evaluate(model, dataset, config) → Report. The CLI and the worker both call it."""
+"""The one entry point: evaluate(model, dataset, config) → Report. The CLI and the worker both call it.
+
+An evaluation is a per-sample part, sweep_range (the attacks on any range of samples, seeded by dataset
+index), and a finishing part, finish (architecture audit, worst case and sanity checks, escalation, CAM
+audit), run once over the merged sweep. evaluate = finish(sweep over every sample); a sharded job runs
+sweep_range per shard on any worker and finish on the one that merges them.
+"""
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
-import numpy as np
 import torch
 
 from services.architecture import ArchitectureAudit, audit_architecture, filter_weights
 from services.attacks import frozen_eval
 from services.cam_audit import attacked_samples, cam_audit, triptychs
-from services.cams import CAM, GradCAM, feature_map_size
+from services.cams import CAM, GradCAM
 from services.checkpoints import LoadedModel
 from services.datasets import Dataset
-from services.errors import ConfigError, DatasetError, EvaluationCancelled
+from services.evaluation_setup import (
+    Setup,
+    cam_extractor,
+    kept_samples,
+    on_device,
+    optional_section,
+    prepare,
+    resolve_device,
+    sample_choice,
+)
 from services.report import Report
 from services.robust import add_black_box
 from services.sanity import CHECKS_BY_NAME, Assessment, assess
+from services.sharding import shard_count, shard_ranges
 from services.specs import EvaluationConfig
 from services.sweep import SweepResult, cancellable_forward, run_sweep
 
+__all__ = ["Progress", "evaluate", "finish", "resolve_device", "sweep_range"]
+
 Progress = Callable[[str, int, int], None]
 """progress(stage, done, total): stage is "sweep" or "cam"."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` → CUDA when available, else CPU; anything else must be a usable torch device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
-    return device
-
-
-def _cam_extractor(
-    loaded: LoadedModel, audit: ArchitectureAudit, config: EvaluationConfig, warnings: list[str]
-) -> CAM | GradCAM | None:
-    """CAM or Grad-CAM as chosen by `config.cam`, or None when the audit is off or impossible."""
-    if config.cam == "none":
-        return None
-    if not loaded.supports_hooks:
-        message = (
-            "TorchScript archives do not support the hooks a CAM audit needs: register the weights "
-            "with --arch, or export the model with torch.export (.pt2)"
-        )
-        if config.cam != "auto":
-            raise ConfigError(message)
-        warnings.append(f"CAM audit skipped: {message}")
-        return None
-
-    def positions(layer: str) -> int:
-        return math.prod(feature_map_size(loaded.named_module, loaded.network, layer, audit.input_shape))
-
-    if config.cam != "auto":
-        if positions(config.cam) < 2:
-            raise ConfigError(
-                f"layer {config.cam!r} outputs a 1×1 (or non-spatial) map at this input size: "
-                "a CAM there is constant; pick an earlier conv layer"
-            )
-        return GradCAM(loaded.named_module, loaded.network, config.cam)
-    head = audit.cam_head
-    if head is not None and positions(head.feature_layer) >= 2:
-        return CAM(loaded.named_module, loaded.network, head.feature_layer, head.classifier)
-    layer = audit.last_spatial_conv()
-    if layer is None:
-        warnings.append("CAM audit skipped: the model has no conv layer with a spatial output map")
-        return None
-    return GradCAM(loaded.named_module, loaded.network, layer)
-
-
-@contextmanager
-def optional_section(name: str, warnings: list[str]) -> Iterator[None]:
-    """A part of the report the evaluation can do without: its failure becomes a warning, never the job's.
-
-    The sweep is the result; losing it (or a whole job) to a figure or an audit that failed afterwards
-    would throw away the work that was done.
-    """
-    try:
-        yield
-    except EvaluationCancelled:
-        raise
-    except Exception as error:
-        warnings.append(f"{name} skipped: {error}")
-
-
-def _check_labels(dataset: Dataset, num_classes: int, limit: int | None) -> None:
-    labels = dataset.labels(limit)
-    if len(labels) == 0:
-        raise DatasetError("the dataset is empty: there is nothing to evaluate")
-    top = int(labels.max())
-    if top >= num_classes:
-        raise DatasetError(
-            f"the dataset has label {top} but the model has only {num_classes} classes (0…{num_classes - 1}); "
-            "check that the dataset and the model use the same classes"
-        )
-
-
-def _check_loss(config: EvaluationConfig, num_classes: int) -> None:
-    if config.loss != "dlr" or not {"bim", "pgd"} & set(config.attacks):
-        return
-    needed = 4 if config.targeted else 3
-    if num_classes < needed:
-        raise ConfigError(
-            f"the dlr loss needs at least {needed} classes{' for a targeted attack' if needed == 4 else ''}; "
-            f"the model has {num_classes}: use --loss ce or cw"
-        )
 
 
 def _should_escalate(config: EvaluationConfig, sanity: dict[str, Any]) -> bool:
@@ -132,17 +60,15 @@ def _escalate(
     config: EvaluationConfig,
     sweep: SweepResult,
     assessment: Assessment,
-    device: torch.device,
-    n: int,
+    setup: Setup,
     should_stop: Callable[[], bool] | None,
-    warnings: list[str],
 ) -> EvaluationConfig:
     """Add Square to a suspicious run, on the samples the white-box attacks left robust: a model that masks
     its gradients must not keep the robustness the mask gave it. Returns the config the report records."""
     escalated = replace(config, attacks=(*config.attacks, "square"))
     failed = [str(check["name"]) for check in assessment.sanity["checks"] if check["status"] == "failed"]
 
-    forward = cancellable_forward(model, device, config.precision, should_stop)
+    forward = cancellable_forward(model, setup.device, config.precision, should_stop)
     assert sweep.robust is not None
     spec = next(s for s in escalated.attack_specs if s.name == "square")
     with frozen_eval(model):
@@ -150,117 +76,148 @@ def _escalate(
             sweep.robust,
             spec,
             forward,
-            dataset.batches(config.batch_size, limit=n),
+            dataset.batches(config.batch_size, limit=setup.num_samples),
             sweep.clean_pred == sweep.labels,
             assessment.worst,
-            device,
+            setup.device,
         )
-    warnings.append(
+    setup.warnings.append(
         f"the sanity checks found this run suspicious ({', '.join(failed)}): square (black-box, "
         f"{spec.queries} queries) was added to the worst case on the samples the white-box attacks left robust"
     )
     return escalated
 
 
-def _sample_choice(n: int, config: EvaluationConfig, with_cam: bool) -> tuple[list[int], np.ndarray]:
-    """Seeded random samples for the gallery and triptychs, and which of them get CAMs."""
-    pool = min(n, max(config.cam_samples if with_cam else 0, config.triptychs))
-    order = (
-        np.random.default_rng(config.seed).choice(n, size=pool, replace=False) if pool else np.array([], int)
-    )
-    selected = sorted(order.tolist())
-    cam_indices = set(order[: min(config.cam_samples, pool)].tolist()) if with_cam else set()
-    return selected, np.array([i in cam_indices for i in selected], dtype=bool)
-
-
-def evaluate(
+def _sweep(
     loaded: LoadedModel,
     dataset: Dataset,
     config: EvaluationConfig,
+    setup: Setup,
+    rows: tuple[int, int],
+    select: Sequence[int],
+    progress: Progress | None,
+    should_stop: Callable[[], bool] | None,
+) -> SweepResult:
+    """The sweep of samples rows[0] … rows[1] − 1 (the model already on the device)."""
+    start, stop = rows
+    return run_sweep(
+        loaded.module,
+        dataset.batches(config.batch_size, limit=stop, start=start),
+        num_samples=stop - start,
+        num_classes=loaded.info.num_classes,
+        eps=config.eps,
+        targeted_eps=config.sweep_targeted_eps if config.targeted else (),
+        policy=config.targeted,
+        device=setup.device,
+        precision=config.precision,
+        channels_last=config.channels_last,
+        seed=config.seed,
+        first_index=start,
+        total_samples=setup.num_samples,
+        select=select,
+        keep_directions=config.save_adversarial,
+        progress=(lambda done, total: progress("sweep", start + done, setup.num_samples))
+        if progress
+        else None,
+        should_stop=should_stop,
+        attacks=config.attack_specs,
+        worst_case_attacks=config.worst_case_attacks,
+        probe=config.sanity_probe,
+        inference_layout=config.inference_layout,
+    )
+
+
+def sweep_range(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    config: EvaluationConfig,
+    start: int,
+    stop: int,
     *,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Report:
-    """The attacks' ε-sweeps (FGSM, targeted FGSM, the iterative and black-box attacks), their worst case and
-    sanity checks, the CAM audit and the architecture audit of one model on one dataset."""
-    started = time.perf_counter()
-    device = resolve_device(config.device)
-    warnings: list[str] = []
-    if config.channels_last and device.type != "cuda":
-        warnings.append("channels_last is meant for CUDA; on this device it may be slower")
-    if config.precision == "bf16" and device.type != "cuda":
-        warnings.append("bf16 autocast is meant for CUDA; on most CPUs it is slower than fp32")
-    num_classes = loaded.info.num_classes
-    if tuple(dataset.info.input_shape) != tuple(loaded.info.input_shape):
-        raise DatasetError(
-            f"the dataset's images are {tuple(dataset.info.input_shape)} (C, H, W) but the model was checked "
-            f"for {tuple(loaded.info.input_shape)}"
+) -> SweepResult:
+    """The per-sample part of an evaluation on samples start … stop − 1 (a shard): every attack's outcomes,
+    the sanity probes, and the inputs and directions of the gallery samples in the range.
+
+    Its rows are exactly those rows of the whole evaluation's sweep when `start` is a multiple of the batch
+    size (services.sharding cuts shards so); progress counts the range's samples.
+    """
+    setup = prepare(loaded, dataset, config)
+    if not 0 <= start < stop <= setup.num_samples:
+        raise ValueError(f"samples {start}…{stop - 1} are not a range of the {setup.num_samples} samples")
+
+    def range_progress(stage: str, done: int, total: int) -> None:
+        assert progress is not None
+        progress(stage, done - start, stop - start)
+
+    with on_device(loaded, setup.device, config.channels_last):
+        return _sweep(
+            loaded,
+            dataset,
+            config,
+            setup,
+            (start, stop),
+            [i for i in kept_samples(setup.num_samples, config) if start <= i < stop],
+            range_progress if progress else None,
+            should_stop,
         )
-    _check_loss(config, num_classes)
-    _check_labels(dataset, num_classes, config.limit)
-    n = min(len(dataset), config.limit) if config.limit else len(dataset)
+
+
+def _audit(
+    loaded: LoadedModel, dataset: Dataset, config: EvaluationConfig, setup: Setup
+) -> tuple[ArchitectureAudit, CAM | GradCAM | None, float]:
+    """The architecture audit and the CAM extractor it points at, and the seconds they took."""
+    started = time.perf_counter()
     audit = ArchitectureAudit.unavailable(dataset.info.input_shape)
-    with optional_section("architecture audit", warnings):
+    with optional_section("architecture audit", setup.warnings):
         audit = audit_architecture(loaded.network, dataset.info.input_shape, exported=loaded.exported)
     audit_seconds = time.perf_counter() - started
+    extractor = None
+    if config.cam == "auto":
+        with optional_section("CAM audit", setup.warnings):
+            extractor = cam_extractor(loaded, audit, config, setup.warnings)
+    else:  # a layer the user named: a mistake there is theirs to fix, before any work is done
+        extractor = cam_extractor(loaded, audit, config, setup.warnings)
+    return audit, extractor, audit_seconds
 
-    model = loaded.module
-    home = next((p.device for p in model.parameters()), device)
-    loaded.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    try:
-        extractor = None
-        if config.cam == "auto":
-            with optional_section("CAM audit", warnings):
-                extractor = _cam_extractor(loaded, audit, config, warnings)
-        else:  # a layer the user named: a mistake there is theirs to fix, before any work is done
-            extractor = _cam_extractor(loaded, audit, config, warnings)
-        selected, with_cam = _sample_choice(n, config, extractor is not None)
-        sweep_started = time.perf_counter()
-        sweep = run_sweep(
-            model,
-            dataset.batches(config.batch_size, limit=n),
-            num_samples=n,
-            num_classes=num_classes,
-            eps=config.eps,
-            targeted_eps=config.sweep_targeted_eps if config.targeted else (),
-            policy=config.targeted,
-            device=device,
-            precision=config.precision,
-            channels_last=config.channels_last,
-            seed=config.seed,
-            select=selected,
-            keep_directions=config.save_adversarial,
-            progress=(lambda done, total: progress("sweep", done, total)) if progress else None,
-            should_stop=should_stop,
-            attacks=config.attack_specs,
-            worst_case_attacks=config.worst_case_attacks,
-            probe=config.sanity_probe,
-            inference_layout=config.inference_layout,
-        )
-        sweep_seconds = time.perf_counter() - sweep_started
+
+def _conclude(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    config: EvaluationConfig,
+    setup: Setup,
+    sweep: SweepResult,
+    audited: tuple[ArchitectureAudit, CAM | GradCAM | None, float],
+    sweep_seconds: float,
+    progress: Progress | None,
+    should_stop: Callable[[], bool] | None,
+) -> Report:
+    """Worst case and sanity checks, escalation, CAM audit and triptychs over the whole sweep (on device)."""
+    started = time.perf_counter()
+    audit, extractor, audit_seconds = audited
+    model, n, num_classes = loaded.module, setup.num_samples, loaded.info.num_classes
+    selected, with_cam = sample_choice(n, config, extractor is not None)
+    kept = sweep.selected or {}
+    sweep.selected = {i: kept[i] for i in selected}  # a merged sweep kept the choice with and without CAM
+    assessment = assess(sweep, config, num_classes)
+    if _should_escalate(config, assessment.sanity):
+        config = _escalate(model, dataset, config, sweep, assessment, setup, should_stop)
         assessment = assess(sweep, config, num_classes)
-        if _should_escalate(config, assessment.sanity):
-            config = _escalate(model, dataset, config, sweep, assessment, device, n, should_stop, warnings)
-            assessment = assess(sweep, config, num_classes)
-        cam_started = time.perf_counter()
-        cam, pictures = None, []
-        if selected:
-            with frozen_eval(model), optional_section("CAM audit and triptychs", warnings):
-                samples = attacked_samples(model, sweep, config.cam_eps, device, config.batch_size)
-                pictures = triptychs(samples, config.triptychs)
-                if extractor is not None and with_cam.any():
-                    cam = cam_audit(extractor, model, samples, with_cam, device, config.batch_size)
-                    if progress:
-                        progress("cam", int(with_cam.sum()), int(with_cam.sum()))
-        cam_seconds = time.perf_counter() - cam_started
-    finally:
-        if config.channels_last:
-            model.to(memory_format=torch.contiguous_format)
-        loaded.to(home)
+    cam_started = time.perf_counter()
+    cam, pictures = None, []
+    if selected:
+        with frozen_eval(model), optional_section("CAM audit and triptychs", setup.warnings):
+            samples = attacked_samples(model, sweep, config.cam_eps, setup.device, config.batch_size)
+            pictures = triptychs(samples, config.triptychs)
+            if extractor is not None and with_cam.any():
+                cam = cam_audit(extractor, model, samples, with_cam, setup.device, config.batch_size)
+                if progress:
+                    progress("cam", int(with_cam.sum()), int(with_cam.sum()))
+    cam_seconds = time.perf_counter() - cam_started
+    device = setup.device
     timing = {
-        "seconds": time.perf_counter() - started,
+        "seconds": audit_seconds + sweep_seconds + time.perf_counter() - started,
         "sweep_seconds": sweep_seconds,
         "cam_seconds": cam_seconds,
         "audit_seconds": audit_seconds,
@@ -271,7 +228,7 @@ def evaluate(
     }
     first_filters = None
     if audit.layers:
-        with optional_section("filter grid", warnings):
+        with optional_section("filter grid", setup.warnings):
             first_filters = filter_weights(loaded.network, audit.layers[0])
     return Report(
         model=loaded.info,
@@ -283,7 +240,59 @@ def evaluate(
         cam=cam,
         triptychs=pictures,
         timing=timing,
-        warnings=warnings,
+        warnings=setup.warnings,
         first_filters=first_filters,
         assessment=assessment,
     )
+
+
+def finish(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    config: EvaluationConfig,
+    sweep: SweepResult,
+    *,
+    sweep_seconds: float,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Report:
+    """The finishing part of an evaluation over the merged sweep of all its samples (SweepResult.concat of
+    the shards' sweeps, in order): architecture audit, worst case, sanity checks, escalation, CAM audit."""
+    setup = prepare(loaded, dataset, config)
+    if len(sweep.labels) != setup.num_samples:
+        raise ValueError(f"the merged sweep holds {len(sweep.labels)} samples, not {setup.num_samples}")
+    audited = _audit(loaded, dataset, config, setup)
+    with on_device(loaded, setup.device, config.channels_last):
+        return _conclude(loaded, dataset, config, setup, sweep, audited, sweep_seconds, progress, should_stop)
+
+
+def evaluate(
+    loaded: LoadedModel,
+    dataset: Dataset,
+    config: EvaluationConfig,
+    *,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Report:
+    """The attacks' ε-sweeps (FGSM, targeted FGSM, the iterative and black-box attacks), their worst case and
+    sanity checks, the CAM audit and the architecture audit of one model on one dataset.
+
+    With `config.shards` > 1 the shards run here one after another and are merged as a service job's are.
+    """
+    setup = prepare(loaded, dataset, config)
+    n = setup.num_samples
+    ranges = shard_ranges(n, shard_count(config.shards, n, config.batch_size, 0), config.batch_size)
+    audited = _audit(loaded, dataset, config, setup)
+    with on_device(loaded, setup.device, config.channels_last):
+        sweep_started = time.perf_counter()
+        select = (
+            sample_choice(n, config, audited[1] is not None)[0]
+            if len(ranges) == 1
+            else kept_samples(n, config)
+        )
+        parts = [
+            _sweep(loaded, dataset, config, setup, rows, select, progress, should_stop) for rows in ranges
+        ]
+        sweep = parts[0] if len(parts) == 1 else SweepResult.concat(parts)
+        sweep_seconds = time.perf_counter() - sweep_started
+        return _conclude(loaded, dataset, config, setup, sweep, audited, sweep_seconds, progress, should_stop)

@@ -155,10 +155,10 @@ class _ImageReader(Reader):
         images = [_decode_image(read(n), n, self._mode, self._size, self._resize) for n in names]
         return torch.from_numpy(np.stack(images))
 
-    def iter_batches(self, count: int, batch_size: int) -> Iterator[torch.Tensor]:
+    def iter_batches(self, count: int, batch_size: int, start: int = 0) -> Iterator[torch.Tensor]:
         with self._files.opened() as read:
-            for start in range(0, count, batch_size):
-                yield self._stack(read, self._names[start : min(start + batch_size, count)])
+            for first in range(start, count, batch_size):
+                yield self._stack(read, self._names[first : min(first + batch_size, count)])
 
     def read(self, indices: list[int]) -> torch.Tensor:
         with self._files.opened() as read:

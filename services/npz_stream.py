@@ -157,13 +157,15 @@ class _NpzReader(Reader):
                 f"{self._source}: cannot read x ({exc}); the file changed or is corrupt"
             ) from None
 
-    def iter_batches(self, count: int, batch_size: int) -> Generator[torch.Tensor, None, None]:
+    def iter_batches(
+        self, count: int, batch_size: int, start: int = 0
+    ) -> Generator[torch.Tensor, None, None]:
         row_bytes = self._layout.row_bytes
         with self._stream() as stream:
-            stream.seek(self._layout.offset)
-            for start in range(0, count, batch_size):
-                rows = min(batch_size, count - start)
-                yield self._decode(read_exact(stream, rows * row_bytes, f"{self._source}: x"), start)
+            stream.seek(self._layout.offset + start * row_bytes)
+            for first in range(start, count, batch_size):
+                rows = min(batch_size, count - first)
+                yield self._decode(read_exact(stream, rows * row_bytes, f"{self._source}: x"), first)
 
     def read(self, indices: list[int]) -> torch.Tensor:
         row_bytes, rows = self._layout.row_bytes, []

@@ -14,8 +14,8 @@ exactly what the white-box attacks missed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 
@@ -35,6 +35,17 @@ class SanityCounts:
     )  # the softmax is exactly one-hot in fp32 (the others underflow to 0): no CE gradient
     noise_robust: torch.Tensor | None = None  # still correct under ±ε noise at the largest ε
     large_eps_robust: torch.Tensor | None = None  # survived the white-box attacks at the large ε
+
+    @classmethod
+    def concat(cls, parts: Sequence[SanityCounts]) -> SanityCounts:
+        """The counts of consecutive sample ranges as one."""
+        values = {
+            item.name: None
+            if getattr(parts[0], item.name) is None
+            else torch.cat([getattr(part, item.name) for part in parts])
+            for item in fields(cls)
+        }
+        return cls(**values)  # type: ignore[arg-type]  # every field, a tensor or None as in the parts
 
 
 def run_attack(
@@ -96,6 +107,30 @@ class RobustSweep:
     robust: dict[AttackSpec, torch.Tensor] = field(default_factory=dict)  # (N, K) bool per attack
     targeted_success: dict[AttackSpec, torch.Tensor] = field(default_factory=dict)  # (N, Kt) bool
     counts: SanityCounts | None = None
+    first_index: int = 0  # the dataset index of row 0: per-sample draws are seeded by dataset index
+
+    @classmethod
+    def concat(cls, parts: Sequence[RobustSweep]) -> RobustSweep:
+        """The attacks' outcomes on consecutive sample ranges (each swept with the same attacks) as one."""
+        first = parts[0]
+        if any(part.attacks != first.attacks for part in parts):
+            raise ValueError("robust sweeps of different attacks cannot be merged")
+        merged = replace(
+            first,
+            num_samples=sum(part.num_samples for part in parts),
+            robust={},
+            targeted_success={},
+            counts=None,
+            first_index=first.first_index,
+        )
+        merged.robust = {spec: torch.cat([part.robust[spec] for part in parts]) for spec in first.robust}
+        merged.targeted_success = {
+            spec: torch.cat([part.targeted_success[spec] for part in parts])
+            for spec in first.targeted_success
+        }
+        counts = [part.counts for part in parts if part.counts is not None]
+        merged.counts = SanityCounts.concat(counts) if len(counts) == len(parts) else None
+        return merged
 
     def __post_init__(self) -> None:
         n, k, kt = self.num_samples, len(self.eps), len(self.targeted_eps)
@@ -128,7 +163,7 @@ class RobustSweep:
         """Every attack on one batch (x on the device; `fgsm_pred` its (B, K) FGSM predictions), then the
         sanity probes. `direction` is the raw sign of the gradient (NaN where the gradient was NaN); `infer`
         serves the forward-only probes (default: `forward`)."""
-        ids = torch.arange(rows.start, rows.stop)
+        ids = torch.arange(self.first_index + rows.start, self.first_index + rows.stop)
         correct = clean_logits.argmax(dim=1) == y
         white = (
             closed_under_eps(fgsm_pred == y[:, None], self.eps) if "fgsm" in self.worst_case_attacks else None
@@ -258,7 +293,7 @@ def add_black_box(
     for x, y in batches:
         rows = slice(start, start + len(y))
         x, y = x.to(device), y.to(device)
-        ids = torch.arange(rows.start, rows.stop)
+        ids = torch.arange(robust.first_index + rows.start, robust.first_index + rows.stop)
         candidates = correct[rows].to(device)
         with torch.no_grad():
             result = robust_over_eps(

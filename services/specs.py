@@ -331,6 +331,16 @@ class EvaluationConfig:
     batch_size: int = _option(
         128, kind="int", label="Batch size", minimum=1, maximum=65_536, help="samples per forward pass"
     )
+    shards: int | None = _option(
+        None,
+        kind="int",
+        label="Shards",
+        minimum=1,
+        maximum=10_000,
+        help="cut the samples into this many shards of whole batches, each a task any worker can take, merged "
+        "into exactly the unsharded report (default: one shard per ADVAUDIT_SHARD_SAMPLES samples on the "
+        "service; one after another in the local CLI)",
+    )
     device: str = _option(
         "auto", kind="text", label="Device", max_length=32, help="auto (CUDA if present), cpu, cuda or cuda:N"
     )
@@ -350,9 +360,9 @@ class EvaluationConfig:
         label="Inference layout",
         choices=INFERENCE_LAYOUTS,
         help="memory layout of the passes that only read predictions: auto gives them a channels_last copy of "
-        "a conv model on the CPU when it predicts what the model does on the first batch and runs a forward "
-        "faster (about 2× on ResNets; the gradients and adversarial inputs stay the model's own), model "
-        "keeps the model's layout",
+        "a conv model without dilated convolutions on the CPU when it predicts what the model does on the "
+        "first batch (about 2× faster on ResNets; the gradients and adversarial inputs stay the model's "
+        "own), model keeps the model's layout",
     )
     seed: int = _option(
         0,

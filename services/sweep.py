@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 from torch import nn
@@ -24,7 +24,10 @@ TargetFunction = Callable[[torch.Tensor, torch.Tensor, slice], torch.Tensor]
 
 @dataclass
 class SweepResult:
-    """Per-sample outcomes on the CPU. Rows follow the dataset order; columns follow the ε lists."""
+    """Per-sample outcomes on the CPU. Rows follow the dataset order; columns follow the ε lists.
+
+    A sweep of a sample range (a shard) holds that range's rows; `selected` is keyed by dataset index.
+    """
 
     labels: torch.Tensor  # (N,) int64
     clean_pred: torch.Tensor  # (N,) int64
@@ -44,6 +47,32 @@ class SweepResult:
     targeted_directions: torch.Tensor | None = None  # (N, C, H, W) int8, with keep_directions
     robust: RobustSweep | None = None  # the iterative and black-box attacks and the sanity probes
     inference_layout: str = "model"  # what the forward-only passes ran on (services.inference_layout)
+
+    @classmethod
+    def concat(cls, parts: Sequence[SweepResult]) -> SweepResult:
+        """The sweep of consecutive sample ranges, in order, as one (what merging a job's shards gives)."""
+        if not parts:
+            raise ValueError("nothing to concatenate: no sweep parts")
+        first = parts[0]
+        for part in parts[1:]:
+            if (part.eps, part.targeted_eps, part.policy) != (first.eps, first.targeted_eps, first.policy):
+                raise ValueError("sweep parts of different ε lists or target policies cannot be merged")
+        values: dict[str, object] = {}
+        for item in fields(cls):
+            column = [getattr(part, item.name) for part in parts]
+            if item.name in ("eps", "targeted_eps", "policy"):
+                values[item.name] = getattr(first, item.name)
+            elif item.name == "selected":
+                values[item.name] = {index: kept for part in column if part for index, kept in part.items()}
+            elif item.name == "robust":
+                values[item.name] = None if column[0] is None else RobustSweep.concat(column)
+            elif item.name == "inference_layout":  # each part chose for itself
+                values[item.name] = "+".join(sorted(set(column)))
+            elif column[0] is None:
+                values[item.name] = None
+            else:
+                values[item.name] = torch.cat(column)
+        return cls(**values)  # type: ignore[arg-type]  # every field, each of its own type
 
 
 def target_function(policy: TargetPolicy, num_classes: int, offsets: torch.Tensor | None) -> TargetFunction:
@@ -105,6 +134,8 @@ def run_sweep(
     precision: str = "fp32",
     channels_last: bool = False,
     seed: int = 0,
+    first_index: int = 0,
+    total_samples: int | None = None,
     select: Sequence[int] = (),
     keep_directions: bool = False,
     progress: BatchProgress | None = None,
@@ -116,11 +147,23 @@ def run_sweep(
 ) -> SweepResult:
     """FGSM (and targeted FGSM) over `eps` for every sample, one gradient per batch and mode; then, per
     batch, the iterative and black-box `attacks` and the sanity `probe` (services.robust). With
-    `inference_layout="auto"` the forward-only passes may run a channels_last copy (services.inference_layout)."""
+    `inference_layout="auto"` the forward-only passes may run a channels_last copy (services.inference_layout).
+
+    `batches` may be a range of a dataset of `total_samples`: `first_index` is the dataset index of its first
+    sample, which seeds every per-sample draw (random targets, random starts, Square, noise), so a range
+    gets exactly the outcomes its samples get in a sweep of the whole dataset. `select` holds dataset indices.
+    """
     device = torch.device(device)
     eps, targeted_eps = tuple(eps), tuple(targeted_eps) if policy else ()
     n, k, kt = num_samples, len(eps), len(targeted_eps)
-    offsets = random_offsets(n, num_classes, seed) if policy and policy.kind == "random" else None
+    total = first_index + n if total_samples is None else total_samples
+    if first_index < 0 or first_index + n > total:
+        raise ConfigError(f"samples {first_index}…{first_index + n - 1} are outside the {total} samples")
+    offsets = (
+        random_offsets(total, num_classes, seed)[first_index : first_index + n]
+        if policy and policy.kind == "random"
+        else None
+    )
     targets_for = target_function(policy, num_classes, offsets) if policy else None
     labels = torch.empty(n, dtype=torch.long, device=device)
     clean_pred = torch.empty(n, dtype=torch.long, device=device)
@@ -138,7 +181,14 @@ def run_sweep(
     t_directions: torch.Tensor | None = None
     robust = (
         RobustSweep(
-            tuple(attacks), n, eps, targeted_eps, worst_case_attacks, seed, probe or SanityProbe(0.0, False)
+            tuple(attacks),
+            n,
+            eps,
+            targeted_eps,
+            worst_case_attacks,
+            seed,
+            probe or SanityProbe(0.0, False),
+            first_index=first_index,
         )
         if attacks or probe
         else None
@@ -225,8 +275,9 @@ def run_sweep(
                     assert t_directions is not None and t_direction is not None
                     t_directions[rows].copy_(t_direction.to(torch.int8), non_blocking=True)
             for index in wanted:
-                if start <= index < stop:
-                    kept[index] = (x[index - start].detach().clone(), direction[index - start].clone())
+                if first_index + start <= index < first_index + stop:
+                    row = index - first_index - start
+                    kept[index] = (x[row].detach().clone(), direction[row].clone())
             start = stop
             if progress is not None:
                 progress(start, n)

@@ -30,6 +30,7 @@ from services.datasets import load_dataset
 from services.errors import DatasetError, EvaluationCancelled, ModelError
 from services.evaluation import evaluate, resolve_device
 from services.job_states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, InvalidTransition
+from services.sharding import planned_ranges
 from services.specs import EvaluationConfig
 from worker import scratch
 from worker.job_control import JobControl, StopReason, kill_this_process, time_limit_message, watched
@@ -70,6 +71,10 @@ class WorkerContext:
     # A factory, not a default evaluated at import: prefork children would all carry the parent's pid.
     host: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     kill: Callable[[], None] = kill_this_process  # what the watchdog does to a job that does not stop
+    # Sharded jobs: send_shard(job id, shard index, queue) enqueues one shard task; without it (in-process
+    # use) a job runs its shards here, one after another. shard_samples: the automatic cut (0: never).
+    send_shard: Callable[[int, int, str | None], None] | None = None
+    shard_samples: int = 0
 
     @classmethod
     def from_settings(
@@ -85,6 +90,7 @@ class WorkerContext:
             "kill_grace_s": settings.job_kill_grace_s,
             "max_attempts": settings.job_max_attempts,
             "scratch_root": settings.scratch_root,
+            "shard_samples": settings.shard_samples,
         }
         return cls(sessions=sessions, store=store, **(values | overrides))
 
@@ -254,6 +260,18 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
         if config.device == "auto" and context.device != "auto":
             config = replace(config, device=context.device)  # the worker's device, unless the job names one
         device = str(resolve_device(config.device))  # the loaders take a concrete device, never "auto"
+        if context.send_shard is not None:
+            ranges = planned_ranges(
+                config.shards,
+                dataset_record.num_samples,
+                config.limit,
+                config.batch_size,
+                context.shard_samples,
+            )
+            if len(ranges) > 1:
+                from worker.shard_merge import start_sharded  # noqa: PLC0415 (it builds on this module)
+
+                return start_sharded(context, job_id, attempt, ranges)
         with (
             watched(control, context.kill),
             scratch.job_folder(context.scratch_root, job_id, attempt) as workdir,

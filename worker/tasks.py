@@ -21,6 +21,7 @@ from services.job_states import TERMINAL
 from worker import audits, lifeline, scratch
 from worker.celery_app import app
 from worker.runner import JobLeased, WorkerContext, requeue_abandoned, run_job, settle_lost_process
+from worker.shard_runner import requeue_abandoned_shards, run_shard, settle_lost_shard
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,12 @@ def worker_context() -> WorkerContext:
     """One engine, session factory and artifact store per process that runs jobs."""
     settings = get_settings()
     sessions = make_session_factory(make_engine(settings.database_url))
-    return WorkerContext.from_settings(settings, sessions, open_store(settings))
+    return WorkerContext.from_settings(settings, sessions, open_store(settings), send_shard=send_shard)
+
+
+def send_shard(job_id: int, shard_index: int, queue: str | None) -> None:
+    """Enqueue one shard of a sharded job on the job's queue (any evaluation worker takes it)."""
+    evaluate_shard.apply_async(args=[job_id, shard_index], queue=queue or Queue.EVALUATIONS)
 
 
 @contextmanager
@@ -68,19 +74,20 @@ class EvaluateRequest(Request):
             self._settle(timed_out=False, reason=_death(error))
         return super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
+    def settle(self, context: WorkerContext, worker_host: str, *, timed_out: bool, reason: str) -> str | None:
+        """Settle the row this task's dead process held; its new status."""
+        return settle_lost_process(
+            context, int(self.args[0]), worker_host, timed_out=timed_out, reason=reason
+        )
+
     def _settle(self, *, timed_out: bool, reason: str) -> None:
         if self.worker_pid is None or not self.args:
             return
         job_id = int(self.args[0])
         try:
             with short_lived_context() as context:
-                status = settle_lost_process(
-                    context,
-                    job_id,
-                    f"{socket.gethostname()}:{self.worker_pid}",
-                    timed_out=timed_out,
-                    reason=reason,
-                )
+                worker_host = f"{socket.gethostname()}:{self.worker_pid}"
+                status = self.settle(context, worker_host, timed_out=timed_out, reason=reason)
                 if status in TERMINAL:
                     audits.job_ended(job_id, sessions=context.sessions)
         except Exception:  # the sweep settles it later: a running job without heartbeats is requeued
@@ -102,13 +109,38 @@ def evaluate(self, job_id: int) -> str | None:
     return status
 
 
+class ShardRequest(EvaluateRequest):
+    """As EvaluateRequest, for one shard: its row is queued again (or fails its job at the hard limit)."""
+
+    def settle(self, context: WorkerContext, worker_host: str, *, timed_out: bool, reason: str) -> str | None:
+        job_id, shard_index = int(self.args[0]), int(self.args[1])
+        return settle_lost_shard(
+            context, job_id, shard_index, worker_host, timed_out=timed_out, reason=reason
+        )
+
+
+@app.task(name=Task.EVALUATE_SHARD, bind=True, ignore_result=True, max_retries=None, Request=ShardRequest)
+def evaluate_shard(self, job_id: int, shard_index: int) -> str | None:
+    """Run one shard of a sharded job; the worker of the last one merges (idempotent: a redelivered task
+    finds its shard done, or taken, and does nothing)."""
+    try:
+        status = run_shard(int(job_id), int(shard_index), worker_context())
+    except JobLeased as leased:
+        raise self.retry(countdown=leased.retry_after_s) from None
+    audits.job_ended(int(job_id))
+    return status
+
+
 @app.task(
     name=Task.REQUEUE_ABANDONED, ignore_result=True
 )  # on the control queue (contracts.tasks.CONTROL_TASKS)
 def requeue_abandoned_jobs() -> list[int]:
-    """Sent by beat: queue again the jobs whose worker stopped sending heartbeats; drop stale scratch folders."""
+    """Sent by beat: queue again the jobs (and shards) whose worker stopped sending heartbeats; drop stale
+    scratch folders."""
+    context = worker_context()
+    requeue_abandoned_shards(context, send_shard)
     return requeue_abandoned(
-        worker_context(),
+        context,
         send=lambda job_id, queue: evaluate.apply_async(args=[job_id], queue=queue or Queue.EVALUATIONS),
     )
 

@@ -82,7 +82,12 @@ def job_page(request: Request, session: SessionDep, store: StoreDep, job: PageJo
     return render(
         request,
         "job.html",
-        {"job": job, "active": job.status in ACTIVE, **report_context(session, store, job)},
+        {
+            "job": job,
+            "active": job.status in ACTIVE,
+            "shards": job_service.shards(session=session, job=job),
+            **report_context(session, store, job),
+        },
     )
 
 

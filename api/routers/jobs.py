@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse, JSONResponse
 
 from api.deps import EnqueueDep, JobDep, SessionDep, StoreDep
-from api.schemas import MAX_ID, NO_NUL, ArtifactRead, JobCreate, JobRead, Page
+from api.schemas import MAX_ID, NO_NUL, ArtifactRead, JobCreate, JobRead, Page, ShardRead
 from api.services import jobs as service
 from services.job_states import JobStatus
 
@@ -45,6 +45,12 @@ def list_jobs(
 @router.get("/{job_id}", response_model=JobRead)
 def read_job(job: JobDep):
     return job
+
+
+@router.get("/{job_id}/shards", response_model=list[ShardRead])
+def list_shards(job: JobDep, session: SessionDep):
+    """The job's shards in sample order (empty for a job in one piece): progress, worker and time of each."""
+    return service.shards(session=session, job=job)
 
 
 @router.post("/{job_id}/cancel", response_model=JobRead)

@@ -18,10 +18,11 @@ from api.services.storage import local_copy
 from api.services.validation import run_isolated
 from contracts.tasks import queue_for
 from db import repositories as repo
-from db.models import Artifact, DatasetRecord, Job, ModelRecord
+from db.models import Artifact, DatasetRecord, Job, JobShard, ModelRecord
 from db.storage import ArtifactStore
 from services.errors import ConfigError
 from services.job_states import FAILED, QUEUED, SUCCEEDED
+from services.sharding import planned_ranges
 from services.specs import EvaluationConfig
 
 Enqueue = Callable[[Job], None]
@@ -115,6 +116,12 @@ def check_cam_layer(
     )
 
 
+def check_shards(dataset: DatasetRecord, config: EvaluationConfig) -> None:
+    """A shard count the job's samples can be cut into (whole batches); ConfigError (422) otherwise."""
+    if config.shards is not None:
+        planned_ranges(config.shards, dataset.num_samples, config.limit, config.batch_size, 0)
+
+
 def _loaded(session: Session, model_id: int, dataset_id: int) -> tuple[ModelRecord, DatasetRecord]:
     model = repo.models.get(session=session, model_id=model_id)
     if model is None:
@@ -138,6 +145,7 @@ def submit(
     model, dataset = _loaded(session, model_id, dataset_id)
     config = build_config(options)
     check_compatible(model, dataset, config)
+    check_shards(dataset, config)
     check_cam_layer(session, store, model, dataset, config)
     job = repo.jobs.create(
         session=session,
@@ -205,6 +213,10 @@ def report(job: Job) -> dict[str, Any]:
     if job.status != SUCCEEDED or job.report is None:
         raise Conflict(f"job {job.id} is {job.status}; its report exists once it has succeeded")
     return job.report
+
+
+def shards(*, session: Session, job: Job) -> list[JobShard]:
+    return list(repo.shards.list(session=session, job_id=job.id))
 
 
 def artifacts(*, session: Session, job: Job) -> list[Artifact]:

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from sqlalchemy import Row, Select, func, select
+from sqlalchemy import Row, Select, func, or_, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session, selectinload
 
@@ -124,8 +124,13 @@ def latest_succeeded(*, session: Session, model_ids: Iterable[int]) -> Sequence[
 def list_abandoned(
     *, session: Session, heartbeat_before: datetime, limit: int = DEFAULT_LIMIT
 ) -> Sequence[Job]:
-    """Running jobs whose last heartbeat is older than `heartbeat_before`: their worker is gone."""
-    statement = select(Job).where(Job.status == RUNNING, Job.heartbeat_at < heartbeat_before)
+    """Running jobs whose last heartbeat is older than `heartbeat_before`: their worker is gone.
+
+    A sharded job whose shards are still running or queued is not one of them: its shards are recovered
+    one by one (shards.list_abandoned), and a shard waiting for a free worker is not a dead one.
+    """
+    in_one_piece = or_(Job.shards_total.is_(None), Job.shards_done >= Job.shards_total)
+    statement = select(Job).where(Job.status == RUNNING, Job.heartbeat_at < heartbeat_before, in_one_piece)
     return session.scalars(statement.order_by(Job.id).limit(limit)).all()
 
 

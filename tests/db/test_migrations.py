@@ -22,10 +22,10 @@ def _differences(url: str) -> list:
 def test_upgrade_matches_the_models(db_url):
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0005"
+    assert migrate.current(db_url) == migrate.head() == "0006"
     assert _differences(db_url) == []
     migrate.upgrade(db_url)  # idempotent
-    assert migrate.current(db_url) == "0005"
+    assert migrate.current(db_url) == "0006"
 
 
 def test_the_comparison_notices_a_drift(db_url):

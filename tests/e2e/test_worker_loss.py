@@ -7,7 +7,9 @@ import signal
 
 import pytest
 
-from tests.support.service_harness import register_inputs
+from db import repositories as repo
+from db.session import session_scope
+from tests.support.service_harness import register_inputs, wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -66,3 +68,37 @@ def test_a_job_survives_its_pool_process_being_killed(service, inputs):
     assert job.worker_host != victim.worker_host  # a new pool process of the same worker
     assert worker.alive()
     assert service.row_counts(job_id)["sweep_points"] == service.distinct_sweep_points(job_id) == SWEEP_POINTS
+
+
+def _shards(service, job_id: int) -> list:
+    with session_scope(service.sessions) as session:
+        rows = repo.shards.list(session=session, job_id=job_id)
+        session.expunge_all()
+        return list(rows)
+
+
+def test_a_shard_survives_its_pool_process_being_killed(service, inputs):
+    """A job in three shards: SIGKILL the pool child running one of them. That shard alone is queued again
+    and recomputed once (attempt 2); the others are not run again, and the merged results are written once."""
+    worker = (
+        next((w for w in service.workers if w.alive()), None) or service.start_worker("sharded").wait_ready()
+    )
+    job_id = service.submit(inputs["model"], inputs["digits_train"], {**LONG, "shards": 3})
+
+    def a_shard_under_way() -> object:
+        running = [s for s in _shards(service, job_id) if s.status == "running" and s.progress >= 0.2]
+        return running[0] if running else None
+
+    victim = wait_for(a_shard_under_way, 60, f"a shard of job {job_id} to be well under way")
+    assert victim.progress < 0.95, "the shard finished too fast to be killed in the middle"
+    os.kill(int(victim.worker_host.rsplit(":", 1)[1]), signal.SIGKILL)
+
+    job = service.wait_finished(job_id, timeout_s=120)
+    assert (job.status, job.error, job.shards_done, job.shards_total) == ("succeeded", None, 3, 3)
+    attempts = {s.shard_index: s.attempts for s in _shards(service, job_id)}
+    assert attempts == {i: 2 if i == victim.shard_index else 1 for i in range(3)}
+    assert worker.alive()
+    assert service.row_counts(job_id)["sweep_points"] == service.distinct_sweep_points(job_id) == SWEEP_POINTS
+    assert service.row_counts(job_id)["artifacts"] == len(job.report["artifacts"])
+    timing = job.report["timing"]["shards"]
+    assert [entry["attempts"] for entry in timing] == [attempts[i] for i in range(3)]
