@@ -97,7 +97,9 @@ def test_openapi_documents_the_endpoints_and_the_upload_forms(client):
     schema = client.get(f"{API}/openapi.json").json()
     body = schema["paths"][f"{API}/models"]["post"]["requestBody"]
     upload = body["content"]["multipart/form-data"]["schema"]
-    assert upload["properties"]["file"]["format"] == "binary" and {"file", "name"} <= set(upload["required"])
+    # a file upload, or the s3:// URI of an object already in the store's bucket (register by reference)
+    assert upload["properties"]["file"]["format"] == "binary" and "uri" in upload["properties"]
+    assert "name" in upload["required"]
     assert "bearer" in str(schema["components"]["securitySchemes"]).lower()
     assert client.get("/docs").status_code == 200
 
@@ -113,8 +115,11 @@ def test_openapi_documents_the_errors_the_api_really_gives(client):
             assert {"400", "403", "422", "503"} <= documented, (method, path, sorted(documented))
     for path in (f"{API}/models", f"{API}/datasets"):
         assert {"413", "415"} <= set(schema["paths"][path]["post"]["responses"])
-    # and the API does answer them: a JSON body where a multipart upload belongs, a malformed multipart body
-    assert client.post(f"{API}/datasets", json={"name": "x"}).status_code == 415
+    # and the API does answer them: a body that is neither a form nor JSON (a reference), a malformed multipart
+    # body; a JSON body without its s3:// URI is a 422
+    plain = client.post(f"{API}/datasets", content=b"name=x", headers={"content-type": "text/plain"})
+    assert plain.status_code == 415
+    assert client.post(f"{API}/datasets", json={"name": "x"}).status_code == 422
     not_text = client.post(
         f"{API}/datasets",
         data={"name": b"\xff\xfe"},
