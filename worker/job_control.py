@@ -44,6 +44,9 @@ def time_limit_message(limit_s: float) -> str:
 class JobControl:
     """Progress, heartbeat and stop flags of one attempt of one job (shared by the job and its watchdog)."""
 
+    # The sweep is most of the work; the last 5 % cover the CAM audit and the result write.
+    sweep_share = 0.95
+
     def __init__(self, context, job_id: int, attempt: int) -> None:
         self.context, self.job_id, self.attempt = context, job_id, attempt
         self.fraction = 0.0
@@ -57,8 +60,7 @@ class JobControl:
         """The evaluation's progress callback: throttled writes, each one a heartbeat."""
         if stage != "sweep":
             return
-        # The sweep is most of the work; the last 5 % cover the CAM audit and the result write.
-        self.fraction = 0.95 * done / max(total, 1)
+        self.fraction = self.sweep_share * done / max(total, 1)
         if time.monotonic() - self._last >= self.context.progress_interval_s or done >= total:
             self.beat()
 
@@ -67,13 +69,17 @@ class JobControl:
         with self._lock:
             self._last = time.monotonic()
             with session_scope(self.context.sessions) as session:
-                answer = repo.jobs.report_progress(
-                    session=session, job_id=self.job_id, progress=self.fraction, attempt=self.attempt
-                )
+                answer = self._report(session)
         if answer.lost:
             self._stop(StopReason.LOST)
         elif answer.cancel_requested:
             self._stop(StopReason.CANCELLED)
+
+    def _report(self, session):
+        """Write the progress and heartbeat of this attempt; the answer says whether it is cancelled or lost."""
+        return repo.jobs.report_progress(
+            session=session, job_id=self.job_id, progress=self.fraction, attempt=self.attempt
+        )
 
     def should_stop(self) -> bool:
         """True once the job must end: cancelled, taken over, or past its time limit (cheap: no I/O)."""

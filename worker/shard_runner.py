@@ -36,24 +36,12 @@ class ShardControl(JobControl):
         super().__init__(context, shard.job_id, attempt)
         self.shard = shard
 
-    def progress(self, stage: str, done: int, total: int) -> None:
-        if stage != "sweep":
-            return
-        self.fraction = done / max(total, 1)
-        if time.monotonic() - self._last >= self.context.progress_interval_s or done >= total:
-            self.beat()
+    sweep_share = 1.0  # a shard's progress is its sweep (the merge is the job's)
 
-    def beat(self) -> None:
-        with self._lock:
-            self._last = time.monotonic()
-            with session_scope(self.context.sessions) as session:
-                answer = repo.shards.report_progress(
-                    session=session, shard=self.shard, attempt=self.attempt, progress=self.fraction
-                )
-        if answer.lost:
-            self._stop(StopReason.LOST)
-        elif answer.cancel_requested:
-            self._stop(StopReason.CANCELLED)
+    def _report(self, session):
+        return repo.shards.report_progress(
+            session=session, shard=self.shard, attempt=self.attempt, progress=self.fraction
+        )
 
     def end_by_force(self) -> bool:
         if self.reason is StopReason.LOST:
