@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import operator
 import os
@@ -120,17 +121,33 @@ class _ArrayReader(Reader):
 
 def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
     """sklearn's 1797 8×8 digits, upsampled: x float32 (N, 1, 32, 32) in [0, 1], y int64 (N,)."""
-    from sklearn.datasets import load_digits  # imported here: sklearn is slow to import and rarely needed
-
     if split not in ("train", "test"):
         raise DatasetError(f"unknown digits split {split!r}; choose 'train' or 'test'")
+    x, y, _ = _digits_arrays(split)
+    return x.copy(), y.copy()
+
+
+@functools.lru_cache(maxsize=2)
+def _digits_arrays(split: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """The split's arrays (read-only) and their sha256, built once per process: a worker running the shards
+    of a job on the digits opens them for every shard, and parsing and hashing them took 23 ms each time."""
+    from sklearn.datasets import load_digits  # imported here: sklearn is slow to import and rarely needed
+
     bunch = load_digits()
     # fixed forever, since the demo models were trained on it: the permutation's last 360 are "test"
     order = np.random.RandomState(0).permutation(len(bunch.target))
     chosen = order[-DIGITS_TEST_SIZE:] if split == "test" else order[:-DIGITS_TEST_SIZE]
     small = torch.from_numpy(bunch.images[chosen].astype(np.float32) / 16.0).unsqueeze(1)
-    x = F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1)
-    return np.ascontiguousarray(x.numpy(), dtype=np.float32), bunch.target[chosen].astype(np.int64)
+    x = np.ascontiguousarray(
+        F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False).clamp(0, 1).numpy(),
+        dtype=np.float32,
+    )
+    y = bunch.target[chosen].astype(np.int64)
+    digest = hashlib.sha256(x.tobytes())
+    digest.update(y.tobytes())
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y, digest.hexdigest()
 
 
 def _load_digits(source: str, split: str) -> tuple[DatasetInfo, np.ndarray, Reader]:
@@ -138,12 +155,10 @@ def _load_digits(source: str, split: str) -> tuple[DatasetInfo, np.ndarray, Read
     split = suffix or split
     if split not in ("train", "test"):
         raise DatasetError(f"unknown digits split {split!r} in {source!r}; use digits:train or digits:test")
-    x, y = digits_split(split)
-    digest = hashlib.sha256(x.tobytes())
-    digest.update(y.tobytes())
+    x, y, digest = _digits_arrays(split)
     names = tuple(str(k) for k in range(10))
-    info = DatasetInfo(source, "digits", digest.hexdigest(), len(y), (1, 32, 32), 10, names)
-    return info, y, _ArrayReader(x)
+    info = DatasetInfo(source, "digits", digest, len(y), (1, 32, 32), 10, names)
+    return info, y.copy(), _ArrayReader(x)
 
 
 def warm_up() -> None:
