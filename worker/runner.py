@@ -15,6 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,10 +27,11 @@ from db.models import DatasetRecord, Job, ModelRecord
 from db.session import session_scope
 from db.storage import ArtifactStore
 from services.checkpoints import LoadedModel, load_model
-from services.datasets import load_dataset
+from services.datasets import Dataset, load_dataset
 from services.errors import DatasetError, EvaluationCancelled, ModelError
 from services.evaluation import evaluate, resolve_device
 from services.job_states import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, InvalidTransition
+from services.report import Report
 from services.sharding import planned_ranges
 from services.specs import EvaluationConfig
 from worker import scratch
@@ -254,34 +256,72 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
         session.expunge_all()
     _discard_stale_scratch(context)
     control = JobControl(context, job_id, attempt)
-    aliases: dict[str, str] = {}
     try:
-        config = EvaluationConfig(**config_data)
-        if config.device == "auto" and context.device != "auto":
-            config = replace(config, device=context.device)  # the worker's device, unless the job names one
-        device = str(resolve_device(config.device))  # the loaders take a concrete device, never "auto"
-        if context.send_shard is not None:
-            ranges = planned_ranges(
+        config = job_config(config_data, context)
+        ranges = (
+            planned_ranges(
                 config.shards,
                 dataset_record.num_samples,
                 config.limit,
                 config.batch_size,
                 context.shard_samples,
             )
-            if len(ranges) > 1:
-                from worker.shard_merge import start_sharded  # noqa: PLC0415 (it builds on this module)
+            if context.send_shard is not None
+            else []
+        )
+        if len(ranges) > 1:
+            from worker.shard_merge import start_sharded  # noqa: PLC0415 (it builds on this module)
 
-                return start_sharded(context, job_id, attempt, ranges)
+            return start_sharded(context, job_id, attempt, ranges)
+    except (StaleJob, InvalidTransition) as error:
+        log.info("job %s attempt %s lost: %s", job_id, attempt, error)
+        return None
+    except Exception as error:  # options the worker cannot honour: the job fails with the reason
+        log.exception("job %s failed", job_id)
+        return _finish(context, job_id, attempt, FAILED, error=public_message(error, {}))
+    return record_outcome(
+        context,
+        control,
+        model_record,
+        dataset_record,
+        config,
+        lambda loaded, dataset: evaluate(
+            loaded, dataset, config, progress=control.progress, should_stop=control.should_stop
+        ),
+    )
+
+
+def job_config(config_data: dict[str, Any], context: WorkerContext) -> EvaluationConfig:
+    """The job's options, with the worker's device unless the job names one."""
+    config = EvaluationConfig(**config_data)
+    if config.device == "auto" and context.device != "auto":
+        config = replace(config, device=context.device)
+    return config
+
+
+def record_outcome(
+    context: WorkerContext,
+    control: JobControl,
+    model_record: ModelRecord,
+    dataset_record: DatasetRecord,
+    config: EvaluationConfig,
+    compute: Callable[[LoadedModel, Dataset], Report],
+    failure: str = "",
+) -> str | None:
+    """Open the job's model and dataset in its scratch folder, `compute` its report and record the results in
+    one transaction. The job's final status: succeeded, failed with a readable message (after `failure`),
+    cancelled; None when this attempt no longer owns the job."""
+    job_id, attempt = control.job_id, control.attempt
+    aliases: dict[str, str] = {}
+    try:
         with (
             watched(control, context.kill),
             scratch.job_folder(context.scratch_root, job_id, attempt) as workdir,
         ):
             aliases = _aliases(context, model_record, dataset_record, workdir)
-            loaded = _load_model(model_record, context, device)
-            dataset = _open_dataset(dataset_record, context, workdir)
-            report = evaluate(
-                loaded, dataset, config, progress=control.progress, should_stop=control.should_stop
-            )
+            # the loaders take a concrete device, never "auto"
+            loaded = _load_model(model_record, context, str(resolve_device(config.device)))
+            report = compute(loaded, _open_dataset(dataset_record, context, workdir))
             # The files were opened from the store by hash; the report names what the user registered.
             report.model = replace(report.model, source=f"{model_record.name}:{model_record.version}")
             report.dataset = replace(report.dataset, source=dataset_record.name)
@@ -293,10 +333,8 @@ def run_job(job_id: int, context: WorkerContext) -> str | None:
         log.info("job %s attempt %s lost: %s", job_id, attempt, error)
         return None
     except Exception as error:  # a model's own code can raise anything: the job fails with its message
-        log.exception("job %s failed", job_id)  # the whole story for the operator …
-        return _finish(
-            context, job_id, attempt, FAILED, error=public_message(error, aliases)
-        )  # … the gist here
+        log.exception("job %s failed", job_id)  # the whole story for the operator, the gist in the job
+        return _finish(context, job_id, attempt, FAILED, error=failure + public_message(error, aliases))
 
 
 def _discard_stale_scratch(context: WorkerContext) -> None:

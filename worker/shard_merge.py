@@ -10,40 +10,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 from db import repositories as repo
-from db.errors import StaleJob
 from db.session import session_scope
-from services.errors import EvaluationCancelled, ShardError
-from services.evaluation import finish, resolve_device
-from services.job_states import FAILED, RUNNING, SUCCEEDED, InvalidTransition
+from services.checkpoints import LoadedModel
+from services.datasets import Dataset
+from services.errors import ShardError
+from services.evaluation import finish
+from services.job_states import FAILED, RUNNING, SUCCEEDED
+from services.report import Report
 from services.shard_outcomes import sweep_from_npz
-from services.specs import EvaluationConfig
 from services.sweep import SweepResult
-from worker import scratch
-from worker.job_control import JobControl, watched
+from worker.job_control import JobControl
 from worker.messages import public_message
-from worker.runner import (
-    WorkerContext,
-    _aliases,
-    _finish,
-    _load_model,
-    _open_dataset,
-    _stopped,
-    _store_results,
-)
+from worker.runner import WorkerContext, _finish, job_config, record_outcome
 
 log = logging.getLogger(__name__)
-
-
-def job_config(config_data: dict[str, Any], context: WorkerContext) -> EvaluationConfig:
-    """The job's options, with the worker's device unless the job names one."""
-    config = EvaluationConfig(**config_data)
-    if config.device == "auto" and context.device != "auto":
-        config = replace(config, device=context.device)
-    return config
 
 
 def start_sharded(
@@ -105,58 +88,47 @@ def merge_shards(context: WorkerContext, job_id: int, attempt: int) -> str | Non
         session.expunge_all()
     control = JobControl(context, job_id, attempt)
     control.fraction = repo.shards.SWEEP_SHARE  # the sweeps are done: the merge is the rest
-    aliases: dict[str, str] = {}
-    try:
+    started = time.perf_counter()
+
+    def merged(loaded: LoadedModel, dataset: Dataset) -> Report:
         if any(shard.status != SUCCEEDED for shard in shards):
             raise ShardError("the job's shards are not all done; it cannot be merged yet")
-        config = job_config(config_data, context)
-        with (
-            watched(control, context.kill),
-            scratch.job_folder(context.scratch_root, job_id, attempt) as workdir,
-        ):
-            started = time.perf_counter()
-            aliases = _aliases(context, model_record, dataset_record, workdir)
-            loaded = _load_model(model_record, context, str(resolve_device(config.device)))
-            dataset = _open_dataset(dataset_record, context, workdir)
-            parts: list[SweepResult] = []
-            for shard in shards:
-                sweep, first = sweep_from_npz(
-                    _read_outcomes(context, shard.outcome_key, shard.shard_index), config
-                )
-                if (first, first + len(sweep.labels)) != (shard.sample_start, shard.sample_stop):
-                    raise ShardError(f"the stored outcomes of shard {shard.shard_index} are of other samples")
-                parts.append(sweep)
-            report = finish(
-                loaded,
-                dataset,
-                config,
-                SweepResult.concat(parts),
-                sweep_seconds=sum(shard.seconds or 0.0 for shard in shards),
-                should_stop=control.should_stop,
+        parts: list[SweepResult] = []
+        for shard in shards:
+            sweep, first = sweep_from_npz(
+                _read_outcomes(context, shard.outcome_key, shard.shard_index), config
             )
-            rows = [
-                {
-                    "index": shard.shard_index,
-                    "start": shard.sample_start,
-                    "stop": shard.sample_stop,
-                    "worker": shard.worker_host,
-                    "seconds": shard.seconds,
-                    "attempts": shard.attempts,
-                }
-                for shard in shards
-            ]
-            report.timing |= _timing(rows, time.perf_counter() - started, context.host)
-            report.model = replace(report.model, source=f"{model_record.name}:{model_record.version}")
-            report.dataset = replace(report.dataset, source=dataset_record.name)
-            _store_results(context, job_id, attempt, report, workdir)
-        return SUCCEEDED
-    except EvaluationCancelled:
-        return _stopped(context, control)
-    except (StaleJob, InvalidTransition) as error:
-        log.info("job %s: merge of attempt %s lost: %s", job_id, attempt, error)
-        return None
-    except Exception as error:
-        log.exception("job %s: merging its shards failed", job_id)
-        return _finish(
-            context, job_id, attempt, FAILED, error=f"merging the shards: {public_message(error, aliases)}"
+            if (first, first + len(sweep.labels)) != (shard.sample_start, shard.sample_stop):
+                raise ShardError(f"the stored outcomes of shard {shard.shard_index} are of other samples")
+            parts.append(sweep)
+        report = finish(
+            loaded,
+            dataset,
+            config,
+            SweepResult.concat(parts),
+            sweep_seconds=sum(shard.seconds or 0.0 for shard in shards),
+            should_stop=control.should_stop,
         )
+        rows = [
+            {
+                "index": shard.shard_index,
+                "start": shard.sample_start,
+                "stop": shard.sample_stop,
+                "worker": shard.worker_host,
+                "seconds": shard.seconds,
+                "attempts": shard.attempts,
+            }
+            for shard in shards
+        ]
+        report.timing |= _timing(rows, time.perf_counter() - started, context.host)
+        return report
+
+    try:
+        config = job_config(config_data, context)
+    except Exception as error:
+        return _finish(
+            context, job_id, attempt, FAILED, error=f"merging the shards: {public_message(error, {})}"
+        )
+    return record_outcome(
+        context, control, model_record, dataset_record, config, merged, failure="merging the shards: "
+    )

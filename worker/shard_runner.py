@@ -20,8 +20,8 @@ from services.shard_outcomes import sweep_to_npz
 from worker import scratch
 from worker.job_control import JobControl, StopReason, time_limit_message, watched
 from worker.messages import public_message
-from worker.runner import JobLeased, WorkerContext, _aliases, _load_model, _open_dataset
-from worker.shard_merge import job_config, merge_shards
+from worker.runner import JobLeased, WorkerContext, _aliases, _load_model, _open_dataset, job_config
+from worker.shard_merge import merge_shards
 
 log = logging.getLogger(__name__)
 
