@@ -8,12 +8,10 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
 
 from db import repositories as repo
 from db.base import utcnow
 from db.errors import StaleJob
-from db.models import Artifact, CamAuditRecord, SweepPoint
 from db.session import session_scope
 from services.checkpoints import load_model
 from services.datasets import load_dataset
@@ -21,7 +19,7 @@ from services.evaluation import evaluate
 from services.specs import EvaluationConfig
 from tests.support.builders import FORWARD_ERROR, INPUT_SHAPE, NAN_ERROR, add_model_file, write_faulty_model
 from tests.support.reports import comparable_report
-from tests.support.worker_jobs import CONFIG, load_job, submit
+from tests.support.worker_jobs import CONFIG, load_job, row_counts, stored_report, submit
 from worker import runner
 
 SMALL = {"limit": 16, "batch_size": 8, "eps": [0, 8 / 255], "cam": "none"}
@@ -29,26 +27,11 @@ ROWS = 6  # three ε, untargeted and targeted
 ARTIFACTS = 8  # report.json, outcomes.npz, accuracy curve, filters, 4 triptychs (no CAM: TorchScript)
 
 
-def row_counts(sessions, job_id: int) -> dict[str, int]:
-    """How many result rows of each kind the job has (a duplicate set would double them)."""
-    with session_scope(sessions) as session:
-        return {
-            table.__tablename__: session.scalar(
-                select(func.count()).select_from(table).where(table.job_id == job_id)
-            )
-            for table in (SweepPoint, CamAuditRecord, Artifact)
-        }
-
-
 def in_process(store, model_key: str, config: dict) -> dict:
     """The report.json document of the same evaluation run directly through services."""
     loaded = load_model(store.path(model_key), input_shape=INPUT_SHAPE, device="cpu")
     report = evaluate(loaded, load_dataset("digits"), EvaluationConfig(**config))
     return json.loads(json.dumps(report.to_dict()))
-
-
-def without_timing(document: dict) -> dict:
-    return comparable_report(document)
 
 
 def renamed_like(document: dict, stored: dict) -> dict:
@@ -65,12 +48,6 @@ def model_key(sessions, model_id: int) -> str:
         return repo.models.get(session=session, model_id=model_id).storage_key
 
 
-def stored_report(store, sessions, job_id: int) -> dict:
-    with session_scope(sessions) as session:
-        artifact = repo.results.get_artifact(session=session, job_id=job_id, name="report.json")
-    return json.loads(store.path(artifact.storage_key).read_text())
-
-
 def test_job_succeeds_with_the_in_process_report(sessions, store, context, demo_ids):
     model_id, dataset_id = demo_ids
     job_id = submit(sessions, model_id, dataset_id)
@@ -80,7 +57,7 @@ def test_job_succeeds_with_the_in_process_report(sessions, store, context, demo_
     job = load_job(sessions, job_id)
     assert (job.status, job.progress, job.attempts, job.error) == ("succeeded", 1.0, 1, None)
     assert job.worker_host == context.host and job.finished_at >= job.started_at
-    assert without_timing(job.report) == without_timing(
+    assert comparable_report(job.report) == comparable_report(
         in_process(store, model_key(sessions, model_id), CONFIG)
     )
     with session_scope(sessions) as session:
@@ -276,7 +253,8 @@ def test_models_are_loaded_once_per_process(sessions, store, demo_ids, monkeypat
 
     assert len(loads) == 1
     reports = [load_job(sessions, job_id).report for job_id in (first, second)]
-    assert without_timing(reports[0]) == without_timing(reports[1])  # the cached model came back unchanged
+    # the cached model came back unchanged
+    assert comparable_report(reports[0]) == comparable_report(reports[1])
     assert reports[0]["config"]["device"] == "cpu"  # the worker's device, as the job left it to the worker
 
 

@@ -13,8 +13,8 @@ from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
 from tests.support.builders import NAN_ERROR, add_digits, add_model_file, write_faulty_model
-from tests.support.worker_jobs import load_job, submit
-from tests.worker.test_runner import row_counts, stored_report, without_timing
+from tests.support.reports import comparable_report
+from tests.support.worker_jobs import load_job, row_counts, stored_report, submit
 from worker import runner, shard_runner
 
 CONFIG = {
@@ -40,7 +40,7 @@ def sharding(context, sent) -> runner.WorkerContext:
 
 
 def _comparable(store, sessions, job_id) -> tuple[dict, dict[str, np.ndarray]]:
-    document = without_timing(stored_report(store, sessions, job_id))
+    document = comparable_report(stored_report(store, sessions, job_id))
     document["config"].pop("shards")
     with session_scope(sessions) as session:
         key = repo.results.get_artifact(session=session, job_id=job_id, name="outcomes.npz").storage_key
@@ -159,6 +159,33 @@ def test_cancelling_a_sharded_job_stops_every_shard(sessions, sharding, demo_ids
     assert shard_runner.run_shard(job_id, 2, sharding) is None
     assert load_job(sessions, job_id).status == "cancelled"
     assert [status for _, status, *_ in _shards(sessions, job_id)] == ["succeeded", "cancelled", "cancelled"]
+    assert row_counts(sessions, job_id)["sweep_points"] == 0
+
+
+def test_a_cancel_during_a_shards_sweep_stops_it_and_the_job(sessions, sharding, demo_ids, monkeypatch):
+    job_id = submit(sessions, *demo_ids, {**CONFIG, "shards": 2})
+    runner.run_job(job_id, sharding)
+    real_sweep = shard_runner.sweep_range
+    batches_swept: list[int] = []
+
+    def cancelled_after_the_first_batch(*args, progress, **kwargs):
+        def spy(stage: str, done: int, total: int) -> None:
+            batches_swept.append(done)
+            if len(batches_swept) == 1:  # the user cancels while the shard is between its batches
+                with session_scope(sessions) as session:
+                    repo.jobs.request_cancel(
+                        session=session, job=repo.jobs.get(session=session, job_id=job_id)
+                    )
+            progress(stage, done, total)
+
+        return real_sweep(*args, progress=spy, **kwargs)
+
+    monkeypatch.setattr(shard_runner, "sweep_range", cancelled_after_the_first_batch)
+    assert shard_runner.run_shard(job_id, 0, sharding) == "cancelled"
+    assert batches_swept == [8]  # its 24 samples are 3 batches of 8: it stopped after the first
+    assert shard_runner.run_shard(job_id, 1, sharding) is None  # the other shard, claimed later, does nothing
+    assert load_job(sessions, job_id).status == "cancelled"
+    assert [status for _, status, *_ in _shards(sessions, job_id)] == ["cancelled", "cancelled"]
     assert row_counts(sessions, job_id)["sweep_points"] == 0
 
 
