@@ -78,7 +78,8 @@ class TransferConfig:
         label="Seed",
         minimum=0,
         maximum=2**32 - 1,
-        help="seeds pgd's random starts, per sample index (the white-box evaluation's seed gives its numbers)",
+        help="seeds pgd's random starts, per sample index (with a white-box evaluation's seed, the diagonal is "
+        "its numbers)",
     )
 
     def __post_init__(self) -> None:
