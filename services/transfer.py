@@ -1,7 +1,7 @@
 """The transfer matrix: adversarial examples crafted on each source model, evaluated on every target model.
 
-Per batch, each source crafts its examples once per attack and ε (FGSM from its one gradient, PGD as the
-white-box sweep runs it: services.robust's order over ε, seeded per sample index); every target then
+Per batch, each source crafts its examples once per attack and ε (FGSM from its one gradient, PGD at every
+ε with the white-box sweep's per-sample seeding); every target then
 classifies them in inference mode, and the batch's examples are dropped. Nothing but per-sample flags
 outlives a batch.
 
@@ -112,28 +112,26 @@ def craft_pgd(
     candidates: torch.Tensor,
     ids: torch.Tensor,
     seed: int,
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """services.robust.robust_over_eps with the examples kept: (B, K) robust flags on the source, and per ε
-    the batch's examples. A sample fooled at ε′ keeps that example at every larger ε (it lies in the larger
-    ball); a sample the source misclassifies clean is its own example. The same attacks on the same rows as
-    the white-box sweep, so the flags are exactly its outcomes."""
-    alive = candidates.clone()
-    result = torch.zeros(len(x), len(eps), dtype=torch.bool, device=x.device)
-    current = x.clone()
-    examples: list[torch.Tensor] = [x] * len(eps)
-    for j in sorted(range(len(eps)), key=lambda j: eps[j]):
-        if eps[j] > 0 and alive.any():
-            rows = torch.nonzero(alive).squeeze(1)
-            fooled, last = gradient_attack(
-                spec, forward, x[rows], y[rows], eps[j], ids[rows.cpu()], seed=seed
-            )
-            current[rows] = last
-            alive[rows[fooled]] = False
-            examples[j] = current.clone()
-        else:
-            examples[j] = current.clone()
-        result[:, j] = alive
-    return result, examples
+) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """PGD at every ε on every candidate (the samples the source classifies correctly): (B, K) robust flags on
+    the source closed over ε, (B, K) fooled at that ε, and per ε the batch's examples (a sample's last
+    iterate: the first that fooled the source, else the final one; a non-candidate is its own example).
+
+    Unlike the white-box sweep, a sample fooled at a small ε is attacked again at a larger one: the larger
+    budget gives the target a stronger example. Per sample, each attack is the white-box sweep's (seeded by
+    sample index and ε), so the closed flags are its outcomes (services.robust: pruning changes none)."""
+    fooled = torch.zeros(len(x), len(eps), dtype=torch.bool, device=x.device)
+    rows = torch.nonzero(candidates).squeeze(1)
+    examples = []
+    for j, e in enumerate(eps):
+        example = x.clone()
+        if e > 0 and len(rows):
+            hit, last = gradient_attack(spec, forward, x[rows], y[rows], e, ids[rows.cpu()], seed=seed)
+            example[rows] = last
+            fooled[rows, j] = hit
+        examples.append(example)
+    robust = closed_under_eps(candidates[:, None] & ~fooled, eps)
+    return robust, fooled, examples
 
 
 def run_transfer(
@@ -198,7 +196,7 @@ def run_transfer(
                     crafted["fgsm"] = [x if e == 0 else perturb(x, direction, e) for e in eps]
                 if "pgd" in attacks:
                     correct = logits.argmax(dim=1) == y
-                    white["pgd"], crafted["pgd"] = craft_pgd(
+                    white["pgd"], _, crafted["pgd"] = craft_pgd(
                         spec, forwards[source], x, y, eps, correct, ids, seed
                     )
                 for target in targets:

@@ -80,21 +80,31 @@ def test_diagonal_is_the_white_box_evaluation_exactly(digits, demos, matrix, nam
     assert any(p.accuracy < 0.9 for p in cells.values()), "the attacks must bite at the largest ε"
 
 
-def test_craft_pgd_flags_are_robust_over_eps(tiny_net, tiny_batch):
+def test_craft_pgd_flags_are_robust_over_eps(tiny_batch):
     x, y = tiny_batch
+    torch.manual_seed(3)
+    # a linear model in float64: its per-sample outcomes are exactly independent of the batch's other rows
+    tiny_net = nn.Sequential(nn.Flatten(), nn.Linear(100, 4)).double().eval()
+    x = x.double()
     spec = TransferConfig(steps=4).pgd
     forward = tiny_net
-    correct = tiny_net(x).argmax(1) == y
     ids = torch.arange(len(y))
-    flags, examples = craft_pgd(spec, forward, x, y, (0.0, 0.05, 0.2), correct, ids, 3)
-    assert torch.equal(flags, robust_over_eps(spec, forward, x, y, (0.0, 0.05, 0.2), correct, ids, 3))
-    for e, example in zip((0.0, 0.05, 0.2), examples, strict=True):
+    with torch.no_grad():
+        y = torch.where(torch.arange(len(y)) % 3 == 0, y, tiny_net(x).argmax(1))  # most clean-correct
+    correct = tiny_net(x).argmax(1) == y
+    flags, fooled, examples = craft_pgd(spec, forward, x, y, (0.0, 0.15, 0.4), correct, ids, 3)
+    assert torch.equal(flags, robust_over_eps(spec, forward, x, y, (0.0, 0.15, 0.4), correct, ids, 3))
+    first = fooled[:, 1]
+    assert first.any() and fooled[:, 2].any()
+    assert not torch.equal(examples[1][first], examples[2][first])  # attacked afresh at the larger ε
+    for e, example in zip((0.0, 0.15, 0.4), examples, strict=True):
         assert float((example - x).abs().max()) <= e + 1e-6
         assert float(example.min()) >= 0 and float(example.max()) <= 1
     with torch.no_grad():  # an example that fooled the source fools it when evaluated again
         for j in range(3):
-            fooled = correct & ~flags[:, j]
-            assert bool((tiny_net(examples[j])[fooled].argmax(1) != y[fooled]).all())
+            hit = fooled[:, j]
+            assert bool((tiny_net(examples[j])[hit].argmax(1) != y[hit]).all())
+            assert bool((tiny_net(examples[j])[correct & ~hit].argmax(1) == y[correct & ~hit]).all())
 
 
 def test_a_copy_of_the_source_gets_the_source_numbers_from_its_own_forward(digits, demos):
