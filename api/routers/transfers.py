@@ -53,3 +53,9 @@ def read_transfer(transfer: TransferDep, session: SessionDep):
 def cancel_transfer(transfer: TransferDep, session: SessionDep):
     """Cancel a queued transfer job, or ask a running one to stop at its next batch; 409 once finished."""
     return service.cancel(session=session, transfer_job=transfer)
+
+
+@router.delete("/{transfer_id}", status_code=204)
+def delete_transfer(transfer: TransferDep, session: SessionDep) -> None:
+    """Delete a finished transfer job and its matrix (409 while queued or running); its models can then go."""
+    service.delete(session=session, transfer_job=transfer)

@@ -7,14 +7,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.errors import ServiceUnavailable, Unprocessable
+from api.errors import Conflict, ServiceUnavailable, Unprocessable
 from api.services import page
 from api.services.jobs import DEVICE_TYPES
 from contracts.tasks import queue_for
 from db import repositories as repo
 from db.models import DatasetRecord, ModelRecord, TransferJob
 from services.errors import ConfigError
-from services.job_states import FAILED, QUEUED, SUCCEEDED
+from services.job_states import ACTIVE, FAILED, QUEUED, SUCCEEDED
 from services.transfer_specs import ModelShape, TransferConfig, check_compatible, check_roles
 
 EnqueueTransfer = Callable[[TransferJob], None]
@@ -101,6 +101,15 @@ def cancel(*, session: Session, transfer_job: TransferJob) -> dict[str, Any]:
         session=session,
         transfer_job=repo.transfers.request_cancel(session=session, transfer_job=transfer_job),
     )
+
+
+def delete(*, session: Session, transfer_job: TransferJob) -> None:
+    """Delete a finished transfer job with its matrix (409 while it is queued or running: cancel it first)."""
+    if transfer_job.status in ACTIVE:
+        raise Conflict(
+            f"transfer job {transfer_job.id} is {transfer_job.status}; cancel it before deleting it"
+        )
+    repo.transfers.delete(session=session, transfer_job=transfer_job)
 
 
 def _model_entries(session: Session, ids: list[int]) -> list[dict[str, Any]]:

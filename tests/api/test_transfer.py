@@ -121,10 +121,16 @@ def test_unknown_transfer_is_a_404_and_cancel_of_a_queued_one_ends_it(client, np
     assert again.status_code == 409 and "already cancelled" in again.json()["detail"]
 
 
-def test_a_model_in_a_transfer_job_cannot_be_deleted(client, npz_dataset, gap_model):
-    _submit(client, npz_dataset, [gap_model], [gap_model])
+def test_a_model_in_a_transfer_job_cannot_be_deleted_until_the_job_is(client, npz_dataset, gap_model):
+    job = _submit(client, npz_dataset, [gap_model], [gap_model]).json()
     response = client.delete(f"{API}/models/{gap_model['id']}")
     assert response.status_code == 409 and "transfer job" in response.json()["detail"]
+    response = client.delete(f"{API}/transfer/{job['id']}")
+    assert response.status_code == 409 and "cancel it before deleting it" in response.json()["detail"]
+    client.post(f"{API}/transfer/{job['id']}/cancel")
+    assert client.delete(f"{API}/transfer/{job['id']}").status_code == 204
+    assert client.get(f"{API}/transfer/{job['id']}").status_code == 404
+    assert client.delete(f"{API}/models/{gap_model['id']}").status_code == 204
 
 
 def test_a_job_run_by_the_worker_gives_the_matrix(client, app, npz_dataset, gap_model, second_model):
