@@ -21,7 +21,7 @@ def test_start_a_transfer_matrix_and_read_its_heat_map(signed_in, server):
     for model in server.models:
         page.check(f"#source_ids input[value='{model['id']}']")
         page.check(f"#target_ids input[value='{model['id']}']")
-    page.fill("#eps", "0,4/255,16/255")
+    page.fill("#eps", "0,8/255,16/255")  # 8/255: the leaderboard's ranking ε
     page.fill("#limit", "40")
     page.fill("#steps", "3")
     page.fill("#device", "cpu")
@@ -66,6 +66,20 @@ def test_start_a_transfer_matrix_and_read_its_heat_map(signed_in, server):
     listing = open_clean(signed_in, f"{server.url}/transfers", "transfer-list")
     assert listing.locator("#transfers-table tbody tr[data-status=succeeded]").count() >= 1
     listing.close()
+    # the leaderboard shows each model's black-box worst case next to its white-box one
+    ids = ",".join(str(model["id"]) for model in server.models)
+    board = open_clean(
+        signed_in,
+        f"{server.url}/compare?dataset_id={server.digits['id']}&model_ids={ids}",
+        "compare-transfer",
+    )
+    links = board.locator("#leaderboard td[data-role=transfer] a")
+    assert links.count() == len(server.models)
+    assert all(
+        href.startswith("/transfers/")
+        for href in links.evaluate_all("l => l.map(a => a.getAttribute('href'))")
+    )
+    board.close()
 
 
 def test_an_incompatible_choice_comes_back_on_the_form(signed_in, server):
