@@ -81,3 +81,25 @@ def test_the_transfer_task_is_registered_on_the_evaluation_queue():
 
     assert Task.TRANSFER in celery_app.app.tasks and tasks.transfer.name == Task.TRANSFER
     assert Task.TRANSFER in EVALUATION_TASKS
+
+
+def test_a_job_whose_worker_went_silent_is_queued_again_and_sent(sessions, context, transfer_id):
+    from datetime import timedelta
+
+    from db.base import utcnow
+
+    with session_scope(sessions) as session:
+        repo.transfers.claim(session=session, transfer_id=transfer_id, worker_host="gone", lease_s=5)
+        job = repo.transfers.get(session=session, transfer_id=transfer_id)
+        job.heartbeat_at = utcnow() - timedelta(seconds=60)
+    sent = []
+    assert transfer_runner.requeue_abandoned_transfers(context, lambda i, q: sent.append((i, q))) == [
+        transfer_id
+    ]
+    assert sent == [(transfer_id, None)]
+    job, _ = _job(sessions, transfer_id)
+    assert (job.status, job.worker_host, job.lost_reason) == ("queued", None, repo.jobs.SILENT_WORKER)
+    assert (
+        transfer_runner.run_transfer_job(transfer_id, context) == "succeeded"
+    )  # the next attempt finishes it
+    assert _job(sessions, transfer_id)[0].attempts == 2
