@@ -40,6 +40,7 @@ def run_local(
             eps=config.eps,
             attacks=config.attacks,
             pgd=config.pgd,
+            pgd_examples=config.pgd_examples,
             device=device,
             precision=config.precision,
             seed=config.seed,

@@ -112,10 +112,12 @@ def craft_pgd(
     candidates: torch.Tensor,
     ids: torch.Tensor,
     seed: int,
+    stop_early: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """PGD at every ε on every candidate (the samples the source classifies correctly): (B, K) robust flags on
     the source closed over ε, (B, K) fooled at that ε, and per ε the batch's examples (a sample's last
-    iterate: the first that fooled the source, else the final one; a non-candidate is its own example).
+    iterate: the first that fooled the source, else the final one — the final one always without
+    `stop_early`; a non-candidate is its own example).
 
     Unlike the white-box sweep, a sample fooled at a small ε is attacked again at a larger one: the larger
     budget gives the target a stronger example. Per sample, each attack is the white-box sweep's (seeded by
@@ -126,7 +128,9 @@ def craft_pgd(
     for j, e in enumerate(eps):
         example = x.clone()
         if e > 0 and len(rows):
-            hit, last = gradient_attack(spec, forward, x[rows], y[rows], e, ids[rows.cpu()], seed=seed)
+            hit, last = gradient_attack(
+                spec, forward, x[rows], y[rows], e, ids[rows.cpu()], seed=seed, stop_early=stop_early
+            )
             example[rows] = last
             fooled[rows, j] = hit
         examples.append(example)
@@ -143,6 +147,7 @@ def run_transfer(
     eps: Sequence[float],
     attacks: Sequence[str] = ("fgsm", "pgd"),
     pgd: AttackSpec | None = None,
+    pgd_examples: str = "first-fooling",
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     seed: int = 0,
@@ -197,7 +202,15 @@ def run_transfer(
                 if "pgd" in attacks:
                     correct = logits.argmax(dim=1) == y
                     white["pgd"], _, crafted["pgd"] = craft_pgd(
-                        spec, forwards[source], x, y, eps, correct, ids, seed
+                        spec,
+                        forwards[source],
+                        x,
+                        y,
+                        eps,
+                        correct,
+                        ids,
+                        seed,
+                        stop_early=pgd_examples != "final",
                     )
                 for target in targets:
                     for attack, examples in crafted.items():

@@ -23,6 +23,7 @@ from services.specs import (
 
 TRANSFER_ATTACKS = ("fgsm", "pgd")  # the white-box attacks a source crafts with (L∞, cross-entropy)
 ALL_ATTACKS = "all"  # the worst case over the attacks too, in the per-target worst case
+PGD_EXAMPLES = ("first-fooling", "final")  # which PGD iterate the targets get (services.transfer.craft_pgd)
 MAX_TRANSFER_MODELS = 8  # per role: the matrix holds up to 64 (source, target) pairs
 
 
@@ -56,6 +57,15 @@ class TransferConfig:
         maximum=10,
         help="step size α of pgd, in the units of ε (default 2.5·ε/steps at each ε)",
     )
+    pgd_examples: str = _option(
+        "first-fooling",
+        kind="choice",
+        label="PGD examples",
+        choices=PGD_EXAMPLES,
+        help="the pgd iterate the targets get: first-fooling (the first that fooled the source, where the "
+        "white-box sweep stops; a copy of the source then gets exactly the source's numbers) or final (every "
+        "step run: examples further past the source's boundary, which usually transfer better)",
+    )
     limit: int | None = _option(
         None, kind="int", label="Sample limit", minimum=1, help="use the first N samples only"
     )
@@ -85,6 +95,10 @@ class TransferConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "eps", parse_eps_list(self.eps, "eps"))
         object.__setattr__(self, "attacks", parse_names(self.attacks, "attacks", TRANSFER_ATTACKS))
+        if self.pgd_examples not in PGD_EXAMPLES:
+            raise ConfigError(
+                f"unknown pgd_examples {self.pgd_examples!r}; choose {' or '.join(PGD_EXAMPLES)}"
+            )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose {' or '.join(PRECISIONS)}")
         for option in TRANSFER_OPTIONS:

@@ -89,6 +89,7 @@ def _compute(context, control, config, dataset_record, sources, targets, workdir
         eps=config.eps,
         attacks=config.attacks,
         pgd=config.pgd,
+        pgd_examples=config.pgd_examples,
         device=device,
         precision=config.precision,
         seed=config.seed,

@@ -107,6 +107,27 @@ def test_craft_pgd_flags_are_robust_over_eps(tiny_batch):
             assert bool((tiny_net(examples[j])[correct & ~hit].argmax(1) == y[correct & ~hit]).all())
 
 
+def test_final_pgd_examples_keep_the_source_outcomes_and_transfer_at_least_as_well(digits, demos, matrix):
+    modules = {name: loaded.module for name, loaded in demos.items()}
+    config = TransferConfig(eps=EPS, steps=3, seed=7, pgd_examples="final")
+    final = run_transfer(
+        modules,
+        modules,
+        digits.batches(BATCH, limit=LIMIT),
+        num_samples=LIMIT,
+        eps=config.eps,
+        pgd=config.pgd,
+        pgd_examples=config.pgd_examples,
+        seed=config.seed,
+    )
+    for name in DEMOS:  # the white-box cell: "some iterate fooled the source" does not depend on stopping
+        assert torch.equal(final.counts[(name, name, "pgd")], matrix.counts[(name, name, "pgd")])
+    off = [(s, t, "pgd") for s in DEMOS for t in DEMOS if s != t]
+    assert sum(int(final.counts[key].sum()) for key in off) <= sum(
+        int(matrix.counts[key].sum()) for key in off
+    )
+
+
 def test_a_copy_of_the_source_gets_the_source_numbers_from_its_own_forward(digits, demos):
     source = demos["gap-cnn"].module
     twin = copy.deepcopy(source)
@@ -209,6 +230,7 @@ def test_progress_counts_samples(tiny_net, tiny_batch):
         ({"attacks": "fgsm,square"}, "unknown attacks square"),
         ({"steps": 0}, "steps must be between 1 and 1000"),
         ({"precision": "fp16"}, "unknown precision"),
+        ({"pgd_examples": "best"}, "unknown pgd_examples 'best'"),
         ({"batch_size": True}, "batch_size must be a whole number"),
     ],
 )
