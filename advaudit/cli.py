@@ -7,7 +7,7 @@ import sys
 
 from rich.markup import escape
 
-from advaudit import audits, client, local, service
+from advaudit import audits, client, local, service, transfer_cli
 from advaudit.console import console
 from services.errors import AdvauditError
 
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     service.add_commands(commands)
     client.add_commands(commands)
     audits.add_commands(commands)
+    transfer_cli.add_commands(commands)
     return parser
 
 

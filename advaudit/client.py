@@ -228,7 +228,17 @@ def cmd_compare(args) -> int:
             "(worst-case accuracy % over every attack at ε = k/255; AUCs over the shared ε only)"
         )
     )
-    columns = ("#", "job", "model", "sanity", f"worst @ {at}", "worst AUC", "FGSM AUC", "clean")
+    columns = (
+        "#",
+        "job",
+        "model",
+        "sanity",
+        f"worst @ {at}",
+        f"transfer @ {at}",
+        "worst AUC",
+        "FGSM AUC",
+        "clean",
+    )
     for column in (*columns, *[f"{e * 255:g}" for e in eps], "CAM drift", "MACs"):
         table.add_column(column, justify="left" if column in ("model", "sanity") else "right")
     for rank, row in enumerate(rows, start=1):
@@ -244,6 +254,7 @@ def cmd_compare(args) -> int:
             escape(f"{row['model_name']} {row.get('model_version') or ''}"),
             sanity,
             pct(row.get("ranking_accuracy")),
+            pct(row.get("transfer_accuracy")),
             _auc(row.get("worst_case_auc")),
             _auc(row.get("fgsm_auc")),
             pct(row["clean_accuracy"]),

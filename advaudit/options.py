@@ -6,8 +6,10 @@ Every flag, its help and its default come from services.specs.OPTIONS, where eac
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from services.specs import OPTIONS, EvaluationConfig
+from services.specs import OPTIONS, EvaluationConfig, Option
 
 
 def floats(text: str) -> tuple[float, ...]:
@@ -21,9 +23,10 @@ def floats(text: str) -> tuple[float, ...]:
 _ARG_TYPES = {"int": int, "number": float}
 
 
-def add_evaluation_options(p: argparse.ArgumentParser) -> None:
-    """One flag per declared option (kebab-case of its report.json config key)."""
-    for option in OPTIONS:
+def add_evaluation_options(p: argparse.ArgumentParser, options: Sequence[Option] = OPTIONS) -> None:
+    """One flag per declared option (kebab-case of its report.json config key); `options`: another
+    declaration of the same kind (services.transfer_specs.TRANSFER_OPTIONS)."""
+    for option in options:
         if option.kind == "flag":
             p.add_argument(option.flag, action="store_true", help=option.describe())
         else:
@@ -37,9 +40,14 @@ def add_evaluation_options(p: argparse.ArgumentParser) -> None:
             )
 
 
-def config_from_args(args: argparse.Namespace) -> EvaluationConfig:
-    """The validated EvaluationConfig of the given flags, the rest at their declared defaults (ConfigError)."""
-    given = {option.name: getattr(args, option.name) for option in OPTIONS}
-    return EvaluationConfig(
+def config_from_args(
+    args: argparse.Namespace,
+    options: Sequence[Option] = OPTIONS,
+    config_type: Callable[..., Any] = EvaluationConfig,
+) -> Any:
+    """The validated config (EvaluationConfig unless told) of the given flags, the rest at their declared
+    defaults (ConfigError)."""
+    given = {option.name: getattr(args, option.name) for option in options}
+    return config_type(
         **{name: value for name, value in given.items() if value is not None and value is not False}
     )

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from contracts.settings import Settings
 from services.audit_verdict import THRESHOLD_SPECS
-from services.specs import OPTIONS
+from services.specs import OPTIONS, Option
+from services.transfer_specs import TRANSFER_OPTIONS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -21,9 +22,9 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def options_table() -> str:
+def options_table(options: tuple[Option, ...] = OPTIONS) -> str:
     rows = ["| option (CLI flag · API `config` key) | meaning |", "| --- | --- |"]
-    for option in OPTIONS:
+    for option in options:
         if option.kind == "flag":
             flag = f"`{option.flag}`"
         elif option.kind == "choice":
@@ -59,7 +60,16 @@ def settings_table() -> str:
     return "\n".join(rows)
 
 
-TABLES = {"options": options_table, "thresholds": thresholds_table, "settings": settings_table}
+def transfer_options_table() -> str:
+    return options_table(TRANSFER_OPTIONS)
+
+
+TABLES = {
+    "options": options_table,
+    "transfer-options": transfer_options_table,
+    "thresholds": thresholds_table,
+    "settings": settings_table,
+}
 
 
 def block(name: str) -> re.Pattern[str]:

@@ -11,7 +11,7 @@ from celery import Celery
 
 from contracts import embedded_broker
 from contracts.tasks import Queue, Task
-from db.models import Job
+from db.models import Job, TransferJob
 
 CONNECT_TIMEOUT_S = 2.0
 PING_TIMEOUT_S = 1.0
@@ -25,6 +25,8 @@ class Broker(Protocol):
     def send(self, job: Job) -> None: ...
 
     def launch_audit_run(self, run_id: int) -> None: ...
+
+    def send_transfer(self, transfer_job: TransferJob) -> None: ...
 
     def status(self) -> dict[str, Any]: ...
 
@@ -50,6 +52,16 @@ class CeleryBroker:
             Task.EVALUATE,
             args=[job.id],
             queue=job.queue or Queue.EVALUATIONS,
+            retry=True,
+            retry_policy=SEND_RETRY_POLICY,
+        )
+
+    def send_transfer(self, transfer_job: TransferJob) -> None:
+        """Enqueue transfer job `transfer_job.id` on its queue (the id only)."""
+        self.app.send_task(
+            Task.TRANSFER,
+            args=[transfer_job.id],
+            queue=transfer_job.queue or Queue.EVALUATIONS,
             retry=True,
             retry_policy=SEND_RETRY_POLICY,
         )

@@ -15,7 +15,7 @@ from api.origin import SAFE_METHODS, is_cross_site
 from api.schemas import MAX_ID
 from contracts.settings import Settings
 from db import repositories as repo
-from db.models import ApiToken, Audit, DatasetRecord, Job, ModelRecord
+from db.models import ApiToken, Audit, DatasetRecord, Job, ModelRecord, TransferJob
 from db.session import session_scope
 from db.storage import ArtifactStore
 
@@ -42,6 +42,10 @@ def get_enqueue(request: Request) -> Callable[[Job], None]:
     return request.app.state.enqueue
 
 
+def get_enqueue_transfer(request: Request) -> Callable[[TransferJob], None]:
+    return request.app.state.enqueue_transfer
+
+
 def get_audit_dispatch(request: Request) -> Callable[[int], None]:
     """Enqueues the launch of an audit run (the broker's, unless a test replaced app.state.audit_dispatch)."""
     return request.app.state.audit_dispatch
@@ -53,6 +57,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[ArtifactStore, Depends(get_store)]
 BrokerDep = Annotated[Broker, Depends(get_broker)]
 EnqueueDep = Annotated[Callable[[Job], None], Depends(get_enqueue)]
+EnqueueTransferDep = Annotated[Callable[[TransferJob], None], Depends(get_enqueue_transfer)]
 DispatchDep = Annotated[Callable[[int], None], Depends(get_audit_dispatch)]
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `advaudit token create NAME`")
@@ -140,3 +145,13 @@ ModelDep = Annotated[ModelRecord, Depends(get_model)]
 AuditDep = Annotated[Audit, Depends(get_audit)]
 DatasetDep = Annotated[DatasetRecord, Depends(get_dataset)]
 JobDep = Annotated[Job, Depends(get_job)]
+
+
+def get_transfer(session: SessionDep, transfer_id: Annotated[int, Path(ge=1, le=MAX_ID)]) -> TransferJob:
+    transfer = repo.transfers.get(session=session, transfer_id=transfer_id)
+    if transfer is None:
+        raise NotFound(f"transfer job {transfer_id} does not exist")
+    return transfer
+
+
+TransferDep = Annotated[TransferJob, Depends(get_transfer)]

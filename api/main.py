@@ -19,14 +19,14 @@ from api.broker import Broker, CeleryBroker
 from api.deps import refuse_cross_site, require_token
 from api.errors import install_error_handlers
 from api.hosts import HostGuard, host_policy, is_loopback
-from api.routers import audits, compare, datasets, health, jobs, models
+from api.routers import audits, compare, datasets, health, jobs, models, transfers
 from api.schemas import problem_responses
 from api.services.datasets import ensure_builtin_datasets
 from api.services.storage import discard_stale_uploads, upload_dir
 from api.services.validation import warm_up
 from contracts.settings import Settings, get_settings
 from db import migrate
-from db.models import Job
+from db.models import Job, TransferJob
 from db.session import make_engine, make_session_factory
 from db.storage import StoreUnavailable, open_store
 
@@ -65,6 +65,7 @@ def create_app(
     enqueue: Callable[[Job], None] | None = None,
     broker: Broker | None = None,
     listen_host: str | None = None,
+    enqueue_transfer: Callable[[TransferJob], None] | None = None,
 ) -> FastAPI:
     """The API with its engine, session factory, artifact store and task queue client on `app.state`.
 
@@ -96,6 +97,8 @@ def create_app(
     app.state.store = open_store(settings)
     app.state.broker = broker or CeleryBroker(settings.broker_url)  # the API's one task-queue client
     app.state.enqueue = enqueue or app.state.broker.send
+    # Looked up when sent, so a test broker without transfers still builds the app.
+    app.state.enqueue_transfer = enqueue_transfer or (lambda job: app.state.broker.send_transfer(job))
     app.state.audit_dispatch = app.state.broker.launch_audit_run
     app.state.auth_required = auth_required(settings.auth, listen_host)
     app.state.host_policy = host_policy(
@@ -105,7 +108,7 @@ def create_app(
     install_error_handlers(app)
 
     api = APIRouter(prefix=API_PREFIX, responses=ERROR_RESPONSES, dependencies=[Depends(refuse_cross_site)])
-    for router in (models.router, datasets.router, jobs.router, compare.router):
+    for router in (models.router, datasets.router, jobs.router, transfers.router, compare.router):
         api.include_router(router, dependencies=[Depends(require_token)])
     api.include_router(audits.router, dependencies=[Depends(require_token)])
     api.include_router(health.router)

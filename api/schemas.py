@@ -258,6 +258,15 @@ class CompareRow(BaseModel):
     )
     failed_checks: list[FailedCheck]
     flag: str | None = Field(description="the suspicious flag's text (which checks failed, what it means)")
+    transfer_accuracy: float | None = Field(
+        default=None,
+        description="black-box robustness: the model's worst-case accuracy at ranking_eps against examples "
+        "crafted on the other sources of its newest succeeded transfer job on this dataset (per sample, "
+        "every attack); null without one",
+    )
+    transfer_job_id: int | None = Field(
+        default=None, description="the transfer job transfer_accuracy is from"
+    )
     targeted_policy: str | None
     targeted_auc: float | None
     max_target_success_rate: float | None

@@ -17,6 +17,8 @@ class Task(StrEnum):
     EVALUATE = "advaudit.evaluate"
     # One shard (a sample range) of a sharded job, on the job's queue: any evaluation worker takes any shard.
     EVALUATE_SHARD = "advaudit.evaluate_shard"
+    # A transfer matrix (source × target models on one dataset), on the job's queue like an evaluation.
+    TRANSFER = "advaudit.transfer"
     REQUEUE_ABANDONED = "advaudit.jobs.requeue_abandoned"
     AUDIT_TICK = "advaudit.audits.tick"
     AUDIT_LAUNCH = "advaudit.audits.launch"
@@ -26,7 +28,7 @@ class Task(StrEnum):
 
 # The evaluation tasks go to the job's queue (evaluations or gpu); every other task goes to the control queue,
 # also when sent without a queue.
-EVALUATION_TASKS = frozenset({Task.EVALUATE, Task.EVALUATE_SHARD})
+EVALUATION_TASKS = frozenset({Task.EVALUATE, Task.EVALUATE_SHARD, Task.TRANSFER})
 CONTROL_TASKS = frozenset(Task) - EVALUATION_TASKS
 
 

@@ -346,3 +346,9 @@ class AuditRunJob(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+
+
+# The transfer-matrix tables live in their own module; imported here so Base.metadata holds every table.
+from db.transfer_models import TransferJob as TransferJob  # noqa: E402
+from db.transfer_models import TransferJobModel as TransferJobModel  # noqa: E402
+from db.transfer_models import TransferPointRecord as TransferPointRecord  # noqa: E402

@@ -22,6 +22,7 @@ from worker import audits, lifeline, scratch
 from worker.celery_app import app
 from worker.runner import JobLeased, WorkerContext, requeue_abandoned, run_job, settle_lost_process
 from worker.shard_runner import requeue_abandoned_shards, run_shard, settle_lost_shard
+from worker.transfer_runner import requeue_abandoned_transfers, run_transfer_job
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +132,19 @@ def evaluate_shard(self, job_id: int, shard_index: int) -> str | None:
     return status
 
 
+@app.task(name=Task.TRANSFER, bind=True, ignore_result=True, max_retries=None)
+def transfer(self, transfer_id: int) -> str | None:
+    """Run transfer job `transfer_id` (idempotent: a redelivered or duplicate task finds nothing to do)."""
+    try:
+        return run_transfer_job(int(transfer_id), worker_context())
+    except JobLeased as leased:
+        raise self.retry(countdown=leased.retry_after_s) from None
+
+
+def send_transfer(transfer_id: int, queue: str | None) -> None:
+    transfer.apply_async(args=[transfer_id], queue=queue or Queue.EVALUATIONS)
+
+
 @app.task(
     name=Task.REQUEUE_ABANDONED, ignore_result=True
 )  # on the control queue (contracts.tasks.CONTROL_TASKS)
@@ -139,6 +153,7 @@ def requeue_abandoned_jobs() -> list[int]:
     scratch folders."""
     context = worker_context()
     requeue_abandoned_shards(context, send_shard)
+    requeue_abandoned_transfers(context, send_transfer)
     return requeue_abandoned(
         context,
         send=lambda job_id, queue: evaluate.apply_async(args=[job_id], queue=queue or Queue.EVALUATIONS),

@@ -9,7 +9,15 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.dashboard import audit_form, audit_pages, auth, compare_page, evaluation_form, pages
+from api.dashboard import (
+    audit_form,
+    audit_pages,
+    auth,
+    compare_page,
+    evaluation_form,
+    pages,
+    transfer_pages,
+)
 from api.dashboard.errors import install_error_pages
 
 STATIC = Path(__file__).parent / "static"
@@ -41,7 +49,8 @@ def install(app: FastAPI) -> None:
         )
 
     # audit_form before audit_pages: /audits/new must match before /audits/{audit_id}.
-    for module in (auth, pages, evaluation_form, compare_page, audit_form, audit_pages):
+    # transfer_pages declares /transfers/new before /transfers/{transfer_id}.
+    for module in (auth, pages, evaluation_form, compare_page, audit_form, audit_pages, transfer_pages):
         app.include_router(module.router)
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC), name="static")
     install_error_pages(app)

@@ -19,6 +19,7 @@ NAV_LINKS: list[NavLink] = [
     NavLink("Overview", "/", "/"),
     NavLink("New evaluation", "/evaluations/new", "/evaluations"),
     NavLink("Compare", "/compare", "/compare"),
+    NavLink("Transfer", "/transfers", "/transfers"),
     NavLink("Audits", "/audits", "/audits"),
 ]
 

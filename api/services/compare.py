@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from api.errors import Conflict, NotFound, Unprocessable
 from api.services import is_decimal
 from api.services import report_view as view
+from api.services import transfers as transfer_service
 from db import repositories as repo
 from db.models import DatasetRecord, Job
 from services.audit_states import SUSPICIOUS
@@ -157,6 +158,7 @@ def compare(
             row["job_id"],
         ),
     )
+    _add_black_box(session, rows, dataset.id, ranking_eps)
     old = [row for row in rows if row["report_version"] < 2]
     if old and len(old) < len(rows):
         warnings.append(
@@ -192,3 +194,17 @@ def compare(
 def _jobs(rows: list[dict[str, Any]]) -> str:
     ids = [str(row["job_id"]) for row in rows]
     return f"job {ids[0]}" if len(ids) == 1 else f"jobs {', '.join(ids)}"
+
+
+def _add_black_box(
+    session: Session, rows: list[dict[str, Any]], dataset_id: int, ranking_eps: float | None
+) -> None:
+    """Each model's black-box (transfer) worst case at the ranking ε, where a transfer job measured it."""
+    found = transfer_service.black_box(
+        session=session, model_ids=[row["model_id"] for row in rows], dataset_id=dataset_id
+    )
+    for row in rows:
+        entry = found.get(row["model_id"])
+        at = None if entry is None or ranking_eps is None else entry["accuracy"].get(_eps_key(ranking_eps))
+        row["transfer_accuracy"] = at
+        row["transfer_job_id"] = entry["job_id"] if entry is not None and at is not None else None

@@ -3,6 +3,6 @@
 Usage: `from db.repositories import jobs; jobs.create(session=s, ...)`.
 """
 
-from db.repositories import audits, datasets, jobs, models, results, shards, tokens
+from db.repositories import audits, datasets, jobs, models, results, shards, tokens, transfers
 
-__all__ = ["audits", "datasets", "jobs", "models", "results", "shards", "tokens"]
+__all__ = ["audits", "datasets", "jobs", "models", "results", "shards", "tokens", "transfers"]

@@ -10,7 +10,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from db.errors import RecordInUse
-from db.models import DatasetRecord, Job
+from db.models import DatasetRecord, Job, TransferJob
 from db.repositories._common import DEFAULT_LIMIT, paginate, set_fields
 from db.repositories._common import count as count_rows
 
@@ -97,6 +97,14 @@ def delete(*, session: Session, dataset: DatasetRecord) -> None:
     if used_by:
         raise RecordInUse(
             f"dataset {dataset.name} (id {dataset.id}) is used by {used_by} job(s); delete those jobs first"
+        )
+    in_transfers = session.scalar(
+        select(func.count()).select_from(TransferJob).where(TransferJob.dataset_id == dataset.id)
+    )
+    if in_transfers:
+        raise RecordInUse(
+            f"dataset {dataset.name} (id {dataset.id}) is used by {in_transfers} transfer job(s); "
+            "delete those transfer jobs first"
         )
     session.delete(dataset)
     session.flush()

@@ -11,7 +11,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from db.errors import RecordInUse
-from db.models import Job, ModelRecord
+from db.models import Job, ModelRecord, TransferJobModel
 from db.repositories._common import DEFAULT_LIMIT, paginate, set_fields
 from db.repositories._common import count as count_rows
 
@@ -123,6 +123,16 @@ def delete(*, session: Session, model: ModelRecord) -> None:
         raise RecordInUse(
             f"model {model.name} {model.version} (id {model.id}) is used by {used_by} job(s); "
             "delete those jobs first"
+        )
+    in_transfers = session.scalar(
+        select(func.count(func.distinct(TransferJobModel.transfer_job_id))).where(
+            TransferJobModel.model_id == model.id
+        )
+    )
+    if in_transfers:
+        raise RecordInUse(
+            f"model {model.name} {model.version} (id {model.id}) is used by {in_transfers} transfer job(s); "
+            "delete those transfer jobs first"
         )
     session.delete(model)
     session.flush()

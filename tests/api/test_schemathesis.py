@@ -37,13 +37,20 @@ MAX_EXAMPLES = 15
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    """An app whose ids 1… are in use: digits + an npz dataset, gap-cnn, a succeeded and a queued job."""
+    """An app whose ids 1… are in use: digits + an npz dataset, gap-cnn, a succeeded and a queued job, a queued
+    transfer job."""
     data_dir: Path = tmp_path_factory.mktemp("schemathesis") / "data"
     data_dir.mkdir(parents=True)
     settings_ = Settings(
         data_dir=data_dir, auth="off", max_upload_bytes=2 * MIB, allowed_hosts=["testserver"]
     )
-    app = create_app(settings_, enqueue=RecordingEnqueue(), broker=FakeBroker(), listen_host="127.0.0.1")
+    app = create_app(
+        settings_,
+        enqueue=RecordingEnqueue(),
+        broker=FakeBroker(),
+        listen_host="127.0.0.1",
+        enqueue_transfer=RecordingEnqueue(),
+    )
     with TestClient(app) as client:  # runs the lifespan (migrations, digits) once, then registers inputs
         dataset = helpers.upload_dataset(client, "tiny", helpers.npz_bytes())
         assert dataset.status_code == 201, dataset.text
@@ -59,6 +66,9 @@ def app(tmp_path_factory):
         assert client.get(f"{helpers.API}/jobs/{done.json()['id']}").json()["status"] == "succeeded"
         queued = client.post(f"{helpers.API}/jobs", json=body)
         assert queued.status_code == 201, queued.text
+        ids = {"source_ids": [model.json()["id"]], "target_ids": [model.json()["id"]]}
+        transfer = {"dataset_id": dataset.json()["id"], **ids, "config": {"limit": 8, "eps": [0, "8/255"]}}
+        assert client.post(f"{helpers.API}/transfer", json=transfer).status_code == 201
     return app
 
 
@@ -145,7 +155,7 @@ def test_garbage_pt2_uploads_are_refused_without_a_server_error(case, app):
     case.call_and_validate(checks=[not_a_server_error], app=app)
 
 
-@pytest.mark.parametrize("resource", ["models", "datasets", "jobs"])
+@pytest.mark.parametrize("resource", ["models", "datasets", "jobs", "transfer"])
 def test_an_offset_beyond_64_bits_is_a_422_not_a_500(app, resource):
     """Found by schemathesis: `offset` had no upper bound, so SQLite raised OverflowError (a 500)."""
     response = TestClient(app).get(f"{helpers.API}/{resource}", params={"offset": 2**63})

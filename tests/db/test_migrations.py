@@ -22,10 +22,10 @@ def _differences(url: str) -> list:
 def test_upgrade_matches_the_models(db_url):
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0006"
+    assert migrate.current(db_url) == migrate.head() == "0007"
     assert _differences(db_url) == []
     migrate.upgrade(db_url)  # idempotent
-    assert migrate.current(db_url) == "0006"
+    assert migrate.current(db_url) == "0007"
 
 
 def test_the_comparison_notices_a_drift(db_url):
@@ -61,3 +61,23 @@ def test_0005_admits_the_suspicious_verdict_and_its_downgrade_removes_it(db_url)
     migrate.downgrade(db_url, "0004")
     check = _verdict_check(db_url)
     assert "suspicious" not in check and "baseline" in check
+
+
+def _tables(url: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_0007_adds_the_transfer_tables_and_its_downgrade_removes_them(db_url):
+    transfer_tables = {"transfer_jobs", "transfer_job_models", "transfer_points"}
+    migrate.upgrade(db_url)
+    assert transfer_tables <= _tables(db_url)
+    migrate.downgrade(db_url, "0006")
+    assert migrate.current(db_url) == "0006"
+    assert not transfer_tables & _tables(db_url)
+    assert "job_shards" in _tables(db_url)
+    migrate.upgrade(db_url)
+    assert transfer_tables <= _tables(db_url) and _differences(db_url) == []
