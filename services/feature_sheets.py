@@ -65,6 +65,8 @@ def depth_sheet(depth: DepthFeatures, title_note: str, path: Path) -> None:
     _centred(draw, width / 2, 4, title, 13)
     _centred(draw, width / 2, 23, title_note, 11, MUTED)
     _centred(draw, actmax_x + TILE / 2, head - 4, "act-max", 10, MUTED)
+    separator = actmax_x - 1.5 * GAP  # the dataset's patches to its left, the optimised input to its right
+    draw.line((separator, head + 4, separator, sheet.height - 6), fill=FRAME, width=1)
     for row, channel in enumerate(channels):
         top = head + row * row_height + 8
         label = _font(12)
