@@ -132,12 +132,24 @@ def compute_features(
         batches = dataset.batches(config.batch_size, limit=scanned)
         scans, seen = scan_dataset(model, tap, batches, device, PATCHES_PER_CHANNEL)
         picked = [scan.most_active(config.feature_channels) for scan in scans]
-        targets = [(d, channel) for d, channels in enumerate(picked) for channel in channels]
-        images, finals = activation_max.maximise(
-            model, tap, targets, (input_shape[0], input_shape[1], input_shape[2]), config.seed, device
-        )
         attacked = samples is not None and len(samples.indices) > 0
         shifts = depth_shift(model, tap, samples, config.batch_size, device) if attacked and samples else None
+    # One optimisation per depth, its forward stopped at that depth: a low depth's images skip the deeper layers.
+    maximised = []
+    for depth, channels in zip(depths, picked, strict=True):
+        with LayerTap(network, [depth.layer]) as single:
+            maximised.append(
+                activation_max.maximise(
+                    model,
+                    single,
+                    [(0, c) for c in channels],
+                    (input_shape[0], input_shape[1], input_shape[2]),
+                    config.seed,
+                    device,
+                )
+            )
+    images = np.concatenate([found for found, _ in maximised])
+    finals = np.concatenate([values for _, values in maximised])
     wanted = sorted(
         {int(s) for scan, chosen in zip(scans, picked, strict=True) for s in scan.top_samples[chosen].ravel()}
     )

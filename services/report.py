@@ -342,7 +342,7 @@ class Report:
             )
             self._figure(out / "cam_gallery.png", lambda path: plots.cam_gallery(c, self.class_name, path))
         if self.features is not None:
-            self._write_features(out, self.features)
+            self.write_feature_files(out, self.features)
         for i, triptych in enumerate(self.triptychs):
             self._figure(
                 out / f"triptych_{i}.png", functools.partial(plots.triptych, triptych, self.class_name)
@@ -356,7 +356,8 @@ class Report:
             document = self.to_dict()
         (out / "report.json").write_text(json.dumps(document, indent=2))
 
-    def _write_features(self, out: Path, features: Features) -> None:
+    def write_feature_files(self, out: Path, features: Features) -> None:
+        """features.npz, one patch sheet per depth and the depth-under-attack plot (figures as _figure draws)."""
         np.savez_compressed(out / "features.npz", allow_pickle=False, **features.arrays())
         for depth, name in zip(features.depths, feature_sheets.depth_sheet_names(features), strict=True):
             note = (
