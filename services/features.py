@@ -136,13 +136,13 @@ def compute_features(
         shifts = depth_shift(model, tap, samples, config.batch_size, device) if attacked and samples else None
     # One optimisation per depth, its forward stopped at that depth: a low depth's images skip the deeper layers.
     maximised = []
-    for depth, channels in zip(depths, picked, strict=True):
+    for depth, chosen in zip(depths, picked, strict=True):
         with LayerTap(network, [depth.layer]) as single:
             maximised.append(
                 activation_max.maximise(
                     model,
                     single,
-                    [(0, c) for c in channels],
+                    [(0, c) for c in chosen],
                     (input_shape[0], input_shape[1], input_shape[2]),
                     config.seed,
                     device,
@@ -157,11 +157,11 @@ def compute_features(
     by_index = dict(zip(wanted, pixels, strict=True))
     results, target = [], 0
     for d, (depth, scan) in enumerate(zip(depths, scans, strict=True)):
-        channels = _channels(scan, depth, picked[d], by_index)
-        for channel in channels:
+        found = _channels(scan, depth, picked[d], by_index)
+        for channel in found:
             channel.actmax_image, channel.actmax_activation = images[target], float(finals[target])
             target += 1
-        results.append(DepthFeatures(depth, scan.output_shape, channels, shifts[d] if shifts else None))
+        results.append(DepthFeatures(depth, scan.output_shape, found, shifts[d] if shifts else None))
     return Features(
         depths=results,
         chosen=bool(config.feature_layers),
