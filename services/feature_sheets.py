@@ -78,7 +78,7 @@ def depth_sheet(depth: DepthFeatures, title_note: str, path: Path) -> None:
             sheet.paste(_tile(crop), (x, top + caption))
         if channel.actmax_image is not None and channel.actmax_activation is not None:
             ratio = channel.actmax_activation / channel.dataset_mean if channel.dataset_mean > 0 else None
-            note = f"{channel.actmax_activation:.3g}" + (f" ({ratio:.0f}× mean)" if ratio else "")
+            note = f"{channel.actmax_activation:.3g}" + (f" ({ratio:.1f}× mean)" if ratio else "")
             _centred(draw, actmax_x + TILE / 2, top, note, 9, MUTED)
             sheet.paste(_tile(channel.actmax_image), (actmax_x, top + caption))
     sheet.save(path, optimize=False)
