@@ -40,6 +40,7 @@ CONFIG = {
     "steps": 5,
     "sanity_tolerance": 0.05,
     "cam": "none",
+    "features": "none",
     "triptychs": 0,
 }
 

@@ -18,6 +18,8 @@ from services.cams import feature_map_size, resolve_layer
 from services.checkpoints import LoadedModel, load_model
 from services.datasets import load_dataset
 from services.errors import AdvauditError, ConfigError
+from services.feature_depths import pick_depths
+from services.features import TORCHSCRIPT_REFUSAL
 from services.filter_grid import render_filter_grid
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -144,10 +146,38 @@ def check_cam_layer(
     return {"audit": audit.to_dict()}
 
 
+def check_feature_layers(
+    *,
+    path: str,
+    input_shape: list[int],
+    layers: list[str],
+    arch: str | None = None,
+    num_classes: int | None = None,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+) -> dict[str, Any]:
+    """Refuse feature layers the engine would refuse (unknown, running twice, not a map); {"depths": count}."""
+    loaded = load_model(
+        path,
+        input_shape=tuple(input_shape),
+        arch=arch,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        device="cpu",
+    )
+    if not loaded.supports_hooks:
+        raise ConfigError(TORCHSCRIPT_REFUSAL)
+    shape = (input_shape[0], input_shape[1], input_shape[2])
+    audit = audit_architecture(loaded.network, shape, exported=loaded.exported)
+    return {"depths": len(pick_depths(loaded.named_module, loaded.network, audit, shape, layers))}
+
+
 ACTIONS = {
     "model": validate_model,
     "dataset": validate_dataset,
     "cam_layer": check_cam_layer,
+    "feature_layers": check_feature_layers,
     "architecture": model_architecture,
 }
 

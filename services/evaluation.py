@@ -2,8 +2,8 @@
 
 An evaluation is a per-sample part, sweep_range (the attacks on any range of samples, seeded by dataset
 index), and a finishing part, finish (architecture audit, worst case and sanity checks, escalation, CAM
-audit), run once over the merged sweep. evaluate = finish(sweep over every sample); a sharded job runs
-sweep_range per shard on any worker and finish on the one that merges them.
+audit, features at depth), run once over the merged sweep. evaluate = finish(sweep over every sample); a
+sharded job runs sweep_range per shard on any worker and finish on the one that merges them.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from services.evaluation_setup import (
     resolve_device,
     sample_choice,
 )
+from services.feature_depths import FeatureDepth
+from services.features import compute_features, feature_plan
 from services.report import Report
 from services.robust import add_black_box
 from services.sanity import CHECKS_BY_NAME, Assessment, assess
@@ -164,10 +166,11 @@ def sweep_range(
         )
 
 
-def _audit(
-    loaded: LoadedModel, dataset: Dataset, config: EvaluationConfig, setup: Setup
-) -> tuple[ArchitectureAudit, CAM | GradCAM | None, float]:
-    """The architecture audit and the CAM extractor it points at, and the seconds they took."""
+Audited = tuple[ArchitectureAudit, CAM | GradCAM | None, list[FeatureDepth] | None, float]
+
+
+def _audit(loaded: LoadedModel, dataset: Dataset, config: EvaluationConfig, setup: Setup) -> Audited:
+    """The architecture audit, the CAM extractor and the feature depths it points at, and the seconds taken."""
     started = time.perf_counter()
     audit = ArchitectureAudit.unavailable(dataset.info.input_shape)
     with optional_section("architecture audit", setup.warnings):
@@ -179,7 +182,13 @@ def _audit(
             extractor = cam_extractor(loaded, audit, config, setup.warnings)
     else:  # a layer the user named: a mistake there is theirs to fix, before any work is done
         extractor = cam_extractor(loaded, audit, config, setup.warnings)
-    return audit, extractor, audit_seconds
+    depths = None
+    if config.feature_layers:  # like a CAM layer: the user's to fix before any work is done
+        depths = feature_plan(loaded, audit, config, setup.warnings)
+    else:
+        with optional_section("features at depth", setup.warnings):
+            depths = feature_plan(loaded, audit, config, setup.warnings)
+    return audit, extractor, depths, audit_seconds
 
 
 def _conclude(
@@ -188,14 +197,14 @@ def _conclude(
     config: EvaluationConfig,
     setup: Setup,
     sweep: SweepResult,
-    audited: tuple[ArchitectureAudit, CAM | GradCAM | None, float],
+    audited: Audited,
     sweep_seconds: float,
     progress: Progress | None,
     should_stop: Callable[[], bool] | None,
 ) -> Report:
     """Worst case and sanity checks, escalation, CAM audit and triptychs over the whole sweep (on device)."""
     started = time.perf_counter()
-    audit, extractor, audit_seconds = audited
+    audit, extractor, depths, audit_seconds = audited
     model, n, num_classes = loaded.module, setup.num_samples, loaded.info.num_classes
     selected, with_cam = sample_choice(n, config, extractor is not None)
     kept = sweep.selected or {}
@@ -205,7 +214,7 @@ def _conclude(
         config = _escalate(model, dataset, config, sweep, assessment, setup, should_stop)
         assessment = assess(sweep, config, num_classes)
     cam_started = time.perf_counter()
-    cam, pictures = None, []
+    cam, pictures, samples = None, [], None
     if selected:
         with frozen_eval(model), optional_section("CAM audit and triptychs", setup.warnings):
             samples = attacked_samples(model, sweep, config.cam_eps, setup.device, config.batch_size)
@@ -215,11 +224,17 @@ def _conclude(
                 if progress:
                     progress("cam", int(with_cam.sum()), int(with_cam.sum()))
     cam_seconds = time.perf_counter() - cam_started
+    features = None
+    if depths:
+        with frozen_eval(loaded.named_module), optional_section("features at depth", setup.warnings):
+            features = compute_features(loaded, dataset, depths, config, n, samples, setup.device)
+    features_seconds = time.perf_counter() - cam_started - cam_seconds
     device = setup.device
     timing = {
         "seconds": audit_seconds + sweep_seconds + time.perf_counter() - started,
         "sweep_seconds": sweep_seconds,
         "cam_seconds": cam_seconds,
+        "features_seconds": features_seconds,
         "audit_seconds": audit_seconds,
         "samples_per_second": n / sweep_seconds if sweep_seconds > 0 else None,
         "inference_layout": sweep.inference_layout,
@@ -238,6 +253,7 @@ def _conclude(
         sweep=sweep,
         architecture=audit,
         cam=cam,
+        features=features,
         triptychs=pictures,
         timing=timing,
         warnings=setup.warnings,

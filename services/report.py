@@ -1,7 +1,8 @@
-"""The report: in-memory results, their report.json form (schema_version 2) and the artifact files.
+"""The report: in-memory results, their report.json form (schema_version 3) and the artifact files.
 
 Version 2 added `attacks` (every attack's curve), `robust` (the per-sample worst case over the attacks),
-`sanity` and `summary.worst_case_accuracy`; version 1 documents (FGSM only) are still read everywhere.
+`sanity` and `summary.worst_case_accuracy`; version 3 added `features` (features at depth). Version 1
+documents (FGSM only) and version 2 ones are still read everywhere.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ from typing import Any, overload
 import numpy as np
 import torch
 
-from services import metrics, plots
+from services import feature_sheets, metrics, plots
 from services.architecture import ArchitectureAudit
 from services.attack_specs import FGSM_ENTRY
 from services.checkpoints import ModelInfo
 from services.dataset_types import DatasetInfo
+from services.feature_types import Features
 from services.filter_grid import render_filter_grid
 from services.sanity import Assessment, assess
 from services.specs import EvaluationConfig
 from services.sweep import SweepResult
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass
@@ -115,6 +117,7 @@ class Report:
     sweep: SweepResult
     architecture: ArchitectureAudit
     cam: CamAudit | None = None
+    features: Features | None = None
     triptychs: list[Triptych] = field(default_factory=list)
     timing: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -213,6 +216,7 @@ class Report:
             },
             "sanity": assessment.sanity,
             "gradcam": self.cam.summary() if self.cam is not None else None,
+            "features": self.features.to_dict() if self.features is not None else None,
             "architecture": self.architecture.to_dict(),
             "per_class": per_class,
             "summary": summary,
@@ -269,6 +273,10 @@ class Report:
             names.append("filters.png")
         if self.cam is not None:
             names += ["gradcam.npz", "cam_gallery.png"]
+        if self.features is not None:
+            names += ["features.npz", *feature_sheets.depth_sheet_names(self.features)]
+            if feature_sheets.has_shift(self.features):
+                names.append("features_under_attack.png")
         names += [f"triptych_{i}.png" for i in range(len(self.triptychs))]
         if self.config.save_adversarial:
             names.append("adversarial.npz")
@@ -333,6 +341,8 @@ class Report:
                 adversarial_images=c.adversarial_images.astype(np.float32),
             )
             self._figure(out / "cam_gallery.png", lambda path: plots.cam_gallery(c, self.class_name, path))
+        if self.features is not None:
+            self.write_feature_files(out, self.features)
         for i, triptych in enumerate(self.triptychs):
             self._figure(
                 out / f"triptych_{i}.png", functools.partial(plots.triptych, triptych, self.class_name)
@@ -345,6 +355,22 @@ class Report:
         if self.skipped_figures:  # the document names the figures that are really there, and says why not
             document = self.to_dict()
         (out / "report.json").write_text(json.dumps(document, indent=2))
+
+    def write_feature_files(self, out: Path, features: Features) -> None:
+        """features.npz, one patch sheet per depth and the depth-under-attack plot (figures as _figure draws)."""
+        np.savez_compressed(out / "features.npz", allow_pickle=False, **features.arrays())
+        for depth, name in zip(features.depths, feature_sheets.depth_sheet_names(features), strict=True):
+            note = (
+                f"top {features.patches_per_channel} patches of {features.scanned_samples} samples "
+                "(#sample  activation) · channels of the largest dataset mean"
+            )
+            self._figure(out / name, functools.partial(feature_sheets.depth_sheet, depth, note))
+        if feature_sheets.has_shift(features):
+            drift = self.cam.drift() if self.cam is not None else None
+            self._figure(
+                out / "features_under_attack.png",
+                functools.partial(feature_sheets.shift_plot, features, drift),
+            )
 
     def _write_outcomes(self, path: Path) -> None:
         s = self.sweep
@@ -406,11 +432,14 @@ REPORT_FILES = (
     "accuracy_curve.png",
     "cam_gallery.png",
     "filters.png",
+    "features.npz",
+    "features_under_attack.png",
 )
 
 
 def _is_report_file(name: str) -> bool:
-    return name in REPORT_FILES or (name.startswith("triptych_") and name.endswith(".png"))
+    numbered = name.startswith(("triptych_", "features_depth_")) and name.endswith(".png")
+    return name in REPORT_FILES or numbered
 
 
 def _point(fgsm_point: dict[str, Any]) -> dict[str, Any]:

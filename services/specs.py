@@ -17,6 +17,7 @@ DEFAULT_CAM_EPS = 8 / 255
 TARGET_POLICIES = ("class:K", "random", "least-likely", "next")
 PRECISIONS = ("fp32", "bf16")
 INFERENCE_LAYOUTS = ("auto", "model")  # services.inference_layout
+FEATURE_MODES = ("auto", "none")  # services.features
 # The attacks of a default run: FGSM and PGD (iterative, white-box); fast on the demo. The sanity checks flag a
 # model that masks its gradients; add square (score-based, black-box: it needs no gradient) for a worst case
 # that sees through the mask.
@@ -34,6 +35,14 @@ def parse_names(text: str | Sequence[str], what: str, choices: tuple[str, ...]) 
         raise ConfigError(f"unknown {what} {', '.join(unknown)}; choose from {', '.join(choices)}")
     if len(set(names)) != len(names):
         raise ConfigError(f"{what} repeats a name: {', '.join(names)}")
+    return names
+
+
+def parse_layer_paths(text: str, what: str) -> tuple[str, ...]:
+    """`features.2, layer3` → ("features.2", "layer3"): comma-separated module paths, none repeated."""
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{what} repeats a layer: {', '.join(names)}")
     return names
 
 
@@ -325,6 +334,39 @@ class EvaluationConfig:
         maximum=1_000,
         help="clean + perturbation = adversarial pictures to draw",
     )
+    features: str = _option(
+        "auto",
+        kind="choice",
+        label="Features at depth",
+        choices=FEATURE_MODES,
+        help="features at depth: at low, mid and high conv stages (or the feature layers), the most active "
+        "channels' top-activating dataset patches, an input optimised for each, and how far each depth's "
+        "activations move under the CAM audit's attack; none skips them",
+    )
+    feature_layers: str | None = _option(
+        None,
+        kind="text",
+        label="Feature layers",
+        max_length=1000,
+        help="module paths of the depths to look at, comma-separated, such as features.2,layer3 (default: "
+        "low, mid and high conv stages picked from the architecture)",
+    )
+    feature_channels: int = _option(
+        4,
+        kind="int",
+        label="Feature channels",
+        minimum=1,
+        maximum=16,
+        help="channels per depth: those of the largest dataset-mean activation",
+    )
+    feature_samples: int = _option(
+        512,
+        kind="int",
+        label="Feature samples",
+        minimum=1,
+        maximum=100_000,
+        help="the first N samples scanned for top-activating patches (bounds the cost on large datasets)",
+    )
     limit: int | None = _option(
         None, kind="int", label="Sample limit", minimum=1, help="evaluate the first N samples only"
     )
@@ -410,6 +452,13 @@ class EvaluationConfig:
                 _check_bounds(option, getattr(self, option.name))
         if not self.cam.strip():
             raise ConfigError("cam must be 'auto', 'none' or a layer path")
+        if self.features not in FEATURE_MODES:
+            raise ConfigError(f"unknown features {self.features!r}; choose {' or '.join(FEATURE_MODES)}")
+        if self.feature_layers is not None:
+            layers = parse_layer_paths(self.feature_layers, "feature_layers")
+            if layers and self.features == "none":
+                raise ConfigError("feature_layers was given with features none: drop one of them")
+            object.__setattr__(self, "feature_layers", ",".join(layers) or None)
 
     @property
     def attack_specs(self) -> tuple[AttackSpec, ...]:

@@ -12,7 +12,7 @@ from api.dashboard.errors import page_not_found
 from api.dashboard.templating import render
 from api.deps import SessionDep, SettingsDep, StoreDep
 from api.schemas import MAX_ID
-from api.services import cam_images, is_decimal, report_view
+from api.services import cam_images, feature_view, is_decimal, report_view
 from api.services import dashboard as views
 from api.services import jobs as job_service
 from api.services import models as model_service
@@ -74,6 +74,7 @@ def report_context(session, store, job: Job) -> dict[str, Any]:
         "artifact_names": names,
         "triptychs": views.triptych_names(names),
         "cam_overlays": cam_images.overlays_available(session=session, store=store, job=job),
+        "features": feature_view.feature_view(job.report, names),
     }
 
 
@@ -123,6 +124,7 @@ def model_page(
             "model": model,
             "audit": views.model_audit(session=session, store=store, settings=settings, model=model),
             "jobs": views.model_jobs(session=session, model=model),
+            "gallery": feature_view.latest_gallery(session=session, model=model),
             "versions": versions,
             "standings": standings,
             "versions_data": [

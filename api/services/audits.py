@@ -10,7 +10,7 @@ from api.audit_schemas import AuditCreate, AuditUpdate
 from api.errors import Conflict, Unprocessable
 from api.services import page
 from api.services.audit_runs import brief
-from api.services.jobs import build_config, check_cam_layer, check_compatible
+from api.services.jobs import build_config, check_cam_layer, check_compatible, check_feature_layers
 from contracts.settings import Settings
 from db import repositories as repo
 from db.base import utcnow
@@ -124,6 +124,7 @@ def validated(
     for model in models:
         check_compatible(model, dataset, config)
         check_cam_layer(session, store, model, dataset, config)
+        check_feature_layers(store, model, dataset, config)
     _check_baseline(session, values["baseline_job_id"], dataset.id)
     _check_webhook(values["webhook_url"], settings)
     return {

@@ -21,6 +21,7 @@ from db import repositories as repo
 from db.models import Artifact, DatasetRecord, Job, JobShard, ModelRecord
 from db.storage import ArtifactStore
 from services.errors import ConfigError
+from services.features import TORCHSCRIPT_REFUSAL
 from services.job_states import FAILED, QUEUED, SUCCEEDED
 from services.sharding import planned_ranges
 from services.specs import EvaluationConfig
@@ -116,6 +117,32 @@ def check_cam_layer(
     )
 
 
+def check_feature_layers(
+    store: ArtifactStore, model: ModelRecord, dataset: DatasetRecord, config: EvaluationConfig
+) -> None:
+    """Named feature layers must exist in the model, run once and output maps (checked in a child process),
+    so that a sharded job does not learn it only when its shards are merged."""
+    if not config.feature_layers:
+        return
+    if model.format == "torchscript":
+        raise ConfigError(TORCHSCRIPT_REFUSAL)
+    with model_file(store, model) as path:
+        run_isolated(
+            "feature_layers",
+            {
+                "path": str(path),
+                "input_shape": list(dataset.input_shape),
+                "layers": config.feature_layers.split(","),
+                "arch": model.arch,
+                "num_classes": model.num_classes if model.arch else None,
+                "mean": model.mean,
+                "std": model.std,
+            },
+            what=f"model {model.name} {model.version}",
+            error=ConfigError,
+        )
+
+
 def check_shards(dataset: DatasetRecord, config: EvaluationConfig) -> None:
     """A shard count the job's samples can be cut into (whole batches); ConfigError (422) otherwise."""
     if config.shards is not None:
@@ -147,6 +174,7 @@ def submit(
     check_compatible(model, dataset, config)
     check_shards(dataset, config)
     check_cam_layer(session, store, model, dataset, config)
+    check_feature_layers(store, model, dataset, config)
     job = repo.jobs.create(
         session=session,
         model_id=model.id,

@@ -119,6 +119,18 @@ def test_cam_layer_is_checked_against_the_model(client, app, hookable_model, npz
     assert _submit(client, hookable_model, npz_dataset, cam="features.8").status_code == 201
 
 
+def test_feature_layers_are_checked_against_the_model(client, hookable_model, gap_model, npz_dataset):
+    unknown = _submit(client, hookable_model, npz_dataset, feature_layers="features.2,features.99")
+    assert unknown.status_code == 422 and "has no layer 'features.99'" in unknown.json()["detail"]
+    flat = _submit(client, hookable_model, npz_dataset, feature_layers="classifier")
+    assert flat.status_code == 422 and "(N, C, H, W)" in flat.json()["detail"]
+    script = _submit(client, gap_model, npz_dataset, feature_layers="features.2")  # TorchScript: no hooks
+    assert script.status_code == 422 and "TorchScript" in script.json()["detail"]
+    good = _submit(client, hookable_model, npz_dataset, feature_layers="features.2, features")
+    assert good.status_code == 201, good.text
+    assert good.json()["config"]["feature_layers"] == "features.2,features"
+
+
 def test_model_and_dataset_must_fit(client, gap_model):
     rgb = helpers.upload_dataset(client, "rgb", helpers.npz_bytes(shape=(3, 32, 32))).json()
     response = _submit(client, gap_model, rgb)

@@ -52,7 +52,7 @@ def test_report_is_exactly_the_stored_report_json(client, app, finished, tmp_pat
         load_dataset(tmp_path / "data.npz"),
         EvaluationConfig(**finished["config"]),
     ).to_dict()
-    assert document["schema_version"] == local["schema_version"] == 2
+    assert document["schema_version"] == local["schema_version"] == 3
     for key in (
         "clean",
         "fgsm",

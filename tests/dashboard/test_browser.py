@@ -69,7 +69,7 @@ def test_report_page_draws_one_curve_per_attack(signed_in, server):
     indices = [int(value) for value in cards.evaluate_all("cards => cards.map(c => c.dataset.index)")]
     assert indices == sorted(indices)
     report = page.request.get(f"{server.url}/api/v1/jobs/{server.jobs[0]['id']}/report")
-    assert report.ok and report.json()["schema_version"] == 2  # the download link works with the cookie
+    assert report.ok and report.json()["schema_version"] == 3  # the download link works with the cookie
 
 
 def test_submit_an_evaluation_and_watch_it_finish_without_reloading(signed_in, server):

@@ -52,8 +52,8 @@ def report(client, finished) -> dict:
     return client.get(f"{API}/jobs/{finished['id']}/report").json()
 
 
-def test_a_passed_v2_report_shows_the_worst_case_every_attack_and_the_checks(client, finished, report):
-    assert report["schema_version"] == 2 and report["summary"]["sanity_verdict"] == "passed"
+def test_a_passed_v3_report_shows_the_worst_case_every_attack_and_the_checks(client, finished, report):
+    assert report["schema_version"] == 3 and report["summary"]["sanity_verdict"] == "passed"
     page = client.get(f"/jobs/{finished['id']}").text
     assert 'id="sanity-banner"' not in page and "sanity-banner" not in page
     tiles = section(page, "report")

@@ -56,7 +56,7 @@ def test_upload_submit_watch_report_compare(server, tmp_path):
     shown = cli(url, "jobs", "show", job_ids[0])
     assert shown.returncode == 0 and "succeeded (100 %)" in shown.stdout
     report = httpx.get(f"{url}/api/v1/jobs/{job_ids[0]}/report").json()
-    assert report["schema_version"] == 2 and [p["eps"] for p in report["fgsm"]] == [0.0, 2 / 255, 8 / 255]
+    assert report["schema_version"] == 3 and [p["eps"] for p in report["fgsm"]] == [0.0, 2 / 255, 8 / 255]
     assert report["dataset"]["source"] == "noise"
     compared = cli(url, "compare", *job_ids)
     assert compared.returncode == 0, compared.stdout + compared.stderr

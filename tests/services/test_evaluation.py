@@ -80,7 +80,7 @@ def test_report_document_and_files(digits, tmp_path):
         "timing",
     ):
         assert key in document
-    assert document["schema_version"] == 2
+    assert document["schema_version"] == 3
     assert document["model"]["format"] == "demo" and len(document["model"]["sha256"]) == 64
     assert document["dataset"]["num_samples"] == 48
     assert [p["eps"] for p in document["fgsm"]] == list(EPS)

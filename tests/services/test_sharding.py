@@ -1,4 +1,5 @@
-"""Sharded evaluation: shard ranges, and a merged report equal to the unsharded one (outcomes and metrics)."""
+"""Sharded evaluation: shard ranges, and a merged report equal to the unsharded one (outcomes, metrics and
+features at depth)."""
 
 from __future__ import annotations
 
@@ -61,11 +62,13 @@ def _comparable(folder) -> tuple[dict, dict[str, np.ndarray]]:
 def _assert_same(folder, reference) -> None:
     document, arrays = _comparable(folder)
     expected, expected_arrays = _comparable(reference)
-    assert document == expected
+    assert (
+        document == expected and document["features"]["depths"]
+    )  # features too: computed once, at the merge
     assert arrays.keys() == expected_arrays.keys()
     for name, array in arrays.items():
         np.testing.assert_array_equal(array, expected_arrays[name], err_msg=name)
-    for name in ("adversarial.npz", "gradcam.npz"):
+    for name in ("adversarial.npz", "gradcam.npz", "features.npz"):
         with np.load(folder / name) as got, np.load(reference / name) as want:
             assert got.files == want.files
             for key in got.files:

@@ -11,7 +11,7 @@ from torch import nn
 from db import repositories as repo
 from db.models import DatasetRecord, ModelRecord
 from db.storage import ArtifactStore
-from services.checkpoints import demo_model_path
+from services.checkpoints import demo_model_path, load_model
 from services.datasets import load_dataset
 
 INPUT_SHAPE = (1, 32, 32)
@@ -43,6 +43,16 @@ def add_model_file(
 
 def add_demo_model(session: Session, store: ArtifactStore, name: str = "gap-cnn") -> ModelRecord:
     return add_model_file(session, store, demo_model_path(name), name)
+
+
+def write_exported_demo(path: Path, name: str = "gap-cnn") -> Path:
+    """The demo model as a torch.export archive (dynamic batch): hooks reach its layers, unlike TorchScript's."""
+    network = load_model(f"demo:{name}", input_shape=INPUT_SHAPE).network
+    batch = ({0: torch.export.Dim("batch")},)
+    torch.export.save(
+        torch.export.export(network, (torch.rand(2, *INPUT_SHAPE),), dynamic_shapes=batch), path
+    )
+    return path
 
 
 def add_digits(session: Session, source: str = "digits") -> DatasetRecord:

@@ -12,7 +12,13 @@ import pytest
 from db import repositories as repo
 from db.base import utcnow
 from db.session import session_scope
-from tests.support.builders import NAN_ERROR, add_digits, add_model_file, write_faulty_model
+from tests.support.builders import (
+    NAN_ERROR,
+    add_digits,
+    add_model_file,
+    write_exported_demo,
+    write_faulty_model,
+)
 from tests.support.reports import comparable_report
 from tests.support.worker_jobs import load_job, row_counts, stored_report, submit
 from worker import runner, shard_runner
@@ -95,6 +101,36 @@ def test_a_job_in_three_shards_merges_into_the_unsharded_results(sessions, store
     assert shard_runner.run_shard(job_id, 1, sharding) is None
     assert runner.run_job(job_id, sharding) is None
     assert row_counts(sessions, job_id) == row_counts(sessions, single)
+
+
+def _feature_pictures(sessions, job_id) -> dict[str, str]:
+    with session_scope(sessions) as session:
+        artifacts = repo.results.list_artifacts(session=session, job_id=job_id)
+        return {a.name: a.sha256 for a in artifacts if a.name.startswith("features")}
+
+
+def test_a_sharded_job_computes_its_features_once_and_equals_the_unsharded_one(
+    sessions, store, sharding, sent, tmp_path
+):
+    """Features are computed by the merging worker's finishing step (a .pt2 model: hooks reach its layers)."""
+    with session_scope(sessions) as session:
+        path = write_exported_demo(tmp_path / "gap.pt2")
+        model_id = add_model_file(session, store, path, "gap-export", fmt="torch.export").id
+        dataset_id = add_digits(session).id
+    config = {**CONFIG, "cam_samples": 4, "feature_samples": 24, "feature_channels": 2}
+    single = submit(sessions, model_id, dataset_id, {**config, "shards": 1})
+    assert runner.run_job(single, sharding) == "succeeded"
+    job_id = submit(sessions, model_id, dataset_id, {**config, "shards": 3})
+    assert runner.run_job(job_id, sharding) == "running"
+    assert [shard_runner.run_shard(job_id, index, sharding) for index in (1, 2, 0)][-1] == "succeeded"
+
+    document, _ = _comparable(store, sessions, job_id)
+    expected, _ = _comparable(store, sessions, single)
+    assert document["features"] == expected["features"] and document == expected
+    assert [len(depth["channels"]) for depth in document["features"]["depths"]] == [2, 2, 2]
+    pictures = _feature_pictures(sessions, job_id)
+    assert set(pictures) == {name for name in document["artifacts"] if name.startswith("features")}
+    assert len(pictures) == 5 and pictures == _feature_pictures(sessions, single)  # byte for byte
 
 
 def test_the_automatic_cut_follows_the_shard_samples_setting(sessions, sharding, sent, demo_ids):
