@@ -147,7 +147,7 @@ def run_transfer(
     eps: Sequence[float],
     attacks: Sequence[str] = ("fgsm", "pgd"),
     pgd: AttackSpec | None = None,
-    pgd_examples: str = "first-fooling",
+    pgd_examples: str = "final",
     device: torch.device | str = "cpu",
     precision: str = "fp32",
     seed: int = 0,

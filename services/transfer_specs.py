@@ -58,13 +58,14 @@ class TransferConfig:
         help="step size α of pgd, in the units of ε (default 2.5·ε/steps at each ε)",
     )
     pgd_examples: str = _option(
-        "first-fooling",
+        "final",
         kind="choice",
         label="PGD examples",
         choices=PGD_EXAMPLES,
-        help="the pgd iterate the targets get: first-fooling (the first that fooled the source, where the "
-        "white-box sweep stops; a copy of the source then gets exactly the source's numbers) or final (every "
-        "step run: examples further past the source's boundary, which usually transfer better)",
+        help="the pgd iterate the targets get: final (every step run: examples further past the source's "
+        "boundary, which transfer better, so the black-box numbers are the stronger attack's) or first-fooling "
+        "(the first that fooled the source, where the white-box sweep stops; a copy of the source then gets "
+        "exactly the source's numbers)",
     )
     limit: int | None = _option(
         None, kind="int", label="Sample limit", minimum=1, help="use the first N samples only"
