@@ -290,6 +290,8 @@ class Audit(Base):
     thresholds: Mapped[dict[str, Any]] = mapped_column(JSON)
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
     run_on_new_version: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Models whose adversarial examples each run also tries on its candidates (a transfer job); None: none.
+    transfer_source_ids: Mapped[list[int] | None] = mapped_column(NullableJSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -346,6 +348,17 @@ class AuditRunJob(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+
+
+class AuditRunTransfer(Base):
+    """Links an audit run to the transfer job it launched, its candidates as the targets (one per run)."""
+
+    __tablename__ = "audit_run_transfers"
+    __table_args__ = (UniqueConstraint("run_id"), UniqueConstraint("transfer_job_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    transfer_job_id: Mapped[int] = mapped_column(ForeignKey("transfer_jobs.id", ondelete="CASCADE"))
 
 
 # The transfer-matrix tables live in their own module; imported here so Base.metadata holds every table.
