@@ -89,6 +89,7 @@ def create(
     webhook_url: str | None = None,
     enabled: bool = True,
     run_on_new_version: bool = False,
+    transfer_source_ids: Sequence[int] | None = None,
 ) -> Audit:
     """Add an audit (already validated by the caller); a duplicate name fails the flush."""
     now = utcnow()
@@ -98,6 +99,7 @@ def create(
         config=config,
         thresholds=thresholds,
         model_ids=None if model_ids is None else builtins.list(model_ids),
+        transfer_source_ids=builtins.list(transfer_source_ids) if transfer_source_ids else None,
         model_name=model_name,
         cron=cron,
         timezone=timezone,
