@@ -290,14 +290,44 @@ class Audit(Base):
     thresholds: Mapped[dict[str, Any]] = mapped_column(JSON)
     webhook_url: Mapped[str | None] = mapped_column(String(2000))
     run_on_new_version: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    # Models whose adversarial examples each run also tries on its candidates (a transfer job); None: none.
-    transfer_source_ids: Mapped[list[int] | None] = mapped_column(NullableJSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     runs: Mapped[list[AuditRun]] = relationship(
         back_populates="audit", cascade="all, delete-orphan", passive_deletes=True
     )
+    # Models whose adversarial examples each run also tries on its candidates (a transfer job), in order.
+    transfer_sources: Mapped[list[AuditTransferSource]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="AuditTransferSource.position",
+        lazy="selectin",
+    )
+
+    @property
+    def transfer_source_ids(self) -> list[int] | None:
+        """The transfer sources' model ids in their order; None: the audit measures no transfer robustness."""
+        return [source.model_id for source in self.transfer_sources] or None
+
+    @transfer_source_ids.setter
+    def transfer_source_ids(self, model_ids: list[int] | None) -> None:
+        self.transfer_sources = [
+            AuditTransferSource(model_id=model_id, position=index)
+            for index, model_id in enumerate(model_ids or [])
+        ]
+
+
+class AuditTransferSource(Base):
+    """One transfer source of an audit. No foreign key to the model: deleting a model stays possible, and the
+    next run says that the source no longer exists (as for the audit's model_ids)."""
+
+    __tablename__ = "audit_transfer_sources"
+    __table_args__ = (UniqueConstraint("audit_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
 
 
 class AuditRun(Base):

@@ -99,7 +99,6 @@ def create(
         config=config,
         thresholds=thresholds,
         model_ids=None if model_ids is None else builtins.list(model_ids),
-        transfer_source_ids=builtins.list(transfer_source_ids) if transfer_source_ids else None,
         model_name=model_name,
         cron=cron,
         timezone=timezone,
@@ -112,6 +111,8 @@ def create(
         created_at=now,
         updated_at=now,
     )
+    if transfer_source_ids:
+        audit.transfer_source_ids = builtins.list(transfer_source_ids)
     session.add(audit)
     session.flush()
     return audit
@@ -119,6 +120,8 @@ def create(
 
 def update(*, session: Session, audit: Audit, **fields: Any) -> Audit:
     """Change fields (validated by the caller) and stamp updated_at."""
+    if "transfer_source_ids" in fields:  # a relationship, not a column: replaced as a whole
+        audit.transfer_source_ids = fields.pop("transfer_source_ids")
     set_fields(audit, {**fields, "updated_at": utcnow()}, protected=("id", "created_at"))
     session.flush()
     return audit

@@ -91,14 +91,14 @@ def test_0007_adds_the_transfer_tables_and_its_downgrade_removes_them(db_url):
     assert transfer_tables <= _tables(db_url) and _differences(db_url) == []
 
 
-def test_0008_adds_the_audit_transfer_link_and_sources_and_its_downgrade_removes_them(db_url):
+def test_0008_adds_the_audit_transfer_tables_and_its_downgrade_removes_them(db_url):
     migrate.upgrade(db_url)
-    assert "audit_run_transfers" in _tables(db_url)
-    assert "transfer_source_ids" in _columns(db_url, "audits")
+    tables = {"audit_run_transfers", "audit_transfer_sources"}
+    assert tables <= _tables(db_url)
+    assert {"audit_id", "model_id", "position"} <= _columns(db_url, "audit_transfer_sources")
     migrate.downgrade(db_url, "0007")
     assert migrate.current(db_url) == "0007"
-    assert "audit_run_transfers" not in _tables(db_url)
-    assert "transfer_source_ids" not in _columns(db_url, "audits")
+    assert not tables & _tables(db_url)
     assert "transfer_jobs" in _tables(db_url)
     migrate.upgrade(db_url)
     assert "audit_run_transfers" in _tables(db_url) and _differences(db_url) == []

@@ -1,4 +1,5 @@
-"""Audits with transfer sources: the audit's source models, and the transfer job each run launched.
+"""Audits with transfer sources: the audit's source models (a table: a new column of `audits` would break
+the ORM on older revisions), and the transfer job each run launched.
 
 Revision ID: 0008
 Revises: 0007
@@ -17,8 +18,19 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("audits") as batch:
-        batch.add_column(sa.Column("transfer_source_ids", sa.JSON(none_as_null=True), nullable=True))
+    op.create_table(
+        "audit_transfer_sources",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("audit_id", sa.Integer(), nullable=False),
+        sa.Column("model_id", sa.Integer(), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["audit_id"], ["audits.id"], name="fk_audit_transfer_sources_audit_id_audits", ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name="pk_audit_transfer_sources"),
+        sa.UniqueConstraint("audit_id", "model_id", name="uq_audit_transfer_sources_audit_id_model_id"),
+    )
+    op.create_index("ix_audit_transfer_sources_audit_id", "audit_transfer_sources", ["audit_id"])
     op.create_table(
         "audit_run_transfers",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -41,5 +53,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("audit_run_transfers")
-    with op.batch_alter_table("audits") as batch:
-        batch.drop_column("transfer_source_ids")
+    op.drop_index("ix_audit_transfer_sources_audit_id", table_name="audit_transfer_sources")
+    op.drop_table("audit_transfer_sources")
