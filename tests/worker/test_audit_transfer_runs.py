@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from db import repositories as repo
+from db.base import utcnow
+from db.models import Audit, AuditRun
 from db.session import session_scope
+from services.audit_transfer import TransferOutcome
+from services.audit_verdict import JobResult, Thresholds, judge
 from tests.support.builders import add_digits
 from tests.support.worker_audits import (
     InlineQueue,
@@ -16,7 +22,9 @@ from tests.support.worker_audits import (
     run_state,
 )
 from worker import audits as audit_tasks
+from worker.audit_recovery import resend_unsent_jobs
 from worker.audit_runs import finalize_run, launch_run
+from worker.webhooks import payload
 
 pytestmark = pytest.mark.timeout(180)
 EPS_8 = round(8 / 255, 9)
@@ -154,3 +162,40 @@ def test_the_transfer_task_hands_a_finished_run_to_finalize(sessions, audit_ctx,
     queue.run_transfers()
     audit_tasks.transfer_ended(transfer_id, sessions)
     assert handed == [run_id]
+
+
+def test_a_launch_that_died_before_its_sends_has_its_transfer_job_sent_again(
+    sessions, audit_ctx, queue, setup
+):
+    audit_id, _ = setup
+    run_id = manual_run(sessions, audit_id)
+    launch_run(run_id, audit_ctx)
+    (transfer_id,) = queue.transfers
+    with session_scope(sessions) as session:  # as if the launch died between its commit and its sends
+        run = repo.audits.get_run(session=session, run_id=run_id)
+        repo.audits.update_run(
+            session=session, run=run, jobs_sent_at=None, started_at=utcnow() - timedelta(hours=1)
+        )
+    assert resend_unsent_jobs(audit_ctx) == [run_id]
+    assert queue.transfers == [transfer_id, transfer_id]
+
+
+def test_the_webhook_payload_names_a_regressed_transfer_metric():
+    candidate = JobResult(2, 1, "net", "v2", "succeeded", report=REPORT, run_id=2, transfer=_outcome(12, 0.5))
+    baseline = JobResult(1, 1, "net", "v1", "succeeded", report=REPORT, run_id=1, transfer=_outcome(11, 0.6))
+    verdict = judge([(candidate, baseline)], Thresholds())
+    run = AuditRun(id=2, slot="manual:x", trigger="manual", verdict=verdict.verdict, reason=verdict.reason)
+    run.audit = Audit(id=1, name="nightly")
+    run.result = {"comparisons": verdict.comparisons, "errors": verdict.errors}
+    body = payload(run, "https://advaudit.example")
+    (regression,) = body["regressions"]
+    assert regression["metric"] == "transfer_worst_case_accuracy" and regression["candidate_job_id"] == 2
+    assert body["comparisons"][0]["candidate"]["transfer_job_id"] == 12
+    assert "black-box (transfer) worst-case accuracy" in body["run"]["reason"]
+
+
+REPORT = {"fgsm": [{"eps": 8 / 255, "accuracy": 0.5}], "summary": {"clean_accuracy": 0.9}}
+
+
+def _outcome(transfer_id: int, worst: float) -> TransferOutcome:
+    return TransferOutcome(transfer_id, "succeeded", (7,), worst_case={EPS_8: worst})
