@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 
 from services.job_states import SUCCEEDED
 
-RANKING_EPS = 8 / 255  # the ε the transfer metric is compared at when both sides have it
-EPS_DIGITS = 9  # as services.audit_verdict rounds every ε
+# The ε a leaderboard ranks at when every compared job swept it (api.services.report_view ranks with it too),
+# and the transfer metric is compared at when both sides have it.
+RANKING_EPS = 8 / 255
+EPS_DIGITS = 9  # the same ε parsed twice is one float; closer than 1e-9 is the same point
 
 
 def eps_key(value: float) -> float:

@@ -18,11 +18,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from services.audit_states import BASELINE, ERROR, PASSED, REGRESSED, SUSPICIOUS
-from services.audit_transfer import TransferOutcome, ranking_eps
+from services.audit_transfer import EPS_DIGITS, TransferOutcome, ranking_eps
 from services.errors import ConfigError
 from services.job_states import SUCCEEDED
 
-EPS_DIGITS = 9  # the same ε parsed twice is one float; closer than 1e-9 is the same point
 TOLERANCE = 1e-9  # a change exactly at the threshold is allowed, whatever the float rounding
 # How a job that did not succeed is named in an `error` verdict's reason.
 OUTCOME_WORDS = {
