@@ -60,6 +60,13 @@ def add_commands(commands) -> None:
     )
     for name, spec in THRESHOLD_SPECS.items():
         p.add_argument(spec.flag, type=float, dest=name, help=spec.describe())
+    p.add_argument(
+        "--transfer-source-id",
+        type=int,
+        action="append",
+        help="also measure the audited models' black-box robustness against this model's adversarial examples "
+        "(a transfer job each run; repeatable)",
+    )
     p.add_argument("--webhook", help="URL POSTed a JSON summary of every finished run")
     p.add_argument(
         "--on-new-version",
@@ -113,6 +120,7 @@ def cmd_add(args) -> int:
         "interval_s": args.interval,
         "baseline_job_id": args.baseline_job_id,
         "webhook_url": args.webhook,
+        "transfer_source_ids": args.transfer_source_id,
         "enabled": not args.disabled,
         "run_on_new_version": args.on_new_version,
         "config": config_from_args(args).to_dict(),  # validated here first: bad options fail early
@@ -158,6 +166,8 @@ def cmd_show(args) -> int:
         f"{audit['dataset_id']}"
     )
     console.print(f"  {describe_schedule(audit)}")
+    if audit.get("transfer_source_ids"):
+        console.print("  transfer sources: " + ", ".join(f"model {i}" for i in audit["transfer_source_ids"]))
     baseline = (
         "the previous run that passed"
         if audit["baseline_job_id"] is None

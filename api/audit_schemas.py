@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from api.schemas import MAX_ID, NO_NUL, JobConfig, Name
 from services.audit_verdict import THRESHOLD_FLOOR, THRESHOLD_SPECS, ThresholdSpec
+from services.transfer_specs import MAX_TRANSFER_MODELS
 
 MAX_MODELS = 20
 MAX_INTERVAL_S = 366 * 24 * 3600
@@ -72,6 +73,12 @@ class _AuditFields(BaseModel):
         pattern=NO_NUL,
         description="POSTed a JSON summary of each finished run",
     )
+    transfer_source_ids: list[ModelId] | None = Field(
+        default=None,
+        max_length=MAX_TRANSFER_MODELS,
+        description="models whose adversarial examples each run also tries on its candidates (a transfer "
+        "job); the verdict compares the candidate's black-box worst case over them. Null or []: none",
+    )
 
 
 class AuditCreate(_AuditFields):
@@ -124,6 +131,7 @@ class AuditRead(BaseModel):
     thresholds: AuditThresholds
     webhook_url: str | None
     run_on_new_version: bool
+    transfer_source_ids: list[int] | None = Field(default=None, description="the fixed transfer sources")
     created_at: datetime
     updated_at: datetime
     next_run_at: datetime | None = Field(description="the next scheduled slot; null when none")
@@ -150,6 +158,9 @@ class AuditJobSummary(BaseModel):
     failed_checks: list[str] = Field(
         default_factory=list, description="names of the sanity checks the evaluation failed"
     )
+    transfer_job_id: int | None = Field(
+        default=None, description="the run's transfer job with this model as the target (transfer sources)"
+    )
     report_url: str
 
 
@@ -158,7 +169,7 @@ class MetricRowRead(BaseModel):
 
     metric: str = Field(
         description="clean_accuracy, robust_auc, accuracy (FGSM), worst_case_accuracy (every attack), "
-        "target_success_rate or cam_drift"
+        "target_success_rate, cam_drift or transfer_worst_case_accuracy (black-box, over the transfer sources)"
     )
     eps: float | None
     eps_255: float | None

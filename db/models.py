@@ -296,6 +296,38 @@ class Audit(Base):
     runs: Mapped[list[AuditRun]] = relationship(
         back_populates="audit", cascade="all, delete-orphan", passive_deletes=True
     )
+    # Models whose adversarial examples each run also tries on its candidates (a transfer job), in order.
+    transfer_sources: Mapped[list[AuditTransferSource]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="AuditTransferSource.position",
+        lazy="selectin",
+    )
+
+    @property
+    def transfer_source_ids(self) -> list[int] | None:
+        """The transfer sources' model ids in their order; None: the audit measures no transfer robustness."""
+        return [source.model_id for source in self.transfer_sources] or None
+
+    @transfer_source_ids.setter
+    def transfer_source_ids(self, model_ids: list[int] | None) -> None:
+        self.transfer_sources = [
+            AuditTransferSource(model_id=model_id, position=index)
+            for index, model_id in enumerate(model_ids or [])
+        ]
+
+
+class AuditTransferSource(Base):
+    """One transfer source of an audit. No foreign key to the model: deleting a model stays possible, and the
+    next run says that the source no longer exists (as for the audit's model_ids)."""
+
+    __tablename__ = "audit_transfer_sources"
+    __table_args__ = (UniqueConstraint("audit_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    audit_id: Mapped[int] = mapped_column(ForeignKey("audits.id", ondelete="CASCADE"), index=True)
+    model_id: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer)
 
 
 class AuditRun(Base):
@@ -346,6 +378,17 @@ class AuditRunJob(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+
+
+class AuditRunTransfer(Base):
+    """Links an audit run to the transfer job it launched, its candidates as the targets (one per run)."""
+
+    __tablename__ = "audit_run_transfers"
+    __table_args__ = (UniqueConstraint("run_id"), UniqueConstraint("transfer_job_id"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("audit_runs.id", ondelete="CASCADE"))
+    transfer_job_id: Mapped[int] = mapped_column(ForeignKey("transfer_jobs.id", ondelete="CASCADE"))
 
 
 # The transfer-matrix tables live in their own module; imported here so Base.metadata holds every table.

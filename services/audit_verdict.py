@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from services.audit_states import BASELINE, ERROR, PASSED, REGRESSED, SUSPICIOUS
+from services.audit_transfer import EPS_DIGITS, TransferOutcome, ranking_eps
 from services.errors import ConfigError
 from services.job_states import SUCCEEDED
 
-EPS_DIGITS = 9  # the same ε parsed twice is one float; closer than 1e-9 is the same point
 TOLERANCE = 1e-9  # a change exactly at the threshold is allowed, whatever the float rounding
 # How a job that did not succeed is named in an `error` verdict's reason.
 OUTCOME_WORDS = {
@@ -37,6 +37,7 @@ METRIC_NAMES = {
     "worst_case_accuracy": "worst-case accuracy",
     "target_success_rate": "target success rate",
     "cam_drift": "CAM drift",
+    "transfer_worst_case_accuracy": "black-box (transfer) worst-case accuracy",
 }
 PP = "pp"
 DRIFT = "drift"
@@ -103,6 +104,14 @@ class Thresholds:
     )
     cam_drift_rise: float | None = _threshold(
         0.10, label="CAM drift rise", unit=DRIFT, flag="--max-drift-rise"
+    )
+    # Only audits with transfer sources measure it: the worst case over those sources, attack `all`.
+    transfer_worst_case_drop_pp: float | None = _threshold(
+        5.0,
+        label="Transfer worst-case accuracy drop",
+        unit=PP,
+        where="at the ranking ε",
+        flag="--max-transfer-drop",
     )
 
     @staticmethod
@@ -381,6 +390,30 @@ def compare_metrics(baseline: Metrics, candidate: Metrics, thresholds: Threshold
     return rows
 
 
+def transfer_row(
+    baseline: TransferOutcome | None,
+    candidate: TransferOutcome,
+    thresholds: Thresholds,
+    warnings: list[str],
+) -> MetricRow:
+    """The black-box worst-case accuracy at the ranking ε, candidate against baseline (listed without a verdict,
+    with a warning, when the baseline measured none with the same sources)."""
+    comparable = baseline is not None and baseline.comparable_with(candidate)
+    if baseline is None:
+        warnings.append("the baseline measured no transfer robustness: the transfer metric is listed only")
+    elif not comparable:
+        warnings.append(
+            "the baseline's transfer job used other sources: the transfer metric is listed without a verdict"
+        )
+    shared = candidate.worst_case.keys() & (baseline.worst_case.keys() if comparable and baseline else set())
+    eps = ranking_eps(shared or candidate.worst_case.keys())
+    base = baseline.worst_case.get(eps) if comparable and baseline and eps is not None else None
+    cand = candidate.worst_case.get(eps) if eps is not None else None
+    return _row(
+        "transfer_worst_case_accuracy", eps, base, cand, thresholds.transfer_worst_case_drop_pp, PP, DROP
+    )
+
+
 @dataclass(frozen=True)
 class JobResult:
     """One evaluation job of an audit run (or the baseline's), as the verdict needs it."""
@@ -393,6 +426,8 @@ class JobResult:
     error: str | None = None
     report: dict[str, Any] | None = None
     run_id: int | None = None  # the audit run the job belongs to, if any
+    # the run's transfer job with this model as the target (None: the run measured no transfer robustness)
+    transfer: TransferOutcome | None = None
 
     def label(self) -> str:
         return f"job {self.job_id} ({self.model_name} {self.model_version})"
@@ -410,6 +445,7 @@ class JobResult:
             "worst_case_auc": metrics.worst_case_auc if metrics else None,
             "sanity_verdict": metrics.sanity_verdict if metrics else None,
             "failed_checks": list(metrics.failed_checks) if metrics else [],
+            **({"transfer_job_id": self.transfer.transfer_id} if self.transfer else {}),
         }
 
 
@@ -486,6 +522,10 @@ def judge(
                 + (f": {candidate.error}" if candidate.error else "")
             )
             continue
+        transfer_problem = candidate.transfer.problem() if candidate.transfer is not None else None
+        if transfer_problem:
+            problems.append(f"{candidate.label()}: {transfer_problem}")
+            continue
         candidate_metrics = Metrics.from_report(candidate_report)
         if candidate_metrics.suspicious:
             suspicious.append(
@@ -499,10 +539,13 @@ def judge(
             continue
         base, cand = Metrics.from_report(baseline_report), candidate_metrics
         rows = compare_metrics(base, cand, thresholds)
+        warnings = _eps_warnings(base, cand)
+        if candidate.transfer is not None:
+            rows.append(transfer_row(baseline.transfer, candidate.transfer, thresholds, warnings))
         entry.update(
             rows=[row.to_dict() for row in rows],
             regressed=any(row.regressed for row in rows),
-            warnings=_eps_warnings(base, cand),
+            warnings=warnings,
         )
     if problems:
         return Verdict(ERROR, "; ".join(problems), comparisons, problems)

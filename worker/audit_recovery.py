@@ -34,11 +34,15 @@ def resend_unsent_jobs(context: AuditContext) -> list[int]:
             )
             for run in runs
         ]
+        transfers = {run_id: repo.audit_transfers.get(session=session, run_id=run_id) for run_id, _ in plan}
     resent = []
     for run_id, jobs in plan:
+        transfer = transfers[run_id]
         try:
             for job in jobs:
                 context.send_job(job)
+            if transfer is not None and transfer.status == QUEUED:  # its transfer job too (transfer sources)
+                context.send_transfer(transfer)
             mark_jobs_sent(run_id, context)
         except Exception:  # broker or database unavailable: the next tick tries again
             log.exception("audit run %s: could not send its queued jobs again", run_id)

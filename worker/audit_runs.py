@@ -19,12 +19,14 @@ from db import repositories as repo
 from db.base import utcnow
 from db.models import Audit, AuditRun, Job, ModelRecord
 from db.session import session_scope
+from db.transfer_models import TransferJob
 from services.audit_states import ERROR, FINISHED, PENDING, RUNNING, WEBHOOK_PENDING
 from services.audit_verdict import Thresholds, Verdict, judge
 from services.errors import AdvauditError
 from services.job_states import FAILED, QUEUED, TERMINAL
 from services.specs import EvaluationConfig
 from worker.audit_baseline import baseline_pairs
+from worker.audit_transfer import create_transfer, plan_sources, with_transfers
 from worker.webhooks import WebhookSettings
 
 log = logging.getLogger(__name__)
@@ -41,11 +43,17 @@ class AuditContext:
     sessions: sessionmaker[Session]
     send_job: Callable[[Job], None]  # enqueue the evaluate task for a committed job
     send_webhook: Callable[[int], None]  # enqueue the webhook delivery of a finished run
+    # enqueue the transfer task of a committed transfer job (audits with transfer sources)
+    send_transfer: Callable[[TransferJob], None] = field(default=lambda job: _no_transfer_queue())
     run_timeout_s: float = 24 * 3600.0
     clock: Callable[[], datetime] = field(default=utcnow)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     # A message expected this long ago and still without effect is presumed lost, and the tick sends it again.
     lost_after_s: float = 300.0
+
+
+def _no_transfer_queue() -> None:
+    raise RuntimeError("this worker was given no way to enqueue transfer jobs")
 
 
 def _models(session: Session, audit: Audit, run: AuditRun) -> list[ModelRecord]:
@@ -70,8 +78,12 @@ def _models(session: Session, audit: Audit, run: AuditRun) -> list[ModelRecord]:
     return [model]
 
 
-def _plan(session: Session, audit: Audit, run: AuditRun) -> tuple[list[ModelRecord], EvaluationConfig]:
-    """The models to evaluate and the validated config; LaunchError says why a run cannot start."""
+Plan = tuple[list[ModelRecord], EvaluationConfig, list[ModelRecord]]
+
+
+def _plan(session: Session, audit: Audit, run: AuditRun) -> Plan:
+    """The models to evaluate, the validated config and the transfer sources; LaunchError says why a run
+    cannot start."""
     try:
         config = EvaluationConfig(**audit.config)
     except (AdvauditError, TypeError) as error:
@@ -89,13 +101,18 @@ def _plan(session: Session, audit: Audit, run: AuditRun) -> tuple[list[ModelReco
                 f"dataset {dataset.name} has {dataset.num_classes} classes but model {model.name} "
                 f"{model.version} predicts only {model.num_classes}"
             )
-    return models, config
+    try:
+        sources = plan_sources(session, audit, dataset, models)
+    except ValueError as error:
+        raise LaunchError(str(error)) from None
+    return models, config, sources
 
 
 def launch_run(run_id: int, context: AuditContext) -> str | None:
     """pending → running: create the run's jobs and enqueue them; None when another caller launched it."""
     now = context.clock()
     jobs: list[Job] = []
+    transfer: TransferJob | None = None
     with session_scope(context.sessions) as session:
         run = repo.audits.get_run(session=session, run_id=run_id)
         if run is None or run.status != PENDING:
@@ -106,7 +123,7 @@ def launch_run(run_id: int, context: AuditContext) -> str | None:
         ):
             return None
         try:
-            models, config = _plan(session, run.audit, run)
+            models, config, sources = _plan(session, run.audit, run)
         except LaunchError as error:
             _write_verdict(session, run, Verdict(ERROR, str(error), [], [str(error)]), now)
         else:
@@ -120,12 +137,16 @@ def launch_run(run_id: int, context: AuditContext) -> str | None:
                 )
                 repo.audits.create_run_job(session=session, run=run, job=job)
                 jobs.append(job)
+            if sources:
+                transfer = create_transfer(session, run, sources, models, config)
         notify = not jobs and run.audit.webhook_url is not None
     if not jobs:
         if notify:
             _send_webhook(run_id, context)
         return ERROR
     sent = [_send_job(job, context) for job in jobs]
+    if transfer is not None:
+        sent.append(_send_transfer(transfer, context))
     mark_jobs_sent(run_id, context)
     if not all(sent):
         finalize_run(run_id, context)  # every job may have been refused: judge the run now
@@ -152,6 +173,24 @@ def _send_job(job: Job, context: AuditContext) -> bool:
                 repo.jobs.transition(
                     session=session,
                     job=record,
+                    new_status=FAILED,
+                    error=f"broker unavailable: {type(error).__name__}: {error}",
+                )
+        return False
+
+
+def _send_transfer(transfer: TransferJob, context: AuditContext) -> bool:
+    """Enqueue the run's committed transfer job; one the broker refused is failed, so the run is judged."""
+    try:
+        context.send_transfer(transfer)
+        return True
+    except Exception as error:
+        with session_scope(context.sessions) as session:
+            record = repo.transfers.get(session=session, transfer_id=transfer.id)
+            if record is not None and record.status == QUEUED:
+                repo.transfers.transition(
+                    session=session,
+                    transfer_job=record,
                     new_status=FAILED,
                     error=f"broker unavailable: {type(error).__name__}: {error}",
                 )
@@ -187,7 +226,9 @@ def finalize_run(run_id: int, context: AuditContext) -> str | None:
         timed_out = run.started_at is not None and now - run.started_at > timedelta(
             seconds=context.run_timeout_s
         )
-        if jobs and not timed_out and any(job.status not in TERMINAL for job in jobs):
+        transfer = repo.audit_transfers.get(session=session, run_id=run_id)
+        waiting = [job.status for job in jobs] + ([transfer.status] if transfer is not None else [])
+        if jobs and not timed_out and any(status not in TERMINAL for status in waiting):
             return None
         errors = []
         if not jobs:
@@ -198,10 +239,19 @@ def finalize_run(run_id: int, context: AuditContext) -> str | None:
                 f"{len(late)} job(s) had not finished {_duration(context.run_timeout_s)} after the run "
                 "started and were cancelled"
             )
+        late_transfer = timed_out and transfer is not None and transfer.status not in TERMINAL
+        if late_transfer:
+            errors.append(
+                f"transfer job {transfer.id} had not finished {_duration(context.run_timeout_s)} after the run "
+                "started and was cancelled"
+            )
         pairs, no_baseline_reason = baseline_pairs(session, run.audit, run, jobs, errors)
+        pairs = with_transfers(session, run, pairs)
         verdict = judge(pairs, Thresholds.from_dict(run.thresholds), errors, no_baseline_reason)
         for job in late:  # the verdict is out: their results could no longer change it
             repo.jobs.request_cancel(session=session, job=job)
+        if late_transfer and transfer is not None:
+            repo.transfers.request_cancel(session=session, transfer_job=transfer)
         if not _write_verdict(session, run, verdict, now):
             return None
         notify = run.audit.webhook_url is not None

@@ -12,6 +12,7 @@ from contracts.tasks import Queue, Task
 from db import repositories as repo
 from db.models import Job
 from db.session import make_engine, make_session_factory, session_scope
+from db.transfer_models import TransferJob
 from services.audit_states import RUNNING
 from services.job_states import TERMINAL
 from worker.audit_runs import AuditContext, finalize_run, launch_run
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 def _send_job(job: Job) -> None:
     app.send_task(Task.EVALUATE, args=[job.id], queue=job.queue or Queue.EVALUATIONS)
+
+
+def _send_transfer(job: TransferJob) -> None:
+    app.send_task(Task.TRANSFER, args=[job.id], queue=job.queue or Queue.EVALUATIONS)
 
 
 def _send_webhook(run_id: int) -> None:
@@ -39,6 +44,7 @@ def audit_context() -> AuditContext:
         sessions=sessions,
         send_job=_send_job,
         send_webhook=_send_webhook,
+        send_transfer=_send_transfer,
         run_timeout_s=settings.audit_run_timeout_s,
         webhook=webhook_settings(),
     )
@@ -93,3 +99,16 @@ def job_ended(job_id: int, sessions: sessionmaker[Session] | None = None) -> Non
         finalize.apply_async(args=[run_id], queue=Queue.CONTROL)
     except Exception:  # never fail the evaluation for its audit; the next tick finalizes the run instead
         log.warning("job %s: could not hand its audit run over for finalizing", job_id, exc_info=True)
+
+
+def transfer_ended(transfer_id: int, sessions: sessionmaker[Session] | None = None) -> None:
+    """Called by the transfer task when its job stops: hand the audit run that launched it to finalize."""
+    try:
+        with session_scope(sessions or audit_context().sessions) as session:
+            run_id = repo.audit_transfers.run_id_for(session=session, transfer_id=transfer_id)
+            transfer = repo.transfers.get(session=session, transfer_id=transfer_id)
+            if run_id is None or transfer is None or transfer.status not in TERMINAL:
+                return
+        finalize.apply_async(args=[run_id], queue=Queue.CONTROL)  # finalize waits for the jobs still running
+    except Exception:  # never fail the transfer job for its audit; the next tick finalizes the run instead
+        log.warning("transfer job %s: could not hand its audit run over", transfer_id, exc_info=True)

@@ -136,9 +136,11 @@ def evaluate_shard(self, job_id: int, shard_index: int) -> str | None:
 def transfer(self, transfer_id: int) -> str | None:
     """Run transfer job `transfer_id` (idempotent: a redelivered or duplicate task finds nothing to do)."""
     try:
-        return run_transfer_job(int(transfer_id), worker_context())
+        status = run_transfer_job(int(transfer_id), worker_context())
     except JobLeased as leased:
         raise self.retry(countdown=leased.retry_after_s) from None
+    audits.transfer_ended(int(transfer_id))
+    return status
 
 
 def send_transfer(transfer_id: int, queue: str | None) -> None:

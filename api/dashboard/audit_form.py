@@ -47,6 +47,7 @@ DEFAULTS = {
     "interval": "1d",
     "baseline_job_id": "",
     "webhook_url": "",
+    "transfer_source_ids": "",  # the multi-select's ids, comma-joined
     **{key: f"{spec.default:g}" for key, spec in THRESHOLD_SPECS.items()},
 }
 LABELS = {
@@ -59,6 +60,7 @@ LABELS = {
     "interval_s": "Interval",
     "baseline_job_id": "Baseline",
     "webhook_url": "Webhook URL",
+    "transfer_source_ids": "Transfer sources",
     "enabled": "Enabled",
     "run_on_new_version": "Run on new versions",
     **{key: label for key, (label, _) in THRESHOLDS.items()},
@@ -101,6 +103,8 @@ def audit_request(
         "webhook_url": values["webhook_url"].strip() or None,
         "enabled": "enabled" in flags,
         "run_on_new_version": "run_on_new_version" in flags,
+        # always sent, so that deselecting every source on the edit form clears them
+        "transfer_source_ids": [item for item in values["transfer_source_ids"].split(",") if item],
     }
     if values["selector"] == "ids":
         body["model_ids"] = model_ids
@@ -207,6 +211,7 @@ def audit_values(audit: Audit) -> tuple[dict[str, str], list[str], set[str]]:
         "dataset_id": str(audit.dataset_id),
         "baseline_job_id": str(audit.baseline_job_id or ""),
         "webhook_url": audit.webhook_url or "",
+        "transfer_source_ids": ",".join(str(model_id) for model_id in audit.transfer_source_ids or []),
         **{key: "" if thresholds.get(key) is None else number_text(thresholds[key]) for key in THRESHOLDS},
     }
     if audit.cron is not None:
@@ -242,6 +247,7 @@ def new_audit(request: Request, session: SessionDep) -> Response:
 async def _posted(request: Request) -> tuple[dict[str, str], list[str], set[str]]:
     form = await request.form()
     values = {key: str(form.get(key, "")) for key in DEFAULTS}
+    values["transfer_source_ids"] = ",".join(str(value) for value in form.getlist("transfer_source_ids"))
     model_ids = [str(value) for value in form.getlist("model_ids")]
     return values, model_ids, {flag for flag in FLAGS if form.get(flag)}
 

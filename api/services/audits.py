@@ -10,6 +10,7 @@ from api.audit_schemas import AuditCreate, AuditUpdate
 from api.errors import Conflict, Unprocessable
 from api.services import page
 from api.services.audit_runs import brief
+from api.services.audit_sources import checked_sources
 from api.services.jobs import build_config, check_cam_layer, check_compatible, check_feature_layers
 from contracts.settings import Settings
 from db import repositories as repo
@@ -35,6 +36,7 @@ FIELDS = (
     "thresholds",
     "webhook_url",
     "run_on_new_version",
+    "transfer_source_ids",
 )
 
 
@@ -125,6 +127,7 @@ def validated(
         check_compatible(model, dataset, config)
         check_cam_layer(session, store, model, dataset, config)
         check_feature_layers(store, model, dataset, config)
+    values["transfer_source_ids"] = checked_sources(session, values["transfer_source_ids"], models, dataset)
     _check_baseline(session, values["baseline_job_id"], dataset.id)
     _check_webhook(values["webhook_url"], settings)
     return {

@@ -13,6 +13,7 @@ from typing import Any
 
 from services import metrics
 from services.audit_states import SUSPICIOUS
+from services.audit_transfer import RANKING_EPS
 from services.audit_verdict import (
     EPS_DIGITS,
     report_version,
@@ -22,7 +23,6 @@ from services.audit_verdict import (
 )
 from services.sanity import CHECKS_BY_NAME
 
-RANKING_EPS = 8 / 255  # the ε a leaderboard ranks at when every compared job swept it
 V1_NOTE = "FGSM only (report v1)"
 NORM_NAMES = {"linf": "L∞", "l2": "L2"}
 

@@ -3,6 +3,26 @@
 Usage: `from db.repositories import jobs; jobs.create(session=s, ...)`.
 """
 
-from db.repositories import audits, datasets, jobs, models, results, shards, tokens, transfers
+from db.repositories import (
+    audit_transfers,
+    audits,
+    datasets,
+    jobs,
+    models,
+    results,
+    shards,
+    tokens,
+    transfers,
+)
 
-__all__ = ["audits", "datasets", "jobs", "models", "results", "shards", "tokens", "transfers"]
+__all__ = [
+    "audit_transfers",
+    "audits",
+    "datasets",
+    "jobs",
+    "models",
+    "results",
+    "shards",
+    "tokens",
+    "transfers",
+]

@@ -89,6 +89,7 @@ def create(
     webhook_url: str | None = None,
     enabled: bool = True,
     run_on_new_version: bool = False,
+    transfer_source_ids: Sequence[int] | None = None,
 ) -> Audit:
     """Add an audit (already validated by the caller); a duplicate name fails the flush."""
     now = utcnow()
@@ -110,6 +111,8 @@ def create(
         created_at=now,
         updated_at=now,
     )
+    if transfer_source_ids:
+        audit.transfer_source_ids = builtins.list(transfer_source_ids)
     session.add(audit)
     session.flush()
     return audit
@@ -117,6 +120,8 @@ def create(
 
 def update(*, session: Session, audit: Audit, **fields: Any) -> Audit:
     """Change fields (validated by the caller) and stamp updated_at."""
+    if "transfer_source_ids" in fields:  # a relationship, not a column: replaced as a whole
+        audit.transfer_source_ids = fields.pop("transfer_source_ids")
     set_fields(audit, {**fields, "updated_at": utcnow()}, protected=("id", "created_at"))
     session.flush()
     return audit

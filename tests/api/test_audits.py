@@ -72,6 +72,7 @@ def test_create_read_and_list(client, create):
         "robust_auc_drop_pp": 3.0,
         "target_success_rise_pp": 5.0,
         "cam_drift_rise": 0.1,
+        "transfer_worst_case_drop_pp": 5.0,
     }
     assert audit["config"]["eps"] == [0.0, 2 / 255, 8 / 255] and audit["config"]["targeted"] == "next"
     assert audit["next_run_at"].endswith("Z") or "+00:00" in audit["next_run_at"]

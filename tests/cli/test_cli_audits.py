@@ -154,3 +154,34 @@ def test_the_worst_case_threshold_has_its_flag(capsys):
         ]
     )
     assert args.worst_case_drop_pp == 2.5
+
+
+def test_transfer_sources_and_their_threshold_reach_the_request(monkeypatch):
+    sent = {}
+
+    def request(self, method, path, json=None, params=None):
+        sent.update(method=method, path=path, body=json)
+        return {**AUDIT, "id": 2, "name": "n"}
+
+    monkeypatch.setattr(audit_commands.Client, "request", request)
+    code = main(
+        [
+            "audits",
+            "add",
+            "--name",
+            "n",
+            "--model-name",
+            "m",
+            "--dataset-id",
+            "1",
+            "--transfer-source-id",
+            "7",
+            "--transfer-source-id",
+            "8",
+            "--max-transfer-drop",
+            "2.5",
+        ]
+    )
+    assert code == 0 and (sent["method"], sent["path"]) == ("POST", "/audits")
+    assert sent["body"]["transfer_source_ids"] == [7, 8]
+    assert sent["body"]["thresholds"] == {"transfer_worst_case_drop_pp": 2.5}

@@ -144,6 +144,7 @@ def test_an_edit_changes_the_schedule_and_thresholds(client, app, audit):
         "robust_auc_drop_pp": 4.0,
         "target_success_rise_pp": 5.0,
         "cam_drift_rise": None,
+        "transfer_worst_case_drop_pp": None,  # not in the posted form: left empty, not checked
     }
     assert after["config"]["eps"] == [0, 4 / 255] and after["config"]["targeted"] == "class:3"
     assert after["name"] == audit["name"] and after["webhook_url"] == audit["webhook_url"]

@@ -65,6 +65,7 @@ def test_form_creates_the_audit_and_goes_to_its_page(client, form):
         "robust_auc_drop_pp": None,
         "target_success_rise_pp": 5.0,
         "cam_drift_rise": 0.1,
+        "transfer_worst_case_drop_pp": None,  # the form left it empty: not checked
     }
     assert audit["webhook_url"] == form["webhook_url"] and audit["enabled"] and audit["run_on_new_version"]
     assert audit["baseline"] == "previous" and audit["next_run_at"] is not None

@@ -22,10 +22,10 @@ def _differences(url: str) -> list:
 def test_upgrade_matches_the_models(db_url):
     assert migrate.current(db_url) is None
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head() == "0007"
+    assert migrate.current(db_url) == migrate.head() == "0008"
     assert _differences(db_url) == []
     migrate.upgrade(db_url)  # idempotent
-    assert migrate.current(db_url) == "0007"
+    assert migrate.current(db_url) == "0008"
 
 
 def test_the_comparison_notices_a_drift(db_url):
@@ -71,6 +71,14 @@ def _tables(url: str) -> set[str]:
         engine.dispose()
 
 
+def _columns(url: str, table: str) -> set[str]:
+    engine = make_engine(url)
+    try:
+        return {column["name"] for column in inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
+
+
 def test_0007_adds_the_transfer_tables_and_its_downgrade_removes_them(db_url):
     transfer_tables = {"transfer_jobs", "transfer_job_models", "transfer_points"}
     migrate.upgrade(db_url)
@@ -81,3 +89,16 @@ def test_0007_adds_the_transfer_tables_and_its_downgrade_removes_them(db_url):
     assert "job_shards" in _tables(db_url)
     migrate.upgrade(db_url)
     assert transfer_tables <= _tables(db_url) and _differences(db_url) == []
+
+
+def test_0008_adds_the_audit_transfer_tables_and_its_downgrade_removes_them(db_url):
+    migrate.upgrade(db_url)
+    tables = {"audit_run_transfers", "audit_transfer_sources"}
+    assert tables <= _tables(db_url)
+    assert {"audit_id", "model_id", "position"} <= _columns(db_url, "audit_transfer_sources")
+    migrate.downgrade(db_url, "0007")
+    assert migrate.current(db_url) == "0007"
+    assert not tables & _tables(db_url)
+    assert "transfer_jobs" in _tables(db_url)
+    migrate.upgrade(db_url)
+    assert "audit_run_transfers" in _tables(db_url) and _differences(db_url) == []

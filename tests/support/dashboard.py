@@ -8,6 +8,7 @@ import re
 
 from tests.support import api as helpers
 from tests.support.api import API
+from tests.support.transfers import run_transfer
 from worker.audit_runs import AuditContext, finalize_run, launch_run
 
 MODEL_NAME = "digits-net"
@@ -52,14 +53,18 @@ def register_version(client, variant: str, name: str = MODEL_NAME) -> dict:
 def judge(app, run_id: int) -> None:
     """Launch the run, run its jobs and finalize it, as the worker does (no webhook is sent)."""
     jobs: list[int] = []
+    transfers: list[int] = []
     context = AuditContext(
         sessions=app.state.sessions,
         send_job=lambda job: jobs.append(job.id),
         send_webhook=lambda run_id: None,
+        send_transfer=lambda job: transfers.append(job.id),
     )
     assert launch_run(run_id, context) == "running"
     for job_id in jobs:
         assert helpers.run_job(app, job_id) == "succeeded"
+    for transfer_id in transfers:  # audits with transfer sources
+        assert run_transfer(app, transfer_id) == "succeeded"
     assert finalize_run(run_id, context) is not None
 
 

@@ -9,12 +9,14 @@ from sqlalchemy.orm import Session
 from db import repositories as repo
 from db.models import Audit, Job
 from db.session import session_scope
+from db.transfer_models import TransferJob
 from services.audit_verdict import Thresholds
 from services.checkpoints import demo_model_path
 from services.specs import EvaluationConfig
 from tests.support.builders import add_model_file
 from worker.audit_runs import AuditContext
 from worker.runner import WorkerContext, run_job
+from worker.transfer_runner import run_transfer_job
 
 MODEL_NAME = "digits-net"
 # The demo ε range on all 360 digits, with a short PGD: a few seconds per job on a CPU. PGD-3 leaves a few
@@ -38,6 +40,14 @@ class InlineQueue:
         self.worker = worker
         self.jobs: list[int] = []
         self.webhooks: list[int] = []
+        self.transfers: list[int] = []
+
+    def send_transfer(self, job: TransferJob) -> None:
+        self.transfers.append(job.id)
+
+    def run_transfers(self) -> list[str | None]:
+        done, self.transfers = self.transfers, []
+        return [run_transfer_job(transfer_id, self.worker) for transfer_id in done]
 
     def send_job(self, job: Job) -> None:
         self.jobs.append(job.id)
@@ -57,6 +67,7 @@ def audit_context(
         sessions=worker.sessions,
         send_job=queue.send_job,
         send_webhook=queue.send_webhook,
+        send_transfer=queue.send_transfer,
         run_timeout_s=timeout_s,
     )
     if clock is not None:
