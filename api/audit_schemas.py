@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from api.schemas import MAX_ID, NO_NUL, JobConfig, Name
+from api.schemas import MAX_ID, NO_NUL, JobConfig, ModelId, Name
 from services.audit_verdict import THRESHOLD_FLOOR, THRESHOLD_SPECS, ThresholdSpec
 from services.transfer_specs import MAX_TRANSFER_MODELS
 
 MAX_MODELS = 20
 MAX_INTERVAL_S = 366 * 24 * 3600
-ModelId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 def _threshold_field(spec: ThresholdSpec) -> tuple[Any, Any]:

@@ -15,6 +15,7 @@ T = TypeVar("T")
 Eps = float | str  # a number or a fraction such as "8/255"
 EpsList = list[Eps] | str  # a list, or a comma-separated string as on the command line (one limit for both)
 MAX_ID = 2**31 - 1  # ids are 32-bit integers on PostgreSQL
+ModelId = Annotated[int, Field(ge=1, le=MAX_ID)]  # a model id the database can hold
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL characters
 NAME_PATTERN = r"^[^\x00-\x1f/\\]+$"  # no control characters, no path separators
 

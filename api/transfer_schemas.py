@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from api.schemas import MAX_ID, _JobConfigBase, _option_field
+from api.schemas import MAX_ID, ModelId, _JobConfigBase, _option_field
 from services.transfer_specs import MAX_TRANSFER_MODELS, TRANSFER_OPTIONS
 
 TransferJobConfig = create_model(
@@ -25,10 +25,10 @@ class TransferCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     dataset_id: int = Field(ge=1, le=MAX_ID)
-    source_ids: list[int] = Field(
+    source_ids: list[ModelId] = Field(
         min_length=1, max_length=MAX_TRANSFER_MODELS, description="the models the examples are crafted on"
     )
-    target_ids: list[int] = Field(
+    target_ids: list[ModelId] = Field(
         min_length=1, max_length=MAX_TRANSFER_MODELS, description="the models the examples are evaluated on"
     )
     config: TransferJobConfig = Field(default_factory=TransferJobConfig)  # type: ignore[valid-type]

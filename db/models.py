@@ -311,10 +311,15 @@ class Audit(Base):
 
     @transfer_source_ids.setter
     def transfer_source_ids(self, model_ids: list[int] | None) -> None:
-        self.transfer_sources = [
-            AuditTransferSource(model_id=model_id, position=index)
-            for index, model_id in enumerate(model_ids or [])
-        ]
+        # A source kept by an update keeps its row (a new one would be inserted before the old one is deleted,
+        # against the unique (audit, model) constraint); only its position changes.
+        kept = {source.model_id: source for source in self.transfer_sources}
+        sources = []
+        for index, model_id in enumerate(model_ids or []):
+            source = kept.pop(model_id, None) or AuditTransferSource(model_id=model_id)
+            source.position = index
+            sources.append(source)
+        self.transfer_sources = sources
 
 
 class AuditTransferSource(Base):

@@ -56,6 +56,12 @@ def plan_sources(
         if model is None:
             raise ValueError(f"transfer source model {model_id} no longer exists; edit the audit's sources")
         sources.append(model)
+    both = sorted({m.id for m in sources} & {m.id for m in candidates})
+    if both:
+        raise ValueError(
+            f"transfer source model {both[0]} is also a model this run audits (a model's black-box robustness "
+            "is measured against the other models); edit the audit's sources"
+        )
     if sources and len(candidates) > MAX_TRANSFER_MODELS:
         raise ValueError(
             f"a transfer job takes at most {MAX_TRANSFER_MODELS} targets; this run has {len(candidates)} models"

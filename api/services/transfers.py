@@ -109,6 +109,12 @@ def delete(*, session: Session, transfer_job: TransferJob) -> None:
         raise Conflict(
             f"transfer job {transfer_job.id} is {transfer_job.status}; cancel it before deleting it"
         )
+    run_id = repo.audit_transfers.run_id_for(session=session, transfer_id=transfer_job.id)
+    if run_id is not None:
+        raise Conflict(
+            f"transfer job {transfer_job.id} holds the black-box results of audit run {run_id}; "
+            "delete the audit to delete it"
+        )
     repo.transfers.delete(session=session, transfer_job=transfer_job)
 
 

@@ -47,6 +47,18 @@ def test_sources_are_stored_deduplicated_and_can_be_cleared(client, body, source
     assert plain["transfer_source_ids"] is None
 
 
+def test_sources_can_be_extended_and_reordered(client, body, source, npz_dataset):
+    second = helpers.upload_model(
+        client, "surrogate-2", helpers.demo_bytes("separable-cnn"), "t.pt", dataset_id=npz_dataset["id"]
+    ).json()
+    audit = client.post(f"{API}/audits", json=body(transfer_source_ids=[source["id"]])).json()
+    for ids in ([source["id"], second["id"]], [second["id"], source["id"]]):  # a kept source keeps its row
+        changed = client.patch(f"{API}/audits/{audit['id']}", json={"transfer_source_ids": ids})
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["transfer_source_ids"] == ids
+        assert client.get(f"{API}/audits/{audit['id']}").json()["transfer_source_ids"] == ids
+
+
 def _refused(client, response, message: str) -> None:
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == "application/problem+json"

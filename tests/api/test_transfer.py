@@ -79,6 +79,7 @@ def test_submit_writes_a_queued_job_and_enqueues_its_id(
         ({"dataset_id": 999}, "dataset_id 999: there is no such dataset"),
         ({"source_ids": [999]}, "model_id 999: there is no such model"),
         ({"source_ids": []}, "source_ids"),
+        ({"target_ids": [2**63]}, "less than or equal to 2147483647"),  # beyond any database id, not a 500
         ({"config": {"eps": "0,3"}}, "outside [0, 1]"),
         ({"config": {"attacks": "square"}}, "unknown attacks square"),
         ({"config": {"steps": 0}}, "steps"),

@@ -5,10 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
+from api.errors import Conflict
+from api.services import transfers as transfer_service
 from db import repositories as repo
 from db.base import utcnow
-from db.models import Audit, AuditRun
+from db.models import Audit, AuditRun, ModelRecord
 from db.session import session_scope
 from services.audit_transfer import TransferOutcome
 from services.audit_verdict import JobResult, Thresholds, judge
@@ -138,6 +141,26 @@ def test_a_transfer_job_the_broker_refuses_makes_the_run_an_error_with_its_reaso
         "transfer job" in run.reason
         and "failed: broker unavailable: ConnectionError: broker down" in run.reason
     )
+    # the run's evidence stays: its transfer job, though ended, cannot be deleted while the run exists
+    with session_scope(sessions) as session:
+        transfer = repo.audit_transfers.get(session=session, run_id=run_id)
+        with pytest.raises(Conflict, match=f"audit run {run_id}"):
+            transfer_service.delete(session=session, transfer_job=transfer)
+
+
+def test_a_source_that_is_also_the_audited_model_stops_the_launch_with_a_message(
+    sessions, audit_ctx, queue, setup
+):
+    audit_id, source = setup
+    with session_scope(sessions) as session:
+        audited = session.scalars(select(ModelRecord.id).where(ModelRecord.id != source)).one()
+        audit = repo.audits.get(session=session, audit_id=audit_id)
+        repo.audits.update(session=session, audit=audit, transfer_source_ids=[source, audited])
+    run_id = manual_run(sessions, audit_id)
+    assert launch_run(run_id, audit_ctx) == "error"
+    run = run_state(sessions, run_id)
+    assert f"transfer source model {audited} is also a model this run audits" in run.reason
+    assert queue.jobs == [] and queue.transfers == []
 
 
 def test_a_missing_source_stops_the_launch_with_a_message(sessions, audit_ctx, queue, setup):
