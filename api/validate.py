@@ -59,15 +59,7 @@ def validate_model(
 
     A model the architecture audit cannot take apart is still a valid model: "architecture_error" says why.
     """
-    loaded = load_model(
-        path,
-        input_shape=tuple(input_shape),
-        arch=arch,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        device="cpu",
-    )
+    loaded = _load_on_cpu(path, input_shape, arch, num_classes, mean, std)
     info = loaded.info.to_dict()
     info.pop("source")
     try:
@@ -88,15 +80,7 @@ def model_architecture(
     filter_grid_path: str | None = None,
 ) -> dict[str, Any]:
     """The architecture audit (and filter grid) of a model registered before either was kept."""
-    loaded = load_model(
-        path,
-        input_shape=tuple(input_shape),
-        arch=arch,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        device="cpu",
-    )
+    loaded = _load_on_cpu(path, input_shape, arch, num_classes, mean, std)
     return _architecture(loaded, input_shape, filter_grid_path)
 
 
@@ -107,6 +91,26 @@ def validate_dataset(*, path: str, image_size: int | None = None) -> dict[str, A
     info = dataset.info.to_dict()
     info.pop("source")
     return info
+
+
+def _load_on_cpu(
+    path: str,
+    input_shape: list[int],
+    arch: str | None,
+    num_classes: int | None,
+    mean: list[float] | None,
+    std: list[float] | None,
+) -> LoadedModel:
+    """The registered model as the checks below open it: on the CPU, as registered."""
+    return load_model(
+        path,
+        input_shape=tuple(input_shape),
+        arch=arch,
+        num_classes=num_classes,
+        mean=mean,
+        std=std,
+        device="cpu",
+    )
 
 
 def check_cam_layer(
@@ -120,15 +124,7 @@ def check_cam_layer(
     std: list[float] | None = None,
 ) -> dict[str, Any]:
     """Refuse a Grad-CAM layer the engine would refuse; return the architecture audit for the cache."""
-    loaded = load_model(
-        path,
-        input_shape=tuple(input_shape),
-        arch=arch,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        device="cpu",
-    )
+    loaded = _load_on_cpu(path, input_shape, arch, num_classes, mean, std)
     if not loaded.supports_hooks:
         raise ConfigError(
             "TorchScript archives do not support the hooks a CAM audit needs: register "
@@ -157,15 +153,7 @@ def check_feature_layers(
     std: list[float] | None = None,
 ) -> dict[str, Any]:
     """Refuse feature layers the engine would refuse (unknown, running twice, not a map); {"depths": count}."""
-    loaded = load_model(
-        path,
-        input_shape=tuple(input_shape),
-        arch=arch,
-        num_classes=num_classes,
-        mean=mean,
-        std=std,
-        device="cpu",
-    )
+    loaded = _load_on_cpu(path, input_shape, arch, num_classes, mean, std)
     if not loaded.supports_hooks:
         raise ConfigError(TORCHSCRIPT_REFUSAL)
     shape = (input_shape[0], input_shape[1], input_shape[2])
