@@ -6,7 +6,8 @@ PGD-10 with α = 2.5·ε/10 and a random start, CPU. The network is trained firs
 digits, upsampled to 3×32×32) so its robustness has the shape of a real, undefended classifier's.
 
 - ours: services.sweep.run_sweep with the PGD attack (its FGSM sweep included): per ε only the samples PGD
-  has not fooled at a smaller ε, stopped per sample once fooled;
+  has not fooled at a smaller ε, stopped per sample once fooled; once with the default fp32 steps, once with
+  `attack_precision bf16` (the steps' gradients under bf16 autocast, every success decided in fp32);
 - torchattacks: for each ε, `torchattacks.PGD(model, eps, alpha, steps, random_start=True)` on every batch,
   then a forward to count the robust samples (what people write today).
 Rounds alternate the contenders; the ratio of medians is reported, with the robust accuracy of both per ε.
@@ -15,6 +16,7 @@ Sanity overhead: a default evaluation's sweep (FGSM + PGD-10) with the sanity pr
 
     .venv/bin/python bench/bench_attacks.py                    # about 10 minutes on 2 CPU cores
     .venv/bin/python bench/bench_attacks.py --n 256 --rounds 1 # a quick look
+    .venv/bin/python bench/bench_attacks.py --threads 1 --epochs 0 --labels own --skip-sanity
 """
 
 from __future__ import annotations
@@ -76,6 +78,7 @@ def sweep(model, x, y, config, batch_size, with_sanity: bool = False) -> tuple[f
         attacks=config.attack_specs,
         worst_case_attacks=config.worst_case_attacks,
         probe=config.sanity_probe if with_sanity else SanityProbe(0.0, False),
+        attack_precision=config.attack_precision,
     )
     if with_sanity:
         assess(result, config, 10)
@@ -113,6 +116,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternated timed rounds of each contender")
     parser.add_argument("--epochs", type=int, default=3, help="training epochs of the benchmarked network")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--skip-sanity", action="store_true", help="skip the sanity-overhead runs")
     parser.add_argument(
         "--labels",
         choices=("true", "own"),
@@ -132,44 +136,53 @@ def main() -> int:
         with torch.no_grad():
             y = model(x).argmax(dim=1)
     eps = DEFAULT_EPS
-    config = EvaluationConfig(eps=eps, attacks="pgd", steps=args.steps)
+    configs = {
+        "ours": EvaluationConfig(eps=eps, attacks="pgd", steps=args.steps),
+        "ours bf16": EvaluationConfig(eps=eps, attacks="pgd", steps=args.steps, attack_precision="bf16"),
+    }
     default = EvaluationConfig()
     with torch.no_grad():
         clean = float((model(x).argmax(dim=1) == y).float().mean())
     print(
-        f"ResNet-18 3×32×32, N={args.n}, K={len(eps)}, PGD-{args.steps}, clean accuracy {100 * clean:.1f} %"
+        f"ResNet-18 3×32×32, N={args.n}, K={len(eps)}, PGD-{args.steps}, clean accuracy {100 * clean:.1f} %, "
+        f"{torch.get_num_threads()} thread(s)"
     )
-    ours(model, x[:16], y[:16], config, args.batch_size)  # warm-up: kernels, allocator, imports
+    for config in configs.values():  # warm-up: kernels, allocator, imports
+        ours(model, x[:16], y[:16], config, args.batch_size)
     theirs(model, x[:16], y[:16], eps[:2], args.steps, args.batch_size)
-    times: dict[str, list[float]] = {"ours": [], "torchattacks": [], "sanity": [], "no sanity": []}
+    contenders = [*configs, "torchattacks"]
+    times: dict[str, list[float]] = {name: [] for name in [*contenders, "sanity", "no sanity"]}
     acc: dict[str, list[float]] = {}
     for round_ in range(args.rounds):
-        order = ["ours", "torchattacks"] if round_ % 2 == 0 else ["torchattacks", "ours"]
-        for name in order:
-            if name == "ours":
-                seconds, acc["ours"] = ours(model, x, y, config, args.batch_size)
+        for name in contenders if round_ % 2 == 0 else reversed(contenders):
+            if name == "torchattacks":
+                seconds, acc[name] = theirs(model, x, y, eps, args.steps, args.batch_size)
             else:
-                seconds, acc["torchattacks"] = theirs(model, x, y, eps, args.steps, args.batch_size)
+                seconds, acc[name] = ours(model, x, y, configs[name], args.batch_size)
             times[name].append(seconds)
             print(f"  round {round_ + 1} {name}: {seconds:.1f} s", flush=True)
+        if args.skip_sanity:
+            continue
         for with_sanity in [True, False] if round_ % 2 == 0 else [False, True]:
             name = "sanity" if with_sanity else "no sanity"
             times[name].append(sweep(model, x, y, default, args.batch_size, with_sanity)[0])
             print(f"  round {round_ + 1} default run, {name}: {times[name][-1]:.1f} s", flush=True)
-    median = {name: statistics.median(values) for name, values in times.items()}
+    median = {name: statistics.median(values) for name, values in times.items() if values}
     print("\nε·255       " + " ".join(f"{e * 255:6.0f}" for e in eps))
-    for name in ("ours", "torchattacks"):
+    for name in contenders:
         print(f"{name:12s}" + " ".join(f"{100 * a:6.1f}" for a in acc[name]))
-    differing = [round(abs(a - b) * args.n) for a, b in zip(acc["ours"], acc["torchattacks"], strict=True)]
-    print(f"robust samples differing per ε: {differing} (ours ≤ theirs is the stronger attack)")
-    print(
-        f"PGD sweep: torchattacks / ours = {median['torchattacks'] / median['ours']:.2f}× "
-        f"({median['torchattacks']:.1f} s vs {median['ours']:.1f} s, medians of {args.rounds})"
-    )
-    print(
-        f"sanity checks add {100 * (median['sanity'] / median['no sanity'] - 1):.1f} % to a default run's sweep "
-        f"({median['sanity']:.1f} s vs {median['no sanity']:.1f} s)"
-    )
+    for name in configs:
+        differing = [round((a - b) * args.n) for a, b in zip(acc[name], acc["torchattacks"], strict=True)]
+        print(
+            f"{name}: robust samples minus torchattacks' per ε: {differing} (negative: ours is the stronger "
+            f"attack); torchattacks / {name} = {median['torchattacks'] / median[name]:.2f}× "
+            f"({median['torchattacks']:.1f} s vs {median[name]:.1f} s, medians of {args.rounds})"
+        )
+    if not args.skip_sanity:
+        print(
+            f"sanity checks add {100 * (median['sanity'] / median['no sanity'] - 1):.1f} % to a default run's "
+            f"sweep ({median['sanity']:.1f} s vs {median['no sanity']:.1f} s)"
+        )
     return 0
 
 
