@@ -79,6 +79,7 @@ def sweep(model, x, y, config, batch_size, with_sanity: bool = False) -> tuple[f
         worst_case_attacks=config.worst_case_attacks,
         probe=config.sanity_probe if with_sanity else SanityProbe(0.0, False),
         attack_precision=config.attack_precision,
+        inference_layout=config.inference_layout,
     )
     if with_sanity:
         assess(result, config, 10)

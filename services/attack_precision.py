@@ -5,9 +5,10 @@ the next step (the sign of the gradient in L∞). Under bf16 autocast those pass
 a CPU with bf16 instructions (ResNet-18 at 3×32×32, batch 128, one thread: 2.3× here) and on CUDA. The
 direction is then slightly different (the signs of about 6 % of a random-init ResNet-18's input gradient
 differ), so the attack is a slightly different attack, not a weaker claim: whether a sample is fooled is
-only ever decided by the model in the run's precision (services.iterative.gradient_attack), so every sample
-called fooled has an adversarial input the model itself misclassifies, and the sanity checks judge the
-attack's strength as they judge any attack's.
+only ever decided by the model in the run's precision (services.iterative.gradient_attack; in a sweep, by
+the forward of the FGSM sweep's ε passes, which predicts what the model does: services.inference_layout),
+so every sample called fooled has an adversarial input the model itself misclassifies, and the sanity
+checks judge the attack's strength as they judge any attack's.
 
 On the CPU, a conv model's steps run on a channels_last copy (services.inference_layout), where bf16
 convolutions are fastest; elsewhere on the model itself.

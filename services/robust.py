@@ -170,8 +170,10 @@ class RobustSweep:
         """Every attack on one batch (x on the device; `fgsm_pred` its (B, K) FGSM predictions), then the
         sanity probes. `direction` is the raw sign of the gradient (NaN where the gradient was NaN); `infer`
         serves the forward-only probes (default: `forward`); `steps_forward`, the iterative attacks' gradient
-        steps (default: `forward`; see services.attack_precision)."""
+        steps (default: `forward`; see services.attack_precision), whose successes `infer` then decides (it
+        predicts what the model does: services.inference_layout)."""
         ids = torch.arange(self.first_index + rows.start, self.first_index + rows.stop)
+        decide = (infer or forward) if steps_forward is not None else forward
         correct = clean_logits.argmax(dim=1) == y
         white = (
             closed_under_eps(fgsm_pred == y[:, None], self.eps) if "fgsm" in self.worst_case_attacks else None
@@ -180,7 +182,7 @@ class RobustSweep:
             black = spec.name in BLACK_BOX
             outcome = robust_over_eps(
                 spec,
-                forward,
+                forward if black else decide,
                 x,
                 y,
                 self.eps,
@@ -197,7 +199,7 @@ class RobustSweep:
                 eligible = targets != y
                 survived = robust_over_eps(
                     spec,
-                    forward,
+                    decide,
                     x,
                     y,
                     self.targeted_eps,
@@ -209,7 +211,7 @@ class RobustSweep:
                 )
                 self.targeted_success[spec][rows] = (eligible[:, None] & ~survived).cpu()
         self._probe(
-            forward, infer or forward, x, y, rows, ids, clean_logits, direction, correct, steps_forward
+            decide, infer or forward, x, y, rows, ids, clean_logits, direction, correct, steps_forward
         )
 
     def _probe(

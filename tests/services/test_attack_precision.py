@@ -114,6 +114,7 @@ def test_the_sweep_uses_the_bf16_steps_only_when_asked(demo, monkeypatch):
             attacks=config.attack_specs,
             probe=SanityProbe(0.0, False),
             attack_precision=config.attack_precision,
+            inference_layout=config.inference_layout,  # auto: the channels_last copy decides
         )
         assert result.robust is not None
         outcomes[precision] = next(iter(result.robust.robust.values())).sum(dim=0).tolist()
