@@ -120,6 +120,8 @@ def training_environment() -> dict:
     return {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        # oneDNN picks other fp32 kernels on a CPU with AMX tiles, even at the same capability (AVX512)
+        "amx": bool(torch.cpu._is_amx_tile_supported()),
         "threads": TRAINING_THREADS,
     }
 

@@ -9,7 +9,7 @@ import torch
 
 from services.datasets import digits_split
 from services.zoo import ARCHITECTURES, build_architecture
-from tests.support.demo_models import MIN_AGREEMENT, MODELS, training_script
+from tests.support.demo_models import MIN_AGREEMENT, MODELS, training_build, training_script
 
 FASTEST = "separable-cnn"
 
@@ -27,7 +27,7 @@ def test_shipped_model_reaches_95_percent_on_digits_test(name):
 
 def test_trained_on_records_the_training_environment():
     recorded = json.loads((MODELS / "TRAINED_ON.json").read_text())
-    assert set(recorded) == {"torch", "cpu_capability", "threads"}
+    assert set(recorded) == {"torch", "cpu_capability", "amx", "threads"}
     assert recorded["threads"] == 1 and recorded["torch"] and recorded["cpu_capability"]
     assert training_script().training_environment().keys() == recorded.keys()
 
@@ -44,6 +44,7 @@ def test_script_records_the_environment_only_for_the_shipped_folder(tmp_path, mo
     assert recorded == {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "amx": bool(torch.cpu._is_amx_tile_supported()),
         "threads": 1,
     }
     assert sorted(q.name for q in (tmp_path / "shipped").iterdir()) == ["TRAINED_ON.json", f"{FASTEST}.pt"]
@@ -51,9 +52,8 @@ def test_script_records_the_environment_only_for_the_shipped_folder(tmp_path, mo
 
 def test_retraining_reproduces_the_shipped_model():
     script = training_script()
-    recorded = json.loads((MODELS / "TRAINED_ON.json").read_text())
-    here = {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
-    same_build = here == {key: recorded[key] for key in here}
+    recorded, here = training_build()
+    same_build = here == recorded
     settings = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     model, accuracy = script.train_demo_model(FASTEST)
     assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()) == settings  # restored
@@ -70,11 +70,7 @@ def test_retraining_reproduces_the_shipped_model():
     else:
         # Another torch build or CPU instruction set picks other kernels, whose floating-point rounding
         # differs, so the weights drift apart over training; require an equally good, equivalent model instead.
-        why = (
-            f"exact weights are not expected here: the shipped models were trained with torch "
-            f"{recorded['torch']} on {recorded['cpu_capability']}, this is torch {here['torch']} on "
-            f"{here['cpu_capability']}"
-        )
+        why = f"exact weights are not expected here: the shipped models were trained on {recorded}, this is {here}"
         x, _ = (torch.from_numpy(a) for a in digits_split("test"))
         with torch.no_grad():
             agreement = (model(x).argmax(1) == shipped_model(x).argmax(1)).float().mean().item()

@@ -19,3 +19,13 @@ def training_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def training_build() -> tuple[dict, dict]:
+    """(the build the shipped models were trained on, this one): torch and the CPU features that pick the
+    kernels, as TRAINED_ON.json records them (the thread count is fixed by the script)."""
+    import json
+
+    recorded = json.loads((MODELS / "TRAINED_ON.json").read_text())
+    here = {key: value for key, value in training_script().training_environment().items() if key != "threads"}
+    return {key: recorded.get(key) for key in here}, here
