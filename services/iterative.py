@@ -49,6 +49,17 @@ def fooled_by(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | Non
     return pred == targets if targets is not None else pred != y
 
 
+NEAR_BOUNDARY = 0.05  # of the logits' range: within it, a bf16 prediction may not be the fp32 one
+
+
+def near_boundary(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
+    """Samples whose (low-precision) logits are within NEAR_BOUNDARY of the decision, either side."""
+    cls = targets if targets is not None else y
+    own, other = _margins(logits, cls)
+    spread = (logits.amax(dim=1) - logits.amin(dim=1)).clamp(min=1e-12)
+    return (own - other).abs() < NEAR_BOUNDARY * spread
+
+
 def _margins(logits: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(z_cls, the largest other logit) per sample."""
     own = logits.gather(1, cls[:, None]).squeeze(1)
@@ -133,8 +144,9 @@ def gradient_attack(
     on that count). Without it, every sample runs every step, exactly as the reference implementations.
 
     With `steps_forward` (services.attack_precision), the gradient of each step is taken through it, and
-    what it predicts is only a candidate success: `forward` decides, on the candidates at each iterate and
-    on every survivor at the last. A sample is only ever called fooled by the model's own prediction.
+    what it predicts is only a candidate success (as is a prediction near its decision boundary, where the
+    rounding could flip it): `forward` decides, on the candidates at each iterate and on every survivor at
+    the last. A sample is only ever called fooled by the model's own prediction.
     """
     fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     last = x.clone()
@@ -153,6 +165,8 @@ def gradient_attack(
             with torch.set_grad_enabled(not final):
                 logits = forward(adv) if final or steps_forward is None else steps_forward(adv)
             hit = fooled_by(logits.detach(), y0, t0)
+            if steps_forward is not None and not final:
+                hit = hit | near_boundary(logits.detach(), y0, t0)
             if steps_forward is not None and not final and hit.any():
                 candidates = hit.clone()
                 with torch.no_grad():

@@ -10,7 +10,7 @@ from services.attack_specs import AttackSpec, SanityProbe
 from services.checkpoints import load_model
 from services.datasets import load_dataset
 from services.errors import ConfigError
-from services.iterative import gradient_attack
+from services.iterative import gradient_attack, near_boundary
 from services.robust import robust_over_eps
 from services.specs import EvaluationConfig
 from services.sweep import run_sweep
@@ -127,3 +127,10 @@ def test_bf16_steps_need_an_iterative_attack():
         EvaluationConfig(attacks=("fgsm",), attack_precision="bf16")
     with pytest.raises(ConfigError, match="unknown attack_precision"):
         EvaluationConfig(attack_precision="fp16")
+
+
+def test_near_boundary_flags_the_samples_a_rounding_could_flip():
+    logits = torch.tensor([[5.0, 4.9, 0.0], [5.0, 1.0, 0.0], [4.9, 5.0, 0.0]])
+    y = torch.tensor([0, 0, 0])
+    assert near_boundary(logits, y, None).tolist() == [True, False, True]
+    assert near_boundary(logits, y, torch.tensor([1, 1, 2])).tolist() == [True, False, False]
