@@ -6,8 +6,8 @@ PGD-10 with α = 2.5·ε/10 and a random start, CPU. The network is trained firs
 digits, upsampled to 3×32×32) so its robustness has the shape of a real, undefended classifier's.
 
 - ours: services.sweep.run_sweep with the PGD attack (its FGSM sweep included): per ε only the samples PGD
-  has not fooled at a smaller ε, stopped per sample once fooled; once with the default fp32 steps, once with
-  `attack_precision bf16` (the steps' gradients under bf16 autocast, every success decided in fp32);
+  has not fooled at a smaller ε, stopped per sample once fooled, with the evaluation's default inference
+  layout (the FGSM sweep's ε forwards on a channels_last copy, as `advaudit evaluate` runs them);
 - torchattacks: for each ε, `torchattacks.PGD(model, eps, alpha, steps, random_start=True)` on every batch,
   then a forward to count the robust samples (what people write today).
 Rounds alternate the contenders; the ratio of medians is reported, with the robust accuracy of both per ε.
@@ -78,7 +78,6 @@ def sweep(model, x, y, config, batch_size, with_sanity: bool = False) -> tuple[f
         attacks=config.attack_specs,
         worst_case_attacks=config.worst_case_attacks,
         probe=config.sanity_probe if with_sanity else SanityProbe(0.0, False),
-        attack_precision=config.attack_precision,
         inference_layout=config.inference_layout,
     )
     if with_sanity:
@@ -137,10 +136,7 @@ def main() -> int:
         with torch.no_grad():
             y = model(x).argmax(dim=1)
     eps = DEFAULT_EPS
-    configs = {
-        "ours": EvaluationConfig(eps=eps, attacks="pgd", steps=args.steps),
-        "ours bf16": EvaluationConfig(eps=eps, attacks="pgd", steps=args.steps, attack_precision="bf16"),
-    }
+    configs = {"ours": EvaluationConfig(eps=eps, attacks="pgd", steps=args.steps)}
     default = EvaluationConfig()
     with torch.no_grad():
         clean = float((model(x).argmax(dim=1) == y).float().mean())

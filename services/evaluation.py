@@ -126,7 +126,6 @@ def _sweep(
         worst_case_attacks=config.worst_case_attacks,
         probe=config.sanity_probe,
         inference_layout=config.inference_layout,
-        attack_precision=config.attack_precision,
     )
 
 

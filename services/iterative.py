@@ -20,9 +20,6 @@ from services.attack_specs import SQUARE_P_INIT, AttackSpec
 Forward = Callable[[torch.Tensor], torch.Tensor]
 """model(x) → fp32 logits (autocast and cancellation checks inside)."""
 
-StepForward = Forward
-"""What an attack's gradient steps differentiate (a bf16 copy of the model, say); it never decides a success."""
-
 
 def sample_generator(seed: int, stream: int, index: int, eps: float, restart: int = 0) -> torch.Generator:
     """The generator of one sample's draws for one attack stream, ε and restart."""
@@ -47,17 +44,6 @@ def fooled_by(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | Non
     """Success per sample: a wrong class (untargeted) or the target class (targeted)."""
     pred = logits.argmax(dim=1)
     return pred == targets if targets is not None else pred != y
-
-
-NEAR_BOUNDARY = 0.05  # of the logits' range: within it, a bf16 prediction may not be the fp32 one
-
-
-def near_boundary(logits: torch.Tensor, y: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
-    """Samples whose (low-precision) logits are within NEAR_BOUNDARY of the decision, either side."""
-    cls = targets if targets is not None else y
-    own, other = _margins(logits, cls)
-    spread = (logits.amax(dim=1) - logits.amin(dim=1)).clamp(min=1e-12)
-    return (own - other).abs() < NEAR_BOUNDARY * spread
 
 
 def _margins(logits: torch.Tensor, cls: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,18 +121,12 @@ def gradient_attack(
     seed: int = 0,
     targets: torch.Tensor | None = None,
     stop_early: bool = True,
-    steps_forward: StepForward | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """BIM or PGD: (fooled per sample, the last iterate per sample).
 
     With `stop_early`, a sample leaves the batch at the first iterate that fools it (the loss is averaged
     over the samples still attacked; the sign of an L∞ step and the direction of an L2 step do not depend
     on that count). Without it, every sample runs every step, exactly as the reference implementations.
-
-    With `steps_forward` (services.attack_precision), the gradient of each step is taken through it, and
-    what it predicts is only a candidate success (as is a prediction near its decision boundary, where the
-    rounding could flip it): `forward` decides, on the candidates at each iterate and on every survivor at
-    the last. A sample is only ever called fooled by the model's own prediction.
     """
     fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     last = x.clone()
@@ -163,18 +143,8 @@ def gradient_attack(
             final = step == spec.steps
             adv = adv.detach().requires_grad_(not final)
             with torch.set_grad_enabled(not final):
-                logits = forward(adv) if final or steps_forward is None else steps_forward(adv)
+                logits = forward(adv)
             hit = fooled_by(logits.detach(), y0, t0)
-            if steps_forward is not None and not final:
-                hit = hit | near_boundary(logits.detach(), y0, t0)
-            if steps_forward is not None and not final and hit.any():
-                candidates = hit.clone()
-                with torch.no_grad():
-                    hit[candidates] = fooled_by(
-                        forward(adv.detach()[candidates]),
-                        y0[candidates],
-                        t0[candidates] if t0 is not None else None,
-                    )
             fooled[rows[hit]] = True
             if final:
                 last[rows] = adv.detach()

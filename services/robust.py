@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields, replace
 import torch
 
 from services.attack_specs import BLACK_BOX, AttackSpec, SanityProbe
-from services.iterative import Forward, StepForward, gradient_attack, noise_attack, square_attack
+from services.iterative import Forward, gradient_attack, noise_attack, square_attack
 
 
 @dataclass
@@ -57,14 +57,11 @@ def run_attack(
     ids: torch.Tensor,
     seed: int,
     targets: torch.Tensor | None = None,
-    steps_forward: StepForward | None = None,
 ) -> torch.Tensor:
-    """Fooled per sample (bool) for one attack at one ε (`steps_forward`: see gradient_attack)."""
+    """Fooled per sample (bool) for one attack at one ε."""
     if spec.name == "square":
         return square_attack(spec, forward, x, y, eps, ids, seed=seed, targets=targets)
-    return gradient_attack(
-        spec, forward, x, y, eps, ids, seed=seed, targets=targets, steps_forward=steps_forward
-    )[0]
+    return gradient_attack(spec, forward, x, y, eps, ids, seed=seed, targets=targets)[0]
 
 
 def robust_over_eps(
@@ -78,7 +75,6 @@ def robust_over_eps(
     seed: int,
     targets: torch.Tensor | None = None,
     still_open: torch.Tensor | None = None,
-    steps_forward: StepForward | None = None,
 ) -> torch.Tensor:
     """(B, K) bool: candidate samples no ε′ ≤ ε fooled, with each sample attacked only while it survives.
 
@@ -91,9 +87,7 @@ def robust_over_eps(
         if eps[j] > 0 and attack.any():
             rows = torch.nonzero(attack).squeeze(1)
             t = targets[rows] if targets is not None else None
-            fooled = run_attack(
-                spec, forward, x[rows], y[rows], eps[j], ids[rows.cpu()], seed, t, steps_forward
-            )
+            fooled = run_attack(spec, forward, x[rows], y[rows], eps[j], ids[rows.cpu()], seed, t)
             alive[rows[fooled]] = False
         result[:, j] = alive
     return result
@@ -165,15 +159,11 @@ class RobustSweep:
         targets: torch.Tensor | None,
         fgsm_pred: torch.Tensor,
         infer: Forward | None = None,
-        steps_forward: StepForward | None = None,
     ) -> None:
         """Every attack on one batch (x on the device; `fgsm_pred` its (B, K) FGSM predictions), then the
         sanity probes. `direction` is the raw sign of the gradient (NaN where the gradient was NaN); `infer`
-        serves the forward-only probes (default: `forward`); `steps_forward`, the iterative attacks' gradient
-        steps (default: `forward`; see services.attack_precision), whose successes `infer` then decides (it
-        predicts what the model does: services.inference_layout)."""
+        serves the forward-only probes (default: `forward`)."""
         ids = torch.arange(self.first_index + rows.start, self.first_index + rows.stop)
-        decide = (infer or forward) if steps_forward is not None else forward
         correct = clean_logits.argmax(dim=1) == y
         white = (
             closed_under_eps(fgsm_pred == y[:, None], self.eps) if "fgsm" in self.worst_case_attacks else None
@@ -181,16 +171,7 @@ class RobustSweep:
         for spec in sorted(self.attacks, key=lambda spec: spec.name in BLACK_BOX):
             black = spec.name in BLACK_BOX
             outcome = robust_over_eps(
-                spec,
-                forward if black else decide,
-                x,
-                y,
-                self.eps,
-                correct,
-                ids,
-                self.seed,
-                still_open=white if black else None,
-                steps_forward=steps_forward,
+                spec, forward, x, y, self.eps, correct, ids, self.seed, still_open=white if black else None
             )
             if not black and spec.name in self.worst_case_attacks:
                 white = outcome if white is None else white & outcome
@@ -198,21 +179,10 @@ class RobustSweep:
             if spec in self.targeted_success and targets is not None:
                 eligible = targets != y
                 survived = robust_over_eps(
-                    spec,
-                    decide,
-                    x,
-                    y,
-                    self.targeted_eps,
-                    eligible,
-                    ids,
-                    self.seed,
-                    targets,
-                    steps_forward=steps_forward,
+                    spec, forward, x, y, self.targeted_eps, eligible, ids, self.seed, targets
                 )
                 self.targeted_success[spec][rows] = (eligible[:, None] & ~survived).cpu()
-        self._probe(
-            decide, infer or forward, x, y, rows, ids, clean_logits, direction, correct, steps_forward
-        )
+        self._probe(forward, infer or forward, x, y, rows, ids, clean_logits, direction, correct)
 
     def _probe(
         self,
@@ -225,7 +195,6 @@ class RobustSweep:
         clean_logits: torch.Tensor,
         direction: torch.Tensor,
         correct: torch.Tensor,
-        steps_forward: StepForward | None,
     ) -> None:
         counts = self.counts
         assert counts is not None
@@ -243,9 +212,7 @@ class RobustSweep:
                 fooled = noise_attack(infer, x, y, max(self.eps), ids, seed=self.seed)
             counts.noise_robust[rows] = (correct & ~fooled).cpu()
         if counts.large_eps_robust is not None:
-            counts.large_eps_robust[rows] = self._large_eps(
-                forward, x, y, ids, direction, correct, steps_forward
-            ).cpu()
+            counts.large_eps_robust[rows] = self._large_eps(forward, x, y, ids, direction, correct).cpu()
 
     def _large_eps(
         self,
@@ -255,7 +222,6 @@ class RobustSweep:
         ids: torch.Tensor,
         direction: torch.Tensor,
         correct: torch.Tensor,
-        steps_forward: StepForward | None,
     ) -> torch.Tensor:
         """Survivors of FGSM and the iterative white-box attacks (in L∞) at the large ε."""
         e = self.probe.large_eps
@@ -266,10 +232,9 @@ class RobustSweep:
         for spec in self.attacks:
             if spec.name == "square" or not alive.any():
                 continue
-            linf = replace(spec, norm="linf")
-            alive &= robust_over_eps(
-                linf, forward, x, y, (e,), alive, ids, self.seed, steps_forward=steps_forward
-            )[:, 0]
+            alive &= robust_over_eps(replace(spec, norm="linf"), forward, x, y, (e,), alive, ids, self.seed)[
+                :, 0
+            ]
         return alive
 
 

@@ -281,15 +281,6 @@ class EvaluationConfig:
         maximum=100_000,
         help="query budget of square per sample and ε (a sample stops once it is fooled)",
     )
-    attack_precision: str = _option(
-        "fp32",
-        kind="choice",
-        label="Attack precision",
-        choices=PRECISIONS,
-        help="precision of the gradient steps of bim and pgd: bf16 takes each step's gradient under bf16 "
-        "autocast (on a channels_last copy of a conv model on the CPU; about 2× faster per step on CPUs with "
-        "bf16 instructions and on CUDA), while every success is still decided by the model's own prediction",
-    )
     sanity_eps: float = _option(
         0.5,
         kind="eps",
@@ -443,15 +434,13 @@ class EvaluationConfig:
         object.__setattr__(self, "cam_eps", parse_eps_value(self.cam_eps))
         object.__setattr__(self, "sanity_eps", parse_eps_value(self.sanity_eps))
         object.__setattr__(self, "attacks", parse_names(self.attacks, "attacks", ATTACKS))
-        for name, choices in (("norm", NORMS), ("loss", LOSSES), ("attack_precision", PRECISIONS)):
+        for name, choices in (("norm", NORMS), ("loss", LOSSES)):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose {' or '.join(choices)}")
         if self.norm == "l2" and "square" in self.attacks:
             raise ConfigError("square is an L∞ attack: drop it from the attacks, or use norm linf")
         if self.norm == "l2" and not {"bim", "pgd"} & set(self.attacks):
             raise ConfigError("norm l2 applies to bim and pgd: add one of them to the attacks")
-        if self.attack_precision == "bf16" and not {"bim", "pgd"} & set(self.attacks):
-            raise ConfigError("attack_precision bf16 applies to bim and pgd: add one of them to the attacks")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; choose fp32 or bf16")
         if self.inference_layout not in INFERENCE_LAYOUTS:

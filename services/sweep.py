@@ -8,7 +8,6 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
-from services.attack_precision import bf16_steps
 from services.attack_specs import AttackSpec, SanityProbe
 from services.attacks import autocast_for, fgsm_directions, frozen_eval, perturb
 from services.errors import ConfigError, DatasetError, EvaluationCancelled, ModelError
@@ -145,12 +144,10 @@ def run_sweep(
     worst_case_attacks: tuple[str, ...] = ("fgsm", "bim", "pgd", "square"),
     probe: SanityProbe | None = None,
     inference_layout: str = "model",
-    attack_precision: str = "fp32",
 ) -> SweepResult:
     """FGSM (and targeted FGSM) over `eps` for every sample, one gradient per batch and mode; then, per
     batch, the iterative and black-box `attacks` and the sanity `probe` (services.robust). With
-    `inference_layout="auto"` the forward-only passes may run a channels_last copy (services.inference_layout);
-    with `attack_precision="bf16"` the iterative attacks' gradient steps run in bf16 (services.attack_precision).
+    `inference_layout="auto"` the forward-only passes may run a channels_last copy (services.inference_layout).
 
     `batches` may be a range of a dataset of `total_samples`: `first_index` is the dataset index of its first
     sample, which seeds every per-sample draw (random targets, random starts, Square, noise), so a range
@@ -214,11 +211,6 @@ def run_sweep(
             if layout_copy is not None
             else None,
         )
-        steps_forward = (
-            bf16_steps(model, device, should_stop, layout_copy)
-            if attack_precision == "bf16" and any(spec.name in ("bim", "pgd") for spec in attacks)
-            else None
-        )
         for x, y in batches:
             check_stop()
             stop = start + len(y)
@@ -265,16 +257,7 @@ def run_sweep(
                         t_prob[rows, j] = out.softmax(dim=1).gather(1, t[:, None]).squeeze(1)
             if robust is not None:
                 robust.run_batch(
-                    forward_all,
-                    x,
-                    y,
-                    rows,
-                    logits,
-                    raw_direction,
-                    t,
-                    pred[rows],
-                    infer=infer_all,
-                    steps_forward=steps_forward,
+                    forward_all, x, y, rows, logits, raw_direction, t, pred[rows], infer=infer_all
                 )
             if keep_directions:
                 if directions is None or inputs is None:  # the first batch: all three are allocated together
