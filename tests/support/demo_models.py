@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,8 +25,6 @@ def training_script():
 def training_build() -> tuple[dict, dict]:
     """(the build the shipped models were trained on, this one): torch and the CPU features that pick the
     kernels, as TRAINED_ON.json records them (the thread count is fixed by the script)."""
-    import json
-
     recorded = json.loads((MODELS / "TRAINED_ON.json").read_text())
     here = {key: value for key, value in training_script().training_environment().items() if key != "threads"}
     return {key: recorded.get(key) for key in here}, here
